@@ -1,0 +1,1 @@
+"""Offline only: golden samples -> model bundle. The daemon never imports this package."""

@@ -1,0 +1,4 @@
+"""How a network runs: backbone definitions, ONNX export and the Engine implementations.
+
+Imports nothing from ``inspector`` or ``calibration``.
+"""

@@ -1,0 +1,67 @@
+"""The `inspector` console script: parse arguments, hand off to a command module.
+
+Each command lives in ``inspector/commands/<name>.py`` with two functions:
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). This file only wires them.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# (command, module, one-line help). Order is the order shown in --help.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("demo", "inspector.commands.demo", "make synthetic parts, calibrate, run the daemon over them, show the history"),
+    ("calibrate", "inspector.commands.calibrate", "fit a model bundle and thresholds from golden (defect-free) images"),
+    ("run", "inspector.commands.run", "the daemon: watch sources, inspect every frame, record verdicts"),
+    ("history", "inspector.commands.history", "list past inspections (filters; table, CSV or JSON)"),
+    ("show", "inspector.commands.show", "print one inspection with its defect regions and heatmap path"),
+    ("bench", "inspector.commands.bench", "calibrate and score an MVTec-layout dataset; AUROC and timings"),
+)
+
+
+class _CleanExit(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inspector",
+        description="Industrial visual inspection: learn from golden parts, flag anomalies, record every verdict.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    from inspector.errors import InspectorError
+
+    try:
+        return int(args._module.run(args) or 0)
+    except InspectorError as exc:
+        # Expected, user-fixable problems: one line, no traceback (systemd shows it as is).
+        print(f"inspector {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

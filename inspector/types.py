@@ -35,6 +35,12 @@ class Frame:
     origin_path: Optional[str] = None
     key: Optional[str] = None
     error: Optional[str] = None
+    decode_ms: float = 0.0  # time the source spent reading + decoding this frame
+
+    @property
+    def size(self) -> Optional[tuple[int, int]]:
+        """(width, height) of the original image, or None for an undecodable frame."""
+        return None if self.image is None else (int(self.image.shape[1]), int(self.image.shape[0]))
 
 
 @dataclass(frozen=True)
@@ -97,3 +103,6 @@ class Verdict:
     # pixel map in tensor coordinates, kept for heatmap rendering; not stored in the DB
     pixel_map: Optional[np.ndarray] = None
     transform: Optional[RoiTransform] = None
+    # True when this frame's row was already committed before (a restart after a crash between
+    # commit and file move): the writer only finishes the move, it records nothing new.
+    already_recorded: bool = False

@@ -1,0 +1,60 @@
+"""Writing a model bundle (the daemon reads it with inspector.bundle.load_bundle).
+
+Written into a temporary sibling directory and renamed into place, so a half-written bundle is
+never mistaken for a complete one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspector import __version__
+from inspector.bundle import ARRAYS, MANIFEST, SCHEMA_VERSION, sha256_file
+
+
+def write_bundle(out: str | Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], onnx_file: Path,
+                 extra_files: dict[str, Path] | None = None) -> str:
+    """Write manifest.json + arrays.npz + the ONNX (+ extra files) into ``out``; returns the bundle id.
+
+    ``manifest`` gets schema_version, created_at, inspector_version, hashes and bundle_id added.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        np.savez(tmp / ARRAYS, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        onnx_name = manifest["engine"]["onnx"]
+        shutil.copyfile(onnx_file, tmp / onnx_name)
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, tmp / name)
+        hashes = {"arrays": sha256_file(tmp / ARRAYS), "onnx": sha256_file(tmp / onnx_name)}
+        m = dict(manifest)
+        m["schema_version"] = SCHEMA_VERSION
+        m["inspector_version"] = __version__
+        m["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        m["hashes"] = hashes
+        # identity = what changes scores: network, arrays, thresholds, preprocessing
+        ident = json.dumps([hashes, m["thresholds"], m["preprocess"], m["scorer"]], sort_keys=True)
+        m["bundle_id"] = hashlib.sha256(ident.encode()).hexdigest()[:12]
+        (tmp / MANIFEST).write_text(json.dumps(m, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return m["bundle_id"]

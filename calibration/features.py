@@ -1,0 +1,49 @@
+"""Golden images -> the network's patch features, through the same Engine the daemon uses."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from engines.backbones.export import export_onnx
+from engines.backbones.patch_features import PatchFeatureNet, build_patch_feature_net
+from engines.backbones.weights import file_sha256, resolve_weights_path
+from inspector.preprocess import Preprocessor
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "features"
+
+
+def network_description(backbone_config) -> dict:
+    """The JSON description of the feature network stored in the manifest (the torch engine
+    rebuilds the network from it; the other engines read the ONNX)."""
+    weights = resolve_weights_path(backbone_config.name, backbone_config.weights)
+    return {
+        "kind": "patch_features",
+        "backbone": backbone_config.name,
+        "weights": str(backbone_config.weights) if backbone_config.weights else None,
+        "weights_sha256": file_sha256(weights),
+        "feature_dim": backbone_config.feature_dim,
+        "layers": "stride 8 + stride 16, 3x3 average aggregation",
+        "stride": 8,
+    }
+
+
+def export_feature_network(description: dict, input_hw: tuple[int, int], out: Path) -> tuple[Path, int]:
+    """Build the torch network, export ONNX to ``out``; returns (path, feature dim)."""
+    net: PatchFeatureNet = build_patch_feature_net(description)
+    export_onnx(net, out, (3, *input_hw), INPUT_NAME, (OUTPUT_NAME,))
+    return out, net.feature_dim
+
+
+def extract_features(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray], *, batch: int = 8,
+                     progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+    """images (BGR/grey uint8, any size) -> features float32 [N, D, h, w]."""
+    chunks = []
+    for s in range(0, len(images), batch):
+        x = np.stack([preprocessor.prepare(im)[0] for im in images[s:s + batch]])
+        chunks.append(engine.run(x)[OUTPUT_NAME])
+        if progress:
+            progress(len(x))
+    return np.concatenate(chunks)

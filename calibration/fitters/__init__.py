@@ -1,0 +1,1 @@
+"""Offline fitters: golden features -> a scorer's arrays and parameters (one module per method)."""

@@ -1,0 +1,97 @@
+"""What `inspector calibrate` prints and the report.html it writes."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from calibration.calibrate import CalibrationResult
+from calibration.golden import read_golden
+from calibration.report import CalibrationReportData, write_calibration_report
+from inspector.heatmap import render_overlay, write_png_atomic
+from inspector.preprocess import Preprocessor
+
+
+def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) -> None:
+    ti, tp = r.image_threshold, r.pixel_threshold
+    lines = [
+        f"bundle        {r.bundle_dir}  (id {r.bundle_id})",
+        f"images        {r.images_used} used, {len(r.images_skipped)} skipped, {len(r.holdout_names)} held out",
+        f"memory bank   {r.bank_size} patches" if r.bank_size else None,
+        f"threshold     {ti.value:.4f}  (Q{ti.quantile:g} + {ti.margin:g} x spread of {ti.n} held-out scores; "
+        f"held-out range {r.holdout_scores.min():.4f}..{r.holdout_scores.max():.4f})",
+        f"false rejects expected ~{max(ti.normal_frr, ti.empirical_frr) * 100:.2f}% of good parts "
+        f"(normal fit {ti.normal_frr * 100:.2f}%, held-out {ti.empirical_frr * 100:.1f}%)",
+        f"pixel thresh  {tp.value:.4f}" if tp else None,
+        "time          " + ", ".join(f"{k} {v:.1f}s" for k, v in r.stage_seconds.items()),
+    ]
+    for name, reason in r.images_skipped:
+        lines.append(f"skipped       {reason}")
+    if report:
+        lines.append(f"report        {report}")
+    print("\n".join(line for line in lines if line), file=out)
+
+
+def write_report(r: CalibrationResult, settings, golden_dir: Path, defects_dir: Optional[Path]) -> Path:
+    """report.html next to the bundle: histogram + threshold, near-threshold heatmaps, times."""
+    from inspector.bundle import load_bundle
+
+    bundle = load_bundle(r.bundle_dir)
+    pre = Preprocessor(bundle.preprocess)
+    pics = r.bundle_dir / "report"
+    near = []
+    if r.holdout_maps is not None and len(r.holdout_names):
+        order = np.argsort(np.abs(r.holdout_scores - r.image_threshold.value))[:6]
+        names = [r.holdout_names[i] for i in order]
+        imgs = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels)
+        by_name = dict(zip(imgs.names, imgs.images))
+        for i, name in zip(order, names):
+            img = by_name.get(name)
+            if img is None:
+                continue
+            _, tr = pre.prepare(img)
+            ov = render_overlay(img, r.holdout_maps[i], tr, bundle.pixel_threshold or 1.0,
+                                label=f"{name}  {r.holdout_scores[i]:.3f}")
+            path = write_png_atomic(pics / f"near-{len(near)}.png", ov)
+            near.append((name, float(r.holdout_scores[i]), str(path)))
+    defect_scores = None
+    if defects_dir:
+        defect_scores = score_folder(bundle, settings, defects_dir)
+    data = CalibrationReportData(
+        heldout_scores=[float(s) for s in r.holdout_scores],
+        threshold=r.image_threshold.value,
+        pixel_threshold=r.pixel_threshold.value if r.pixel_threshold else None,
+        expected_false_reject_rate=max(r.image_threshold.normal_frr, r.image_threshold.empirical_frr),
+        defect_scores=defect_scores,
+        near_threshold=near,
+        stage_times=r.stage_seconds,
+        bundle_id=r.bundle_id,
+        summary={"images used": str(r.images_used), "skipped": str(len(r.images_skipped)),
+                 "held out": str(len(r.holdout_names)), "memory bank": str(r.bank_size),
+                 "backbone": r.manifest["network"]["backbone"],
+                 "input": f'{r.manifest["preprocess"]["width"]}x{r.manifest["preprocess"]["height"]}',
+                 "scorer": r.manifest["scorer"]["type"]},
+    )
+    out = r.bundle_dir / "report.html"
+    write_calibration_report(out, data)
+    return out
+
+
+def score_folder(bundle, settings, folder: Path) -> list[float]:
+    """Image scores of every readable image in ``folder`` with the bundle's pipeline."""
+    from inspector.runtime import build_pipeline
+
+    imgs = read_golden(folder, max_pixels=settings.preprocess.max_pixels)
+    pipeline = build_pipeline(bundle, settings.engine)
+    scores = []
+    from inspector.types import Frame
+    from datetime import datetime, timezone
+
+    for name, img in zip(imgs.names, imgs.images):
+        v = pipeline.inspect([Frame(id=name, source="calibrate", captured_at=datetime.now(timezone.utc), image=img)])[0]
+        if v.score is not None:
+            scores.append(v.score)
+    pipeline.engine.close()
+    return scores

@@ -1,0 +1,60 @@
+"""ONNX Runtime engine: the CPU default for the daemon (CUDA/TensorRT execution providers
+where onnxruntime-gpu is installed)."""
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engines.base import EngineSpec, EngineUnavailable
+from engines.ort_providers import check_session_providers, resolve_providers
+
+log = logging.getLogger(__name__)
+
+
+class OnnxRuntimeEngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["onnxruntime"] = "onnxruntime"
+    threads: int = Field(0, ge=0, le=256)  # 0: onnxruntime picks (all physical cores)
+    max_batch: int = Field(4, ge=1, le=64)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    require_gpu: bool = False
+
+
+class OnnxRuntimeEngine:
+    kind = "onnxruntime"
+
+    def __init__(self, spec: EngineSpec, config: OnnxRuntimeEngineConfig):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EngineUnavailable("engine.type onnxruntime: pip install onnxruntime (or onnxruntime-gpu)") from None
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if config.threads:
+            opts.intra_op_num_threads = config.threads
+        opts.inter_op_num_threads = 1
+        providers = resolve_providers(config.providers, config.require_gpu)
+        self.session = ort.InferenceSession(str(spec.onnx_path), opts, providers=providers)
+        check_session_providers(self.session, config.providers, config.require_gpu, log)
+        self.spec = EngineSpec(spec.onnx_path, spec.input_name, spec.input_shape, spec.output_names,
+                               config.max_batch, spec.network)
+        self.precision = "fp32"
+        log.info("onnxruntime %s engine on %s", ort.__version__, self.session.get_providers())
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        names = list(self.spec.output_names)
+        parts: list[list[np.ndarray]] = [[] for _ in names]
+        for i in range(0, len(batch), self.spec.max_batch):
+            x = np.ascontiguousarray(batch[i:i + self.spec.max_batch], dtype=np.float32)
+            for j, arr in enumerate(self.session.run(names, {self.spec.input_name: x})):
+                parts[j].append(arr)
+        return {n: np.concatenate(p) for n, p in zip(names, parts)}
+
+    def warmup(self) -> None:
+        self.run(np.zeros((1, *self.spec.input_shape), np.float32))
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,45 @@
+"""Fit a model bundle from golden (defect-free) images.
+
+Reads every image in --golden (png, jpg, bmp, tif; grey or colour; any size), holds a share out,
+fits the scorer on the rest, sets the image and pixel thresholds from the held-out scores, refits
+on all (calibration.refit_on_all), and writes BUNDLE/manifest.json, arrays.npz, backbone.onnx and
+report.html. Settings come from --config (sections preprocess, backbone, scorer, calibration,
+engine); without one, the defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from inspector.errors import InspectorError
+
+log = logging.getLogger("inspector.calibrate")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--golden", required=True, type=Path, help="folder of defect-free images")
+    p.add_argument("--out", required=True, type=Path, help="bundle directory to write (replaced if it exists)")
+    p.add_argument("--config", type=Path, help="YAML config (preprocess/backbone/scorer/calibration/engine sections)")
+    p.add_argument("--defects", type=Path, help="optional folder of known-defect images: their scores go in the report")
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from calibration.calibrate import calibrate
+    from calibration.summary import print_summary, write_report
+    from inspector.settings import Settings, load_settings
+
+    settings = load_settings(args.config) if args.config else Settings()
+    try:
+        result = calibrate(settings, args.golden, args.out, progress=not args.quiet)
+    except (OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, InspectorError):
+            raise
+        raise InspectorError(f"calibration failed: {exc}") from exc
+    report = None
+    if not args.no_report:
+        report = write_report(result, settings, args.golden, args.defects)
+    print_summary(result, report)
+    return 0

@@ -1,0 +1,120 @@
+"""The daemon: watch the configured sources, inspect every frame, record every verdict.
+
+Start-up checks (each failure is one line and a non-zero exit, never a traceback): the config
+validates, the bundle exists and matches the config's preprocessing, every inbox is a readable
+folder, the database opens and its schema is current, the engine loads and warms up. Then the
+inbox backlog is queued, READY=1 goes to systemd, and frames flow until SIGTERM/SIGINT.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from inspector.errors import ConfigError
+
+log = logging.getLogger("inspector.run")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, type=Path, help="YAML config (see config/inspector.example.yaml)")
+
+
+def _check_folders(settings) -> None:
+    for src in settings.sources:
+        if src.type != "folder":
+            continue
+        inbox = Path(src.inbox)
+        if not inbox.is_dir():
+            raise ConfigError(f"source {src.name}: inbox {inbox} is not a folder; create it or fix sources[].inbox")
+        if not os.access(inbox, os.R_OK | os.W_OK | os.X_OK):
+            raise ConfigError(f"source {src.name}: inbox {inbox} is not readable and writable by this user "
+                              f"(frames are moved out after recording)")
+    out = settings.output
+    for d in (out.done_dir, out.quarantine_dir, out.heatmap_dir):
+        try:
+            Path(d).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"output folder {d}: cannot create ({exc.strerror})") from None
+
+
+def build_sources(settings):
+    sources = []
+    for cfg in settings.sources:
+        if cfg.type == "folder":
+            from inspector.sources.folder import FolderSource
+
+            sources.append(FolderSource(cfg, max_pixels=settings.preprocess.max_pixels))
+        else:
+            from inspector.sources.stream import StreamSource
+
+            sources.append(StreamSource(cfg))
+    return sources
+
+
+def run(args: argparse.Namespace) -> int:
+    from inspector.bundle import load_bundle
+    from inspector.commands.status import status_file_path
+    from inspector.metrics import Metrics, MetricsServer
+    from inspector.outputs import OutputLayout
+    from inspector.runtime import build_pipeline, check_preprocess_matches
+    from inspector.service import InspectionService
+    from inspector.settings import load_settings
+    from inspector.storage import ResultStore
+    from inspector.systemd import SystemdNotifier
+
+    settings = load_settings(args.config)
+    logging.getLogger().setLevel(settings.logging.level)
+    if not settings.sources:
+        raise ConfigError(f"config {args.config}: no sources; add at least one under `sources:`")
+    if settings.bundle is None:
+        raise ConfigError(f"config {args.config}: `bundle:` is not set; point it at a folder made by "
+                          f"`inspector calibrate`")
+    _check_folders(settings)
+    bundle = load_bundle(settings.bundle)
+    check_preprocess_matches(bundle, settings)
+    store = ResultStore(settings.database.url)
+    store.ensure_schema()
+    store.register_bundle(bundle.id, str(bundle.path), bundle.manifest)
+    notifier = SystemdNotifier()
+    notifier.status("loading engine")
+    roi = {s.name: tuple(s.roi) for s in settings.sources if getattr(s, "roi", None)}
+    pipeline = build_pipeline(bundle, settings.engine, roi)
+    pipeline.engine.warmup()
+    metrics = Metrics()
+    metrics.set_engine_info(pipeline.engine.kind, pipeline.engine.precision)
+    server = None
+    if settings.metrics.listen:
+        server = MetricsServer(metrics, settings.metrics.listen)
+        server.start()
+        log.info("metrics on http://%s/metrics", settings.metrics.listen)
+    sources = build_sources(settings)
+    periodic = []
+    retention = getattr(settings, "retention", None)
+    if retention is not None and _retention_active(retention):
+        from inspector.retention import prune
+
+        periodic.append((retention.interval_minutes * 60.0, lambda: log.info("retention: %s",
+                         prune(store, retention, dry_run=False).summary())))
+    service = InspectionService(
+        pipeline, store, sources, OutputLayout(settings.output), max_batch=settings.engine.max_batch,
+        batch_wait_ms=settings.runtime.batch_wait_ms, queue_size=settings.runtime.queue_size,
+        status_path=status_file_path(settings), notifier=notifier, metrics=metrics, periodic=periodic,
+    )
+    for s in sources:
+        if hasattr(s, "stats"):
+            metrics.add_collector(lambda s=s: metrics.update_stream_stats(s.name, s.stats()))
+    service.install_signal_handlers()
+    try:
+        return service.run()
+    finally:
+        if server is not None:
+            server.stop()
+        pipeline.engine.close()
+        store.close()
+
+
+def _retention_active(retention) -> bool:
+    return any(getattr(retention, k, None) for k in ("max_age_days", "max_file_age_days", "max_frame_bytes",
+                                                      "max_heatmap_bytes"))

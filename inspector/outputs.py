@@ -1,0 +1,85 @@
+"""Where a frame file and its heatmap go once the verdict is known.
+
+Names are made safe (no path separators, control characters or newlines survive) and unique
+(a short hash of the frame key is added on collision), so a hostile or odd inbox file name
+can never write outside the output folders.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from inspector.settings import OutputConfig
+from inspector.types import Verdict, VerdictKind
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(name: str, max_len: int = 120) -> str:
+    """A file name safe to create anywhere: separators, dots-only and control chars replaced."""
+    base = _UNSAFE.sub("_", os.path.basename(name)).strip("._") or "frame"
+    return base[-max_len:]
+
+
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+
+
+class OutputLayout:
+    def __init__(self, config: OutputConfig):
+        self.config = config
+
+    def frame_destination(self, verdict: Verdict) -> Optional[Path]:
+        """Folder-mode frames: done/[pass|fail]/DATE/name or quarantine/DATE/name; None for stream frames."""
+        f = verdict.frame
+        if f.origin_path is None or self.config.keep_in_inbox and verdict.kind is not VerdictKind.ERROR:
+            return None
+        day = verdict.frame.captured_at.strftime("%Y-%m-%d")
+        if verdict.kind is VerdictKind.ERROR:
+            folder = Path(self.config.quarantine_dir) / day
+        elif self.config.layout == "per_verdict":
+            folder = Path(self.config.done_dir) / verdict.kind.value / day
+        else:
+            folder = Path(self.config.done_dir) / day
+        name = safe_name(f.origin_path)
+        dest = folder / name
+        if dest.exists():
+            stem, dot, ext = name.rpartition(".")
+            dest = folder / (f"{stem}-{short_hash(f.key or f.id)}.{ext}" if dot else f"{name}-{short_hash(f.key or f.id)}")
+        return dest
+
+    def heatmap_path(self, verdict: Verdict) -> Path:
+        f = verdict.frame
+        day = f.captured_at.strftime("%Y-%m-%d")
+        stem = safe_name(os.path.splitext(os.path.basename(f.origin_path))[0] if f.origin_path else f.id)
+        return Path(self.config.heatmap_dir) / day / f"{safe_name(f.source)}-{stem}-{short_hash(f.key or f.id)}.png"
+
+    def wants_heatmap(self, verdict: Verdict) -> bool:
+        if verdict.pixel_map is None or verdict.frame.image is None:
+            return False
+        return verdict.kind is VerdictKind.FAIL or (verdict.kind is VerdictKind.PASS and self.config.heatmaps_for_passes)
+
+
+def move_file(src: str, dest: Path) -> Path:
+    """Rename into place (same filesystem), else copy + fsync + unlink. Never follows a symlink."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = dest.with_name(f".{dest.name}.part")
+        shutil.copyfile(src, tmp, follow_symlinks=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        os.unlink(src)
+    return dest
+
+

@@ -1,0 +1,1 @@
+"""Runtime scorers: features -> image scores and pixel anomaly maps. One module per family."""

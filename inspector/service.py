@@ -1,0 +1,328 @@
+"""The daemon's machinery: source threads -> bounded queue -> one inference worker (batches what
+is waiting) -> bounded queue -> one writer (heatmap, DB row, then the file move).
+
+A file leaves the inbox only after its row is committed, so a crash at any moment loses nothing;
+a restart finds the row by the file's key and only finishes the move, so nothing is counted
+twice. A locked database or a full disk keeps the frame in hand and retries (logged once per
+incident). SIGTERM/SIGINT stop the sources, drain the queues and exit.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import queue
+import signal
+import tempfile
+import threading
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence
+
+from inspector.heatmap import render_overlay, write_png_atomic
+from inspector.metrics import Metrics
+from inspector.outputs import OutputLayout, move_file
+from inspector.pipeline import InspectionPipeline
+from inspector.storage import ResultStore, StorageUnavailable
+from inspector.systemd import SystemdNotifier
+from inspector.types import Frame, Verdict, VerdictKind
+
+log = logging.getLogger("inspector.service")
+
+_STOP = object()  # sentinel through the verdict queue
+
+
+class _Incident:
+    """Logs a recurring problem once when it starts and once when it clears, not per frame."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.since: Optional[float] = None
+
+    def hit(self, detail: str) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.error("%s: %s; frames stay in the inbox and are retried", self.what, detail)
+
+    def clear(self) -> None:
+        if self.since is not None:
+            log.warning("%s: recovered after %.1fs", self.what, time.monotonic() - self.since)
+            self.since = None
+
+
+class InspectionService:
+    def __init__(self, pipeline: InspectionPipeline, store: ResultStore, sources: Sequence, layout: OutputLayout,
+                 *, max_batch: int, batch_wait_ms: float, queue_size: int, status_path: Optional[Path] = None,
+                 notifier: Optional[SystemdNotifier] = None, metrics: Optional[Metrics] = None,
+                 periodic: Sequence = ()):
+        self.pipeline = pipeline
+        self.store = store
+        self.sources = list(sources)
+        self.layout = layout
+        self.max_batch = max_batch
+        self.batch_wait = batch_wait_ms / 1000.0
+        self.frames: "queue.Queue[Frame]" = queue.Queue(maxsize=queue_size)
+        self.verdicts: "queue.Queue[object]" = queue.Queue(maxsize=queue_size * 2)
+        self.status_path = status_path
+        self.notifier = notifier or SystemdNotifier()
+        self.metrics = metrics or Metrics()
+        self.periodic = list(periodic)  # (interval_s, callable) run on a low-priority thread
+        self.stop_event = threading.Event()
+        self._inference_done = threading.Event()
+        self._heartbeat = time.monotonic()
+        self._processed = 0
+        self._counts = {"pass": 0, "fail": 0, "error": 0}
+        self._last: Optional[str] = None
+        self._latencies: deque[float] = deque(maxlen=500)
+        self._started = datetime.now(timezone.utc)
+        self._db_incident = _Incident("results database unavailable")
+        self._disk_incident = _Incident("cannot write output files")
+        self._by_source = {s.name: s for s in self.sources}
+
+    # ------------------------------------------------------------ sources -> queue
+    def emit(self, frame: Frame) -> bool:
+        try:
+            self.frames.put_nowait(frame)
+            return True
+        except queue.Full:
+            return False
+
+    # ------------------------------------------------------------ inference worker
+    def _take_batch(self) -> list[Frame]:
+        try:
+            first = self.frames.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < self.max_batch:
+            try:
+                left = deadline - time.monotonic()
+                batch.append(self.frames.get_nowait() if left <= 0 else self.frames.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
+
+    def _inference_loop(self) -> None:
+        try:
+            while True:
+                self._heartbeat = time.monotonic()
+                batch = self._take_batch()
+                if not batch:
+                    if self.stop_event.is_set() and self.frames.empty():
+                        return
+                    continue
+                self.metrics.set_queue_depth(self.frames.qsize())
+                for v in self._inspect(batch):
+                    self.verdicts.put(v)
+        finally:
+            self._inference_done.set()
+            self.verdicts.put(_STOP)
+
+    def _inspect(self, batch: list[Frame]) -> list[Verdict]:
+        fresh, out = [], []
+        for f in batch:
+            recorded = self._recorded(f)
+            if recorded:
+                out.append(Verdict(frame=f, kind=VerdictKind(recorded), score=None, threshold=None,
+                                   already_recorded=True))
+            else:
+                fresh.append(f)
+        if fresh:
+            try:
+                out.extend(self.pipeline.inspect(fresh))
+            except Exception as exc:  # an engine failure must not kill the daemon or lose the frames
+                log.exception("inference failed for %d frame(s)", len(fresh))
+                out.extend(self.pipeline.error_verdict(f, f"inference failed: {type(exc).__name__}: {exc}")
+                           for f in fresh)
+        return out
+
+    def _recorded(self, frame: Frame) -> Optional[str]:
+        """The verdict already committed for this file (restart after a crash), if any."""
+        if not frame.key:
+            return None
+        while True:
+            try:
+                hit = self.store.find_by_frame_key(frame.key)
+                self._db_incident.clear()
+                return hit[1] if hit else None
+            except StorageUnavailable as exc:
+                self._db_incident.hit(str(exc))
+                if self.stop_event.wait(1.0):
+                    return None
+
+    # ------------------------------------------------------------ writer
+    def _writer_loop(self) -> None:
+        while True:
+            item = self.verdicts.get()
+            if item is _STOP:
+                return
+            self._write(item)
+
+    def _write(self, v: Verdict) -> None:
+        f = v.frame
+        dest = self.layout.frame_destination(v)
+        if not v.already_recorded:
+            heatmap = self._retry(lambda: self._heatmap(v), self._disk_incident)
+            if heatmap is False:
+                return self._abandon(f)
+            ok = self._retry(lambda: self.store.record(v, frame_key=f.key, heatmap_path=heatmap,
+                                                       stored_path=str(dest) if dest else None), self._db_incident)
+            if ok is False:
+                return self._abandon(f)
+            self._count(v)
+        if f.origin_path and dest is not None:
+            try:
+                move_file(f.origin_path, dest)
+            except FileNotFoundError:
+                log.warning("%s: vanished from the inbox before it could be moved", os.path.basename(f.origin_path))
+            except OSError as exc:
+                log.error("%s: recorded, but cannot move to %s (%s)", os.path.basename(f.origin_path), dest,
+                          exc.strerror)
+        self._finished(f)
+
+    def _heatmap(self, v: Verdict) -> Optional[str]:
+        if not self.layout.wants_heatmap(v):
+            return None
+        path = self.layout.heatmap_path(v)
+        label = f"{v.kind.value.upper()}  {v.score:.3f} / {v.threshold:.3f}"
+        img = render_overlay(v.frame.image, v.pixel_map, v.transform, self.pipeline.judge.pixel_threshold or 1.0,
+                             v.regions, label)
+        write_png_atomic(path, img)
+        return str(path)
+
+    def _retry(self, action, incident: _Incident):
+        """Run ``action`` until it succeeds; transient DB/disk failures wait and retry. Returns
+        False if the daemon is stopping and the condition has not cleared in 10 s."""
+        delay, gave_up_at = 0.2, None
+        while True:
+            try:
+                result = action()
+                incident.clear()
+                return result
+            except StorageUnavailable as exc:
+                incident.hit(str(exc))
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+                    raise
+                incident.hit(f"{exc.strerror} ({getattr(exc, 'filename', '')})")
+            if self.stop_event.is_set():
+                gave_up_at = gave_up_at or time.monotonic() + 10.0
+                if time.monotonic() > gave_up_at:
+                    return False
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _abandon(self, f: Frame) -> None:
+        log.warning("%s: left in the inbox for the next start", f.origin_path or f.id)
+        self._finished(f)
+
+    def _finished(self, f: Frame) -> None:
+        src = self._by_source.get(f.source)
+        if f.origin_path and hasattr(src, "finished"):
+            src.finished(f.origin_path)
+
+    def _count(self, v: Verdict) -> None:
+        f = v.frame
+        self._processed += 1
+        self._counts[v.kind.value] += 1
+        self._heartbeat = time.monotonic()
+        latency_ms = (datetime.now(timezone.utc) - f.captured_at).total_seconds() * 1000.0
+        total = v.timings_ms.get("total")
+        if total is not None:
+            self._latencies.append(total)
+        self.metrics.count_frame(f.source, v.kind.value)
+        self.metrics.observe_timings_ms(v.timings_ms)
+        name = os.path.basename(f.origin_path) if f.origin_path else f.id
+        self._last = f"{v.kind.value} {name}"
+        if v.kind is VerdictKind.ERROR:
+            log.info("%s %r error: %s", f.source, name, v.error)
+        else:
+            log.info("%s %r %s score=%.4f thr=%.4f regions=%d %.1fms (file to row %.0fms)", f.source, name,
+                     v.kind.value, v.score, v.threshold, len(v.regions), total or 0.0, latency_ms)
+
+    # ------------------------------------------------------------ lifecycle
+    def request_stop(self, *_args) -> None:
+        if not self.stop_event.is_set():
+            log.info("stopping: finishing frames in hand")
+            self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self, *, ready_timeout: float = 30.0) -> int:
+        workers = [threading.Thread(target=self._inference_loop, name="inference", daemon=True),
+                   threading.Thread(target=self._writer_loop, name="writer", daemon=True)]
+        for t in workers:
+            t.start()
+        for periodic in self.periodic:
+            threading.Thread(target=self._periodic_loop, args=periodic, name="periodic", daemon=True).start()
+        for s in self.sources:
+            s.start(self.emit)
+        deadline = time.monotonic() + ready_timeout
+        for s in self.sources:
+            if hasattr(s, "wait_backlog"):
+                s.wait_backlog(max(0.0, deadline - time.monotonic()))
+        self.notifier.ready(self._status_line())
+        log.info("ready: %d source(s), bundle %s", len(self.sources), self.pipeline.bundle_id)
+        interval = self.notifier.watchdog_interval()
+        ping_every = min(1.0, interval / 2) if interval else 1.0
+        last_status = 0.0
+        while not self.stop_event.wait(ping_every):
+            # WATCHDOG only while the inference worker is turning (it beats at least every 0.2 s)
+            if time.monotonic() - self._heartbeat < max(5.0, (interval or 10.0) / 2):
+                self.notifier.watchdog()
+            if time.monotonic() - last_status >= 2.0:
+                last_status = time.monotonic()
+                self.notifier.status(self._status_line())
+                self._write_status_file()
+            if not workers[0].is_alive():
+                log.error("inference worker died; exiting so systemd restarts the service")
+                self.stop_event.set()
+                break
+        self.notifier.stopping("draining")
+        for s in self.sources:
+            s.stop()
+        for t in workers:
+            t.join(timeout=60)
+        self._write_status_file()
+        log.info("stopped after %d frames (%s)", self._processed,
+                 ", ".join(f"{k} {n}" for k, n in self._counts.items()))
+        return 0
+
+    def _periodic_loop(self, interval_s: float, action) -> None:
+        while not self.stop_event.wait(interval_s):
+            try:
+                action()
+            except Exception:
+                log.exception("periodic task %s failed", getattr(action, "__name__", action))
+
+    def _status_line(self) -> str:
+        return (f"{self._processed} frames (pass {self._counts['pass']}, fail {self._counts['fail']}, "
+                f"error {self._counts['error']}); queue {self.frames.qsize()}; last: {self._last or '-'}")
+
+    def status(self) -> dict:
+        lat = sorted(self._latencies)
+        p = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2)) if lat else (lambda q: None)
+        return {"pid": os.getpid(), "started_at": self._started.isoformat(),
+                "updated_at": datetime.now(timezone.utc).isoformat(), "frames_processed": self._processed,
+                "counts": dict(self._counts), "queue_depth": self.frames.qsize(), "bundle_id": self.pipeline.bundle_id,
+                "engine": {"type": self.pipeline.engine.kind, "precision": self.pipeline.engine.precision},
+                "last_verdict": self._last, "latency_p50_ms": p(0.5), "latency_p95_ms": p(0.95),
+                "streams": {s.name: s.stats() for s in self.sources}}
+
+    def _write_status_file(self) -> None:
+        if self.status_path is None:
+            return
+        try:
+            self.status_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.status_path.parent, prefix=".status-")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.status(), fh)
+            os.replace(tmp, self.status_path)
+        except OSError as exc:
+            log.debug("status file %s not written: %s", self.status_path, exc)

@@ -1,0 +1,1 @@
+"""Frame sources: a watched folder (folder.py) and OpenCV streams (stream.py)."""

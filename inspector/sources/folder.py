@@ -1,0 +1,234 @@
+"""FolderSource: a watched inbox folder (watchdog), backlog first.
+
+A file is only read once it is complete:
+- names matching ``ignore_patterns`` (temporary names: ``.x``, ``*.tmp``, ``*.part``...) are
+  never read, so writers that write-then-rename are handled by the rename event;
+- a close-after-write (inotify IN_CLOSE_WRITE) or a rename into the inbox marks a file complete;
+- otherwise (no close event on this platform or filesystem) a file counts as complete once its
+  size and mtime have not changed for ``stable_seconds``.
+A periodic rescan catches anything the event stream missed (inotify queue overflow), so no file
+is ever left behind. A file emitted stays "in flight" until the writer calls ``finished(path)``
+after committing its row and moving it; it is not emitted twice meanwhile.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from inspector.decode import FrameError, read_image_file
+from inspector.settings import FolderSourceConfig
+from inspector.sources.base import Emit
+from inspector.types import Frame
+
+log = logging.getLogger(__name__)
+
+RESCAN_SECONDS = 2.0
+
+
+def frame_key(path: str, st: os.stat_result) -> str:
+    """Identity of one file landing in the inbox: stable across daemon restarts."""
+    return f"{os.path.basename(path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+
+
+class FolderSource:
+    def __init__(self, config: FolderSourceConfig, *, max_pixels: int):
+        self.config = config
+        self.name = config.name
+        self.inbox = Path(config.inbox)
+        self.max_pixels = max_pixels
+        self._complete: "queue.SimpleQueue[str]" = queue.SimpleQueue()  # paths with close/rename events
+        self._pending: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, unchanged since)
+        self._closed: set[str] = set()
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._observer = None
+        self._counts = {"frames_read": 0, "frames_emitted": 0, "errors": 0, "drops": 0, "reconnects": 0}
+        self._backlog_done = threading.Event()
+
+    # -------------------------------------------------------------- public
+    def start(self, emit: Emit) -> None:
+        from watchdog.observers import Observer
+
+        self._emit = emit
+        self._observer = Observer()
+        self._observer.schedule(_Handler(self), str(self.inbox), recursive=self.config.recursive)
+        self._observer.daemon = True
+        self._observer.start()
+        self._thread = threading.Thread(target=self._loop, name=f"source-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._observer is not None:
+            # watchdog logs a spurious ERROR when its inotify thread is stopped mid-read
+            logging.getLogger("watchdog.observers.inotify").setLevel(logging.CRITICAL)
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def finished(self, path: str) -> None:
+        """The writer committed this file's row and moved it: forget it."""
+        with self._lock:
+            self._in_flight.discard(path)
+            self._pending.pop(path, None)
+            self._closed.discard(path)
+
+    def wait_backlog(self, timeout: float) -> bool:
+        """True once the files present at start have all been queued."""
+        return self._backlog_done.wait(timeout)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {**self._counts, "in_flight": len(self._in_flight), "pending": len(self._pending),
+                    "state": "watching" if self._thread and self._thread.is_alive() else "stopped"}
+
+    # -------------------------------------------------------------- events
+    def ignored(self, path: str) -> bool:
+        name = os.path.basename(path)
+        if any(fnmatch.fnmatch(name, pat) for pat in self.config.ignore_patterns):
+            return True
+        parent = os.path.dirname(os.path.abspath(path))
+        return not self.config.recursive and parent != str(self.inbox.resolve())
+
+    def note(self, path: str, complete: bool) -> None:
+        """Called from watchdog's thread: a file appeared, changed, closed or was renamed in."""
+        if self.ignored(path):
+            return
+        with self._lock:
+            if path in self._in_flight:
+                return
+            if complete:
+                self._closed.add(path)
+            self._pending.setdefault(path, (-1, -1, time.monotonic()))
+
+    # -------------------------------------------------------------- loop
+    def _scan(self) -> None:
+        """Add every candidate file in the inbox (backlog at start, missed events later)."""
+        try:
+            it = self.inbox.rglob("*") if self.config.recursive else self.inbox.iterdir()
+            paths = [str(p) for p in it]
+        except OSError as exc:
+            log.error("source %s: cannot list inbox %s (%s); will retry", self.name, self.inbox, exc.strerror)
+            return
+        for p in paths:
+            if os.path.isdir(p) and not os.path.islink(p):
+                continue
+            self.note(p, complete=False)
+
+    def _ready_paths(self) -> list[str]:
+        """Pending paths that are complete now, oldest first; updates size-stability state."""
+        now = time.monotonic()
+        ready: list[tuple[int, str]] = []
+        with self._lock:
+            items = list(self._pending.items())
+        for path, (size, mtime, since) in items:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                with self._lock:
+                    self._pending.pop(path, None)
+                    self._closed.discard(path)
+                continue
+            if (st.st_size, st.st_mtime_ns) != (size, mtime):
+                # changed since we last looked: restart the stability clock
+                with self._lock:
+                    if path in self._pending:
+                        self._pending[path] = (st.st_size, st.st_mtime_ns, now)
+                since = now
+                age = time.time() - st.st_mtime  # backlog files, untouched for a while, are complete
+                if age < self.config.stable_seconds and path not in self._closed:
+                    continue
+            elif now - since < self.config.stable_seconds and path not in self._closed:
+                continue
+            ready.append((st.st_mtime_ns, path))
+        ready.sort()
+        return [p for _, p in ready]
+
+    def _loop(self) -> None:
+        self._scan()
+        first = True
+        last_scan = time.monotonic()
+        while not self._stop.is_set():
+            for path in self._ready_paths():
+                if self._stop.is_set():
+                    return
+                self._take(path)
+            if first:
+                # everything present at start is either queued or still being written
+                first = False
+                self._backlog_done.set()
+            if time.monotonic() - last_scan > RESCAN_SECONDS:
+                self._scan()
+                last_scan = time.monotonic()
+            self._stop.wait(0.02)
+
+    def _take(self, path: str) -> None:
+        with self._lock:
+            if path in self._in_flight or path not in self._pending:
+                return
+            self._in_flight.add(path)
+            self._pending.pop(path, None)
+            self._closed.discard(path)
+        frame = self._read(path)
+        if frame is None:
+            self.finished(path)
+            return
+        while not self._stop.is_set():
+            if self._emit(frame):
+                with self._lock:
+                    self._counts["frames_emitted"] += 1
+                return
+            self._stop.wait(0.01)  # folder sources never drop: wait for room
+        # stopping with a frame in hand: it stays in the inbox for the next start
+        self.finished(path)
+
+    def _read(self, path: str) -> Optional[Frame]:
+        t0 = time.perf_counter()
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None  # vanished (someone else took it): nothing to record
+        key = frame_key(path, st)
+        image, error = None, None
+        try:
+            image = read_image_file(path, max_pixels=self.max_pixels)
+        except FrameError as exc:
+            error = str(exc)
+        except MemoryError:
+            error = f"{os.path.basename(path)}: too large to decode in memory"
+        with self._lock:
+            self._counts["frames_read"] += 1
+            if error:
+                self._counts["errors"] += 1
+        captured = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+        return Frame(id=uuid.uuid4().hex, source=self.name, captured_at=captured, image=image, origin_path=path,
+                     key=key, error=error, decode_ms=(time.perf_counter() - t0) * 1000.0)
+
+
+class _Handler:
+    """watchdog event handler (duck-typed dispatch, so watchdog is imported only in start())."""
+
+    def __init__(self, source: FolderSource):
+        self.source = source
+
+    def dispatch(self, event) -> None:
+        if event.is_directory:
+            return
+        kind = event.event_type
+        if kind == "moved":
+            self.source.note(os.fsdecode(event.dest_path), complete=True)
+        elif kind == "closed":
+            self.source.note(os.fsdecode(event.src_path), complete=True)
+        elif kind in ("created", "modified"):
+            self.source.note(os.fsdecode(event.src_path), complete=False)

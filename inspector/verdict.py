@@ -1,0 +1,56 @@
+"""The Judge: image score vs the calibrated threshold -> pass/fail; the pixel map thresholded
+into defect regions, mapped back to original-image pixels."""
+from __future__ import annotations
+
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from inspector.types import Region, RoiTransform, VerdictKind
+
+
+class Judge:
+    def __init__(self, image_threshold: float, pixel_threshold: Optional[float], *,
+                 min_region_fraction: float = 0.001, max_regions: int = 32):
+        self.image_threshold = float(image_threshold)
+        self.pixel_threshold = None if pixel_threshold is None else float(pixel_threshold)
+        # blobs smaller than this share of the input are noise (0.1%: 65 px at 256x256)
+        self.min_region_fraction = min_region_fraction
+        self.max_regions = max_regions
+
+    def decide(self, score: float) -> VerdictKind:
+        return VerdictKind.FAIL if score > self.image_threshold else VerdictKind.PASS
+
+    def regions(self, pixel_map: Optional[np.ndarray], transform: RoiTransform) -> tuple[Region, ...]:
+        """Connected components of ``pixel_map`` [H, W] (network-input coordinates) above the
+        pixel threshold, largest peak first. If nothing crosses it (an image-level fail from a
+        diffuse anomaly) the region around the peak at half its height is returned instead,
+        so every fail points somewhere."""
+        if pixel_map is None or self.pixel_threshold is None:
+            return ()
+        level = self.pixel_threshold
+        peak = float(pixel_map.max())
+        if peak <= level:
+            level = 0.5 * (peak + float(np.median(pixel_map)))
+        min_area = max(4, int(self.min_region_fraction * pixel_map.size))
+        mask = (pixel_map > level).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        found: list[Region] = []
+        for lab in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[lab])
+            if area < min_area and n > 2:
+                continue
+            peak_score = float(pixel_map[labels == lab].max())
+            found.append(_to_original(x, y, w, h, area, peak_score, transform))
+        found.sort(key=lambda r: r.peak_score, reverse=True)
+        return tuple(found[: self.max_regions])
+
+
+def _to_original(x: int, y: int, w: int, h: int, area: int, peak: float, tr: RoiTransform) -> Region:
+    ox = int(round(x / tr.scale_x)) + tr.roi_x
+    oy = int(round(y / tr.scale_y)) + tr.roi_y
+    ow = max(1, int(round(w / tr.scale_x)))
+    oh = max(1, int(round(h / tr.scale_y)))
+    oarea = max(1, int(round(area / (tr.scale_x * tr.scale_y))))
+    return Region(ox, oy, ow, oh, oarea, peak)

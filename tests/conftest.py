@@ -1,0 +1,80 @@
+"""Shared fixtures: synthetic golden parts (drawn with OpenCV, no data of anyone's needed), a
+small calibrated bundle made once per session, and a daemon config writer."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+pytest_plugins = ["tests.db_fixtures"]
+
+# Small input keeps the suite fast on 2 CPU cores; the production default is 256x256.
+TEST_SIZE = 128
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_dir(tmp_path_factory) -> Path:
+    from calibration.synthetic import make_part
+
+    d = tmp_path_factory.mktemp("golden")
+    rng = np.random.default_rng(1)
+    for i in range(16):
+        write_png(d / f"g{i:02d}.png", make_part(rng, size=TEST_SIZE))
+    return d
+
+
+def small_settings(**overrides):
+    from pathlib import Path as _P
+
+    from inspector.settings import settings_from_dict
+
+    data = {"preprocess": {"size": [TEST_SIZE, TEST_SIZE]},
+            "calibration": {"holdout": 0.25, "min_images": 4},
+            "scorer": {"coreset": {"ratio": 0.05}}}
+    data.update(overrides)
+    return settings_from_dict(data, base_dir=_P("/"))
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory, golden_dir) -> Path:
+    from calibration.calibrate import calibrate
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    calibrate(small_settings(), golden_dir, out, progress=False)
+    return out
+
+
+@pytest.fixture
+def part_images():
+    """A callable making (good or defective) synthetic parts at the test size."""
+    from calibration.synthetic import make_part
+
+    rng = np.random.default_rng(99)
+
+    def make(defect=None, size=TEST_SIZE):
+        return make_part(rng, size=size, defect=defect)
+
+    return make
+
+
+def daemon_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("NOTIFY_SOCKET", None)
+    return env

@@ -49,11 +49,11 @@ def make_part(rng: np.random.Generator, size: int = 256, defect: Optional[str] =
     if defect == "scratch":
         x0, y0 = at(rng.uniform(-40, 0), rng.uniform(-20, 20))
         x1, y1 = x0 + int(rng.uniform(25, 45) * s), y0 + int(rng.uniform(-15, 15) * s)
-        cv2.line(img, (x0, y0), (x1, y1), (235, 235, 240), max(1, int(2 * s)), cv2.LINE_AA)
+        cv2.line(img, (x0, y0), (x1, y1), (235, 235, 240), max(2, int(2 * s)), cv2.LINE_AA)
     elif defect == "spot":
         c = at(rng.uniform(-30, 30), rng.uniform(-15, 15))
         colour = (60, 45, 30) if rng.random() < 0.5 else (230, 230, 235)
-        cv2.circle(img, c, int(rng.uniform(5, 8) * s), colour, -1, cv2.LINE_AA)
+        cv2.circle(img, c, max(4, int(rng.uniform(5, 8) * s)), colour, -1, cv2.LINE_AA)
     # lighting gradient and sensor noise
     gain = 1.0 + rng.normal(0, 0.02)
     noise = rng.normal(0, 2.0, img.shape)

@@ -43,6 +43,15 @@ def header_size(data: bytes) -> Optional[tuple[int, int, str]]:
     return None
 
 
+def _magic_format(data: bytes) -> Optional[str]:
+    """The format a file claims by its first bytes, even when its header is unreadable."""
+    for magic, fmt in ((b"\x89PNG", "png"), (b"\xff\xd8", "jpeg"), (b"BM", "bmp"), (b"II*\x00", "tiff"),
+                       (b"MM\x00*", "tiff")):
+        if data.startswith(magic):
+            return fmt
+    return None
+
+
 def _has_end_marker(data: bytes, fmt: str) -> bool:
     tail = data[-64:].rstrip(b"\x00")  # some cameras pad files
     if fmt == "jpeg":
@@ -113,7 +122,8 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "frame") -> np.nda
     arr = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
     if image is None:
-        what = f"corrupt or truncated {head[2]}" if head else "not a readable image (png, jpeg, bmp, tiff)"
+        fmt = head[2] if head else _magic_format(data)
+        what = f"corrupt or truncated {fmt}" if fmt else "not a readable image (png, jpeg, bmp, tiff)"
         raise FrameError(f"{name}: {what}; check the camera's output format")
     if image.dtype != np.uint8:
         raise FrameError(f"{name}: {image.dtype} pixels ({image.dtype.itemsize * 8}-bit); the model expects 8-bit "

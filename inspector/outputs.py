@@ -27,6 +27,12 @@ def safe_name(name: str, max_len: int = 120) -> str:
     return base[-max_len:]
 
 
+def printable_name(name: str) -> str:
+    """``name`` as valid UTF-8 text: bytes that are not UTF-8 (kept by Python as surrogates) are
+    shown as ``\\xNN``. Identity for every valid name, so frame keys stay stable."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:10]
 
@@ -49,7 +55,7 @@ class OutputLayout:
             folder = Path(self.config.done_dir) / day
         name = safe_name(f.origin_path)
         dest = folder / name
-        if dest.exists():
+        if os.path.lexists(dest):  # lexists: a quarantined dangling symlink must not be replaced
             stem, dot, ext = name.rpartition(".")
             dest = folder / (f"{stem}-{short_hash(f.key or f.id)}.{ext}" if dot else f"{name}-{short_hash(f.key or f.id)}")
         return dest

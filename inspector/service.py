@@ -8,6 +8,7 @@ incident). SIGTERM/SIGINT stop the sources, drain the queues and exit.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -24,7 +25,7 @@ from typing import Optional, Sequence
 
 from inspector.heatmap import render_overlay, write_png_atomic
 from inspector.metrics import Metrics
-from inspector.outputs import OutputLayout, move_file
+from inspector.outputs import OutputLayout, move_file, printable_name
 from inspector.pipeline import InspectionPipeline
 from inspector.storage import ResultStore, StorageUnavailable
 from inspector.systemd import SystemdNotifier
@@ -51,6 +52,14 @@ class _Incident:
         if self.since is not None:
             log.warning("%s: recovered after %.1fs", self.what, time.monotonic() - self.since)
             self.since = None
+
+
+def _storable(v: Verdict) -> Verdict:
+    """The verdict with an origin path the database can store as text (see printable_name)."""
+    f = v.frame
+    if not f.origin_path or printable_name(f.origin_path) == f.origin_path:
+        return v
+    return dataclasses.replace(v, frame=dataclasses.replace(f, origin_path=printable_name(f.origin_path)))
 
 
 class InspectionService:
@@ -147,7 +156,8 @@ class InspectionService:
         while True:
             try:
                 hit = self.store.find_by_frame_key(frame.key)
-                self._db_incident.clear()
+                # no incident.clear() here: reads still work while another connection holds the
+                # write lock (WAL), so only the writer's commit says the problem is over
                 return hit[1] if hit else None
             except StorageUnavailable as exc:
                 self._db_incident.hit(str(exc))
@@ -160,7 +170,15 @@ class InspectionService:
             item = self.verdicts.get()
             if item is _STOP:
                 return
-            self._write(item)
+            try:
+                self._write(item)
+            except Exception:
+                # A bug on one frame must not stop the only writer (every later frame would pile
+                # up in the queues). The file stays in the inbox and stays "in flight", so it is
+                # not retried in a loop; the next start tries it again.
+                f = item.frame
+                log.exception("%s: cannot record; left in the inbox until the next start",
+                              printable_name(os.path.basename(f.origin_path)) if f.origin_path else f.id)
 
     def _write(self, v: Verdict) -> None:
         f = v.frame
@@ -169,7 +187,7 @@ class InspectionService:
             heatmap = self._retry(lambda: self._heatmap(v), self._disk_incident)
             if heatmap is False:
                 return self._abandon(f)
-            ok = self._retry(lambda: self.store.record(v, frame_key=f.key, heatmap_path=heatmap,
+            ok = self._retry(lambda: self.store.record(_storable(v), frame_key=f.key, heatmap_path=heatmap,
                                                        stored_path=str(dest) if dest else None), self._db_incident)
             if ok is False:
                 return self._abandon(f)
@@ -213,7 +231,13 @@ class InspectionService:
                 gave_up_at = gave_up_at or time.monotonic() + 10.0
                 if time.monotonic() > gave_up_at:
                     return False
-            time.sleep(delay)
+            # Waiting out a known incident is not a hang: keep the systemd watchdog fed (a restart
+            # would not unlock the database or free the disk, only repeat the start-up).
+            end = time.monotonic() + delay
+            while (left := end - time.monotonic()) > 0:
+                self._heartbeat = time.monotonic()
+                time.sleep(min(left, 1.0))
+            self._heartbeat = time.monotonic()
             delay = min(delay * 2, 5.0)
 
     def _abandon(self, f: Frame) -> None:
@@ -265,8 +289,11 @@ class InspectionService:
             s.start(self.emit)
         deadline = time.monotonic() + ready_timeout
         for s in self.sources:
-            if hasattr(s, "wait_backlog"):
-                s.wait_backlog(max(0.0, deadline - time.monotonic()))
+            # a SIGTERM while a big backlog is being queued must not wait for the whole backlog
+            while (hasattr(s, "wait_backlog") and not self.stop_event.is_set()
+                   and not s.wait_backlog(min(0.1, max(0.0, deadline - time.monotonic())))
+                   and time.monotonic() < deadline):
+                pass
         self.notifier.ready(self._status_line())
         log.info("ready: %d source(s), bundle %s", len(self.sources), self.pipeline.bundle_id)
         interval = self.notifier.watchdog_interval()
@@ -280,8 +307,9 @@ class InspectionService:
                 last_status = time.monotonic()
                 self.notifier.status(self._status_line())
                 self._write_status_file()
-            if not workers[0].is_alive():
-                log.error("inference worker died; exiting so systemd restarts the service")
+            if not all(t.is_alive() for t in workers):
+                log.error("%s worker died; exiting so systemd restarts the service",
+                          next(t.name for t in workers if not t.is_alive()))
                 self.stop_event.set()
                 break
         self.notifier.stopping("draining")

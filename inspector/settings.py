@@ -75,6 +75,9 @@ class OutputConfig(_Strict):
 class DatabaseConfig(_Strict):
     # Any SQLAlchemy URL; SQLite is the embedded default, PostgreSQL the plant-wide option.
     url: str = "sqlite:///inspector.db"
+    # How long one write waits for a lock held by another connection before the daemon logs the
+    # database as unavailable and retries (the frame stays in the inbox meanwhile).
+    busy_timeout_s: float = Field(5.0, gt=0.0, le=600.0)
 
 
 # ---------------------------------------------------------------- model (used by calibrate)
@@ -113,17 +116,113 @@ class CoresetConfig(_Strict):
     projection_dim: int = Field(64, ge=8)  # random projection used to select the coreset
 
 
+class PadimConfig(_Strict):
+    """PaDiM (Defard et al. 2021): a Gaussian per patch position over a random channel subset."""
+
+    # channels kept (a seeded random subset of the feature channels, as in the paper);
+    # None or >= the feature dim keeps all. Memory: h*w*n_channels^2*4 bytes of inverse covariance.
+    n_channels: Optional[int] = Field(100, ge=2, le=1024)
+    eps: float = Field(0.01, gt=0.0)  # covariance regularisation: cov + eps * I
+
+
 class MemoryBankScorerConfig(_Strict):
+    """method patchcore: nearest golden patch (coreset); method padim: per-position Gaussian."""
+
     type: Literal["memory_bank"] = "memory_bank"
-    method: Literal["patchcore"] = "patchcore"
-    coreset: CoresetConfig = CoresetConfig()
+    method: Literal["patchcore", "padim"] = "patchcore"
+    coreset: CoresetConfig = CoresetConfig()  # patchcore only
     # PatchCore paper's image-score reweighting by the density around the nearest neighbour.
     reweight: bool = False
     reweight_neighbours: int = Field(3, ge=1)
+    padim: PadimConfig = PadimConfig()  # padim only
     smoothing_sigma: float = Field(4.0, ge=0.0)  # Gaussian blur of the anomaly map, input pixels
 
 
-ScorerConfig = Annotated[Union[Annotated[MemoryBankScorerConfig, Tag("memory_bank")]], _type_or("memory_bank")]
+class TrainingConfig(_Strict):
+    """How a trained head (Deep SVDD projection, autoencoder) is fitted on golden features:
+    Adam, mini-batches, early stopping on a held-out share of the golden data. CPU here,
+    CUDA where torch sees one."""
+
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(1024, ge=1)  # patches (deep_svdd) or feature maps (autoencoder)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(1e-6, ge=0.0)
+    val_share: float = Field(0.1, gt=0.0, lt=0.5)  # held out for early stopping
+    patience: int = Field(5, ge=1)  # epochs without validation improvement before stopping
+    max_patches: Optional[int] = Field(200_000, ge=1000)  # deep_svdd: random patch subsample per fit
+    # torch CPU threads while training (0: torch's default). These heads are small: one thread
+    # avoids thread hand-off costs that dominate on a busy 2-core box (measured 9 ms vs 250 ms/step).
+    threads: int = Field(1, ge=0, le=256)
+
+
+class DeepSvddConfig(_Strict):
+    """Deep SVDD (Ruff et al. 2018) on frozen backbone patch features: bias-free 1x1 convs."""
+
+    hidden_dims: tuple[int, ...] = (256,)
+    out_dim: int = Field(64, ge=2, le=1024)
+    objective: Literal["one_class", "soft_boundary"] = "one_class"
+    nu: float = Field(0.1, gt=0.0, le=1.0)  # soft_boundary: share of golden patches allowed outside R
+    centre_eps: float = Field(0.1, gt=0.0)  # centre coordinates nearer 0 than this become +-eps
+    training: TrainingConfig = TrainingConfig()
+
+
+class OcsvmConfig(_Strict):
+    """One-class SVM (RBF) on pooled image features: image-level only, for few golden images."""
+
+    nu: float = Field(0.1, gt=0.0, le=1.0)
+    gamma: Union[Literal["scale"], float] = "scale"
+    pooling: Literal["avg", "avg_max"] = "avg_max"
+
+
+class HypersphereScorerConfig(_Strict):
+    """method deep_svdd: patch distance to a learnt centre (pixel maps); method ocsvm: image-level."""
+
+    type: Literal["hypersphere"]
+    method: Literal["deep_svdd", "ocsvm"] = "deep_svdd"
+    deep_svdd: DeepSvddConfig = DeepSvddConfig()  # deep_svdd only
+    ocsvm: OcsvmConfig = OcsvmConfig()  # ocsvm only
+    smoothing_sigma: float = Field(4.0, ge=0.0)
+
+
+class AutoencoderConfig(_Strict):
+    """A small convolutional autoencoder over the standardised backbone feature map (stride 8):
+    1x1 conv to widths[0], 3x3 stride-2 conv to widths[1], 3x3 conv to the bottleneck; decoder
+    3x3 conv, upsampling, 1x1 convs back (engines/backbones/heads.py)."""
+
+    widths: tuple[int, int] = (128, 64)
+    bottleneck: int = Field(32, ge=2, le=1024)
+    training: TrainingConfig = TrainingConfig(epochs=60, batch_size=4, lr=2e-3, patience=8)
+
+
+class ReconstructionScorerConfig(_Strict):
+    """method autoencoder: per-patch reconstruction error (mean squared error over channels)."""
+
+    type: Literal["reconstruction"]
+    method: Literal["autoencoder"] = "autoencoder"
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    smoothing_sigma: float = Field(4.0, ge=0.0)
+
+
+ScorerConfig = Annotated[
+    Union[
+        Annotated[MemoryBankScorerConfig, Tag("memory_bank")],
+        Annotated[HypersphereScorerConfig, Tag("hypersphere")],
+        Annotated[ReconstructionScorerConfig, Tag("reconstruction")],
+    ],
+    _type_or("memory_bank"),
+]
+
+
+class AugmentConfig(_Strict):
+    """Few golden samples: augmented copies of each golden image (photometric + small geometric
+    jitter within the line's tolerance). Held-out images for thresholds stay originals."""
+
+    copies: int = Field(0, ge=0, le=1000)  # per golden image; `calibrate --augment N` overrides
+    max_shift_px: float = Field(4.0, ge=0.0)  # in original-image pixels
+    max_rotation_deg: float = Field(2.0, ge=0.0, le=180.0)
+    brightness: float = Field(0.1, ge=0.0, le=1.0)  # +- share of full scale
+    contrast: float = Field(0.1, ge=0.0, le=1.0)  # gain in [1 - c, 1 + c]
+    noise_sigma: float = Field(2.0, ge=0.0, le=64.0)  # Gaussian noise, grey levels
 
 
 class ThresholdConfig(_Strict):
@@ -139,6 +238,7 @@ class CalibrationConfig(_Strict):
     refit_on_all: bool = True
     seed: int = 0
     threshold: ThresholdConfig = ThresholdConfig()
+    augment: AugmentConfig = AugmentConfig()
 
 
 # ---------------------------------------------------------------- engine
@@ -268,7 +368,7 @@ class Settings(_Strict):
         return self
 
 
-_TAGS = {"folder", "stream", "memory_bank", "onnxruntime", "torch", "tensorrt", "openvino"}
+_TAGS = {"folder", "stream", "memory_bank", "hypersphere", "reconstruction", "onnxruntime", "torch", "tensorrt", "openvino"}
 
 
 def _format_validation_error(path: str, exc: ValidationError) -> str:

@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from inspector.errors import ConfigError
+from inspector.errors import ConfigError, DatabaseError
 
 log = logging.getLogger("inspector.run")
 
@@ -56,12 +56,14 @@ def build_sources(settings):
 def run(args: argparse.Namespace) -> int:
     from inspector.bundle import load_bundle
     from inspector.commands.status import status_file_path
+    from inspector.heatmap import remove_partial_writes
     from inspector.metrics import Metrics, MetricsServer
     from inspector.outputs import OutputLayout
     from inspector.runtime import build_pipeline, check_preprocess_matches
     from inspector.service import InspectionService
     from inspector.settings import load_settings
-    from inspector.storage import ResultStore
+    from inspector.storage import ResultStore, StorageUnavailable
+    from inspector.storage.database import display_url
     from inspector.systemd import SystemdNotifier
 
     settings = load_settings(args.config)
@@ -72,11 +74,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"config {args.config}: `bundle:` is not set; point it at a folder made by "
                           f"`inspector calibrate`")
     _check_folders(settings)
+    stale = remove_partial_writes(settings.output.heatmap_dir)
+    if stale:
+        log.info("removed %d partly written heatmap file(s) left by an earlier crash", stale)
     bundle = load_bundle(settings.bundle)
     check_preprocess_matches(bundle, settings)
-    store = ResultStore(settings.database.url)
-    store.ensure_schema()
-    store.register_bundle(bundle.id, str(bundle.path), bundle.manifest)
+    store = ResultStore(settings.database.url, busy_timeout_s=settings.database.busy_timeout_s)
+    try:
+        store.ensure_schema()
+        store.register_bundle(bundle.id, str(bundle.path), bundle.manifest)
+    except StorageUnavailable as exc:
+        # "will retry" is true for a frame, not at start-up: say what to fix and exit
+        orig = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
+        fix = ("another process holds its write lock (a second daemon on the same database?)" if "locked" in
+               str(orig) else "check database.url and that its folder is writable by this user")
+        raise DatabaseError(f"database {display_url(store.url)}: cannot write to it at start-up ({orig}); "
+                            f"{fix}") from None
     notifier = SystemdNotifier()
     notifier.status("loading engine")
     roi = {s.name: tuple(s.roi) for s in settings.sources if getattr(s, "roi", None)}

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from inspector.decode import FrameError, read_image_file
+from inspector.outputs import printable_name
 from inspector.settings import FolderSourceConfig
 from inspector.sources.base import Emit
 from inspector.types import Frame
@@ -34,8 +35,26 @@ RESCAN_SECONDS = 2.0
 
 
 def frame_key(path: str, st: os.stat_result) -> str:
-    """Identity of one file landing in the inbox: stable across daemon restarts."""
-    return f"{os.path.basename(path)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    """Identity of one file landing in the inbox: stable across daemon restarts (valid UTF-8
+    text even for a name that is not, so the database can store it)."""
+    return f"{printable_name(os.path.basename(path))}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+
+
+def name_problem(name: str) -> Optional[str]:
+    """Why an inbox file name is refused (the error row's reason), or None if it is fine.
+
+    A name with a newline or other control character breaks logs, CSV exports and shell
+    scripts downstream; one with '..' or not valid UTF-8 is not something a camera writes.
+    Such files are quarantined under a safe name without being read."""
+    shown = repr(printable_name(name))
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        what = "a newline" if ("\n" in name or "\r" in name) else "a control character"
+        return f"{shown}: file name contains {what}; refused (fix the camera's file naming)"
+    if printable_name(name) != name:
+        return f"{shown}: file name is not valid UTF-8; refused (fix the camera's file naming)"
+    if ".." in name:
+        return f"{shown}: file name contains '..' (looks like a path); refused (fix the camera's file naming)"
+    return None
 
 
 class FolderSource:
@@ -200,9 +219,10 @@ class FolderSource:
         except FileNotFoundError:
             return None  # vanished (someone else took it): nothing to record
         key = frame_key(path, st)
-        image, error = None, None
+        image, error = None, name_problem(os.path.basename(path))
         try:
-            image = read_image_file(path, max_pixels=self.max_pixels)
+            if error is None:
+                image = read_image_file(path, max_pixels=self.max_pixels)
         except FrameError as exc:
             error = str(exc)
         except MemoryError:

@@ -15,7 +15,7 @@ trt = pytest.importorskip("tensorrt")
 pytest.importorskip("pycuda.driver")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from _engine_fixtures import OUTPUT_NAMES, export_tiny_onnx, ort_reference, random_batch, tiny_spec  # noqa: E402
+from tests.unit._engine_fixtures import OUTPUT_NAMES, export_tiny_onnx, ort_reference, random_batch, tiny_spec  # noqa: E402
 
 from engines.tensorrt_engine import TensorRTEngine, TensorRTEngineConfig  # noqa: E402
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from _engine_fixtures import INPUT_NAME, OUTPUT_NAMES, export_tiny_onnx
-from _trt_fakes import FakeGpu
+from tests.unit._engine_fixtures import INPUT_NAME, OUTPUT_NAMES, export_tiny_onnx
+from tests.unit._trt_fakes import FakeGpu
 from inspector.commands import build_engine
 from inspector.errors import BundleError, InspectorError
 

@@ -46,7 +46,7 @@ def test_unknown_type_names_the_known_ones():
 
 def test_build_engine_dispatches_on_type(monkeypatch, tmp_path):
     from engines.tensorrt_engine import TensorRTEngineConfig
-    from _engine_fixtures import tiny_spec
+    from tests.unit._engine_fixtures import tiny_spec
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(EngineUnavailable, match="inspector\\[tensorrt\\]"):

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from _engine_fixtures import OUTPUT_NAMES, export_tiny_onnx, ort_reference, random_batch, tiny_spec
+from tests.unit._engine_fixtures import OUTPUT_NAMES, export_tiny_onnx, ort_reference, random_batch, tiny_spec
 from engines.base import Engine, EngineError, EngineUnavailable
 from engines.openvino_engine import OpenVinoEngine, OpenVinoEngineConfig
 

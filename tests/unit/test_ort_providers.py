@@ -7,7 +7,7 @@ import warnings
 import onnxruntime as ort
 import pytest
 
-from _engine_fixtures import export_tiny_onnx
+from tests.unit._engine_fixtures import export_tiny_onnx
 from engines.base import EngineError, EngineUnavailable
 from engines.ort_providers import check_session_providers, resolve_providers
 

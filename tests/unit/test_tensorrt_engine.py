@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from _engine_fixtures import OUTPUT_NAMES, export_tiny_onnx, ort_reference, random_batch, tiny_spec
-from _trt_fakes import FakeGpu
+from tests.unit._engine_fixtures import OUTPUT_NAMES, export_tiny_onnx, ort_reference, random_batch, tiny_spec
+from tests.unit._trt_fakes import FakeGpu
 from engines.base import Engine, EngineError, EngineUnavailable
 from engines.tensorrt_engine import TensorRTEngine, TensorRTEngineConfig
 

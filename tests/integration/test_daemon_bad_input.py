@@ -1,0 +1,135 @@
+"""Hostile and broken files in the inbox of the real daemon process.
+
+Each bad file must give exactly one ``error`` row whose reason names the problem, end up in
+quarantine/ (a symlink itself, never its target), and leave the daemon running: a good frame
+dropped afterwards is still inspected. One daemon serves the whole module, so the cases also
+prove that the daemon survives all of them in a row.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.integration.daemon_helpers import (Daemon, drop_bytes, drop_image, encode, make_workspace, rows,
+                                              wait_for)
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def png_bomb(side: int = 30000) -> bytes:
+    """A *valid* 8-bit grey PNG of side x side black pixels: ~0.9 MB on disk, 900 MB decoded."""
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (side + 1)  # filter byte + pixels
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+
+
+def _part(seed: int = 5) -> np.ndarray:
+    from calibration.synthetic import make_part
+
+    return make_part(np.random.default_rng(seed), size=128)
+
+
+def _tiff16() -> bytes:
+    img = (_part().astype(np.uint16) * 257)
+    return encode(img, ".tiff")
+
+
+# name -> (how to put it in the inbox, words the error reason must contain)
+def _cases():
+    good_png = encode(_part())
+    good_jpg = encode(_part(), ".jpg")
+    return {
+        "zero_byte": (lambda inbox: drop_bytes(inbox, "empty.png", b""), ["empty", "0 bytes"]),
+        "truncated_png": (lambda inbox: drop_bytes(inbox, "cut.png", good_png[: len(good_png) // 2]),
+                          ["truncated png"]),
+        "truncated_jpeg": (lambda inbox: drop_bytes(inbox, "cut.jpg", good_jpg[: len(good_jpg) // 2]),
+                           ["truncated jpeg"]),
+        "text_named_png": (lambda inbox: drop_bytes(inbox, "notes.png", b"this is not an image\n" * 20),
+                           ["not a readable image"]),
+        "tiff_16bit": (lambda inbox: drop_bytes(inbox, "deep.tiff", _tiff16()), ["16-bit", "8-bit"]),
+        "one_pixel": (lambda inbox: drop_image(inbox, "dot.png", np.zeros((1, 1, 3), np.uint8)),
+                      ["1x1", "too small"]),
+        "bomb_30000": (lambda inbox: drop_bytes(inbox, "bomb.png", png_bomb()),
+                       ["30000x30000", "refused before decoding"]),
+        "symlink_shadow": (lambda inbox: os.symlink("/etc/shadow", inbox / "shadow.png") or inbox / "shadow.png",
+                           ["symbolic link"]),
+        "newline_name": (lambda inbox: drop_bytes(inbox, "line1\nline2.png", good_png), ["newline"]),
+        "dotdot_name": (lambda inbox: drop_bytes(inbox, "cam..\\..\\evil.png", good_png), ["'..'"]),
+        # not in the issue's list: a name that is not UTF-8 cannot even be stored as text
+        "non_utf8_name": (lambda inbox: drop_bytes(inbox, os.fsdecode(b"cam-\xff\xfe.png"), good_png),
+                          ["not valid UTF-8"]),
+    }
+
+
+CASES = list(_cases())
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, bundle_dir):
+    ws = make_workspace(tmp_path_factory.mktemp("bad-input"), bundle_dir)
+    d = Daemon(ws).start().wait_ready()
+    yield d
+    try:
+        assert d.terminate() == 0, d.tail()
+    finally:
+        d.stop()
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_file_is_quarantined_with_one_error_row(daemon: Daemon, case: str):
+    ws = daemon.ws
+    put, words = _cases()[case]
+    before = {r["id"] for r in rows(ws.db)}
+    hwm_before = _vm_hwm_kb(daemon.pid)
+    t0 = time.monotonic()
+    path = put(ws.inbox)
+    name = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # as stored
+
+    wait_for(lambda: any(r["origin_name"] == name for r in rows(ws.db)), 30, f"a row for {name!r}", daemon)
+    took = time.monotonic() - t0
+    mine = [r for r in rows(ws.db) if r["id"] not in before and r["origin_name"] == name]
+    assert len(mine) == 1, mine
+    row = mine[0]
+    assert row["verdict"] == "error", row
+    reason = row["error_reason"] or ""
+    for w in words:
+        assert w in reason, f"reason {reason!r} should mention {w!r}"
+    assert "\n" not in reason, f"reason must be one line: {reason!r}"
+
+    # out of the inbox, into quarantine (the row says where), nothing written anywhere else
+    wait_for(lambda: not os.path.lexists(path), 10, f"{name!r} to leave the inbox", daemon)
+    stored = Path(row["stored_path"])
+    assert stored.parent.parent == ws.quarantine, stored
+    assert os.path.lexists(stored), stored
+    assert "\n" not in stored.name and "\\" not in stored.name and stored.name not in (".", "..")
+    if case == "symlink_shadow":
+        assert stored.is_symlink() and os.readlink(stored) == "/etc/shadow", "the link itself is quarantined"
+        assert Path("/etc/shadow").is_file() and not Path("/etc/shadow").is_symlink(), "target untouched"
+    if case == "bomb_30000":
+        assert took < 10, f"bomb took {took:.1f}s to refuse"
+        grew_mb = (_vm_hwm_kb(daemon.pid) - hwm_before) / 1024
+        assert grew_mb < 100, f"peak RSS grew {grew_mb:.0f} MB: the bomb was decoded"
+
+    # the daemon is alive and still inspects a good frame
+    good = drop_image(ws.inbox, f"good-after-{case}.png", _part(seed=hash(case) % 1000))
+    wait_for(lambda: any(r["origin_name"] == good.name for r in rows(ws.db)), 30, f"a row for {good.name}", daemon)
+    (g,) = [r for r in rows(ws.db) if r["origin_name"] == good.name]
+    assert g["verdict"] in ("pass", "fail"), g
+    assert daemon.alive()

@@ -1,0 +1,62 @@
+"""Shared data for the scorer-family tests: synthetic golden parts and a planted-defect part,
+their patch features from the torch backbone at the test size (computed once per process)."""
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+
+from tests.conftest import TEST_SIZE
+
+# the planted defect: a bright disc centred here (x, y) in a 128x128 part, radius in pixels
+DEFECT_XY = (44, 76)
+DEFECT_R = 9
+
+
+def plant_defect(image: np.ndarray) -> np.ndarray:
+    out = image.copy()
+    cv2.circle(out, DEFECT_XY, DEFECT_R, (240, 240, 245), -1, cv2.LINE_AA)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _net():
+    from calibration.features import network_description
+    from engines.backbones.patch_features import build_patch_feature_net
+    from inspector.settings import BackboneConfig
+
+    return build_patch_feature_net(network_description(BackboneConfig()))
+
+
+def preprocess(images) -> np.ndarray:
+    from inspector.preprocess import Preprocessor, PreprocessSpec
+
+    pre = Preprocessor(PreprocessSpec(TEST_SIZE, TEST_SIZE, None))
+    return np.stack([pre.prepare(im)[0] for im in images])
+
+
+def features(images) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return _net()(torch.from_numpy(preprocess(images))).numpy()
+
+
+@functools.lru_cache(maxsize=1)
+def data():
+    """(golden features [16, D, 16, 16], test features [7, D, 16, 16], test images, labels):
+    the test set is 6 new good parts and the first one with a planted defect (label 1)."""
+    from calibration.synthetic import make_part
+
+    rng = np.random.default_rng(1)
+    golden = [make_part(rng, size=TEST_SIZE) for _ in range(16)]
+    rng = np.random.default_rng(7)
+    good = [make_part(rng, size=TEST_SIZE) for _ in range(6)]
+    test = good + [plant_defect(good[0])]
+    return features(golden), features(test), test, np.array([0] * 6 + [1])
+
+
+def peak_is_at_defect(pixel_map: np.ndarray, tolerance: int = 16) -> bool:
+    y, x = np.unravel_index(int(pixel_map.argmax()), pixel_map.shape)
+    return abs(x - DEFECT_XY[0]) <= tolerance and abs(y - DEFECT_XY[1]) <= tolerance

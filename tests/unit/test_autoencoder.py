@@ -1,0 +1,99 @@
+"""Feature autoencoder (reconstruction / autoencoder): planted outlier flagged at its place,
+batch == one-by-one, determinism, ONNX (engine) == torch, bundle round trip."""
+import numpy as np
+import pytest
+import torch
+
+from calibration.fitters.autoencoder import AutoencoderFitter
+from engines.backbones.heads import load_head
+from inspector.scoring.reconstruction import AutoencoderScorer
+from tests.conftest import TEST_SIZE, small_settings
+from tests.unit._scorer_data import data, features, peak_is_at_defect, preprocess
+
+TRAIN = {"epochs": 40, "batch_size": 2, "lr": 0.003, "patience": 6}
+
+
+def _settings(epochs=TRAIN["epochs"]):
+    return small_settings(scorer={"type": "reconstruction",
+                                  "autoencoder": {"training": {**TRAIN, "epochs": epochs}}})
+
+
+_CACHE = {}
+
+
+def _fit():
+    if "fit" not in _CACHE:
+        _CACHE["fit"] = AutoencoderFitter(_settings().scorer, seed=0).fit(data()[0])
+    return _CACHE["fit"]
+
+
+def _head_scores(params, arrays, feats):
+    with torch.no_grad():
+        return load_head(params["head"], arrays)(torch.from_numpy(feats)).numpy()
+
+
+def test_error_is_the_mean_squared_error_over_standardised_channels():
+    params, arrays = _fit()
+    head = load_head(params["head"], arrays)
+    x = torch.from_numpy(data()[1][:2])
+    with torch.no_grad():
+        z = head.norm(x)
+        want = ((head.reconstruct(z) - z) ** 2).mean(1, keepdim=True)
+        np.testing.assert_allclose(head(x).numpy(), want.numpy(), rtol=1e-6)
+
+
+def test_planted_defect_scores_above_every_good_part_and_points_at_it():
+    params, arrays = _fit()
+    _, test, _, labels = data()
+    sm = AutoencoderScorer.from_bundle(params, arrays).score({"patch_scores": _head_scores(params, arrays, test)},
+                                                             (TEST_SIZE, TEST_SIZE))
+    assert sm.image_scores[labels == 1].min() > sm.image_scores[labels == 0].max()
+    assert peak_is_at_defect(sm.pixel_maps[-1])
+
+
+def test_batch_scores_equal_one_by_one():
+    params, arrays = _fit()
+    test = data()[1]
+    whole = _head_scores(params, arrays, test)
+    one = np.concatenate([_head_scores(params, arrays, test[i:i + 1]) for i in range(len(test))])
+    np.testing.assert_allclose(one, whole, rtol=1e-4, atol=1e-6)
+    scorer = AutoencoderScorer.from_bundle(params, arrays)
+    sm = scorer.score({"patch_scores": whole}, (TEST_SIZE, TEST_SIZE))
+    for i in range(len(test)):
+        s1 = scorer.score({"patch_scores": whole[i:i + 1]}, (TEST_SIZE, TEST_SIZE))
+        np.testing.assert_allclose(s1.pixel_maps[0], sm.pixel_maps[i], rtol=1e-5, atol=1e-7)
+
+
+def test_seeded_fit_is_deterministic():
+    s = _settings(epochs=3)
+    a = AutoencoderFitter(s.scorer, seed=2).fit(data()[0][:6])[1]
+    b = AutoencoderFitter(s.scorer, seed=2).fit(data()[0][:6])[1]
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.fixture(scope="module")
+def ae_bundle(tmp_path_factory, golden_dir):
+    from calibration.calibrate import calibrate
+
+    out = tmp_path_factory.mktemp("ae") / "bundle"
+    calibrate(_settings(epochs=15), golden_dir, out, progress=False)
+    return out
+
+
+def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle, golden_dir):
+    from calibration.golden import read_golden
+    from engines.torch_engine import TorchEngineConfig
+    from inspector.bundle import load_bundle
+    from inspector.runtime import build_pipeline
+
+    bundle = load_bundle(ae_bundle)
+    assert bundle.manifest["network"]["head"]["kind"] == "autoencoder"
+    x = preprocess(data()[2])
+    ort_out = build_pipeline(bundle, _settings().engine).engine.run(x)["patch_scores"]
+    torch_out = build_pipeline(bundle, TorchEngineConfig()).engine.run(x)["patch_scores"]
+    np.testing.assert_allclose(ort_out, torch_out, rtol=1e-3, atol=1e-4)
+    golden = read_golden(golden_dir, max_pixels=10**8)
+    params, arrays = AutoencoderFitter(_settings(epochs=15).scorer, seed=0).fit(features(golden.images))
+    want = _head_scores(params, arrays, features(data()[2]))
+    np.testing.assert_allclose(ort_out, want, rtol=2e-2, atol=2e-3)

@@ -2,17 +2,22 @@
 
 1. fills a SQLite file with N inspection rows (default 1,000,000; ~2% fails with one region each)
    using executemany in big transactions (seconds, not minutes);
-2. runs `inspector history --format csv` (all rows) in a subprocess, output to /dev/null, and
-   reads its peak RSS (ru_maxrss of the child);
-3. runs `inspector stats --by hour` in a subprocess and times it (bar: < 2 s).
+2. runs `inspector stats --by hour` three times in a subprocess, through the real CLI
+   (`inspector.cli.main`: interpreter start and imports included), and times it (bar: < 2 s);
+3. runs `inspector history --format csv` (all rows) in a subprocess, output to /dev/null, and
+   reads its peak RSS (ru_maxrss of the child).
 
-    python benchmarks/bench_history.py [--rows 1000000] [--db /tmp/bench-history.db] [--keep]
+Wall times depend on what else the machine is doing: the load average is printed, and each
+child's CPU time (user + sys) next to its wall time.
+
+    python benchmarks/bench_history.py [--rows 1000000] [--db /tmp/bench-history.db] [--keep | --reuse]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import random
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -23,11 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Runs one command module the way inspector.cli does (without importing every other command).
-CHILD = ("import sys; sys.path.insert(0, {root!r}); import argparse, importlib; "
-         "m = importlib.import_module('inspector.commands.' + sys.argv[1]); p = argparse.ArgumentParser(); "
-         "m.add_arguments(p); rc = m.run(p.parse_args(sys.argv[2:])); import resource; "
-         "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+# The real console script (inspector.cli imports only the command it runs), plus its peak RSS.
+CHILD = ("import sys; sys.path.insert(0, {root!r}); from inspector.cli import main; rc = main(sys.argv[1:]); "
+         "import resource; print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
+         "sys.exit(rc)")
 
 
 def fill(db: Path, rows: int, seed: int = 0) -> float:
@@ -78,17 +82,20 @@ def fill(db: Path, rows: int, seed: int = 0) -> float:
     return time.perf_counter() - t0
 
 
-def run_child(args: list[str], stdout) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS in MiB of the child, exit code)."""
+def run_child(args: list[str], stdout) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds (user + sys), peak RSS in MiB) of one child."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT))] + args, stdout=stdout,
                        stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if r.returncode != 0:
         raise SystemExit(f"{args[0]} failed: {r.stderr}")
     # the child reports its own ru_maxrss (RUSAGE_CHILDREN would be the max over all children)
     peak_kb = int(r.stderr.rsplit("MAXRSS_KB", 1)[1].split()[0])
-    return wall, peak_kb // 1024, r.returncode
+    return wall, cpu, peak_kb // 1024
 
 
 def main() -> int:
@@ -98,21 +105,20 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true", help="use an existing --db as is")
     ap.add_argument("--keep", action="store_true", help="keep the database file afterwards")
     a = ap.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if not (a.reuse and a.db.exists()):
         secs = fill(a.db, a.rows)
         print(f"filled {a.rows:,} rows in {secs:.1f} s ({a.db.stat().st_size / 1e6:.0f} MB)")
-    baseline_wall, baseline_rss, _ = run_child(["history", "--db", str(a.db), "--limit", "1"], subprocess.DEVNULL)
-    print(f"baseline `history --limit 1`: {baseline_wall:.2f} s, peak RSS {baseline_rss} MiB")
-    t_stats = []
-    for _ in range(3):
-        wall, stats_rss, _ = run_child(["stats", "--db", str(a.db), "--by", "hour"], subprocess.DEVNULL)
-        t_stats.append(wall)
-    print(f"`stats --by hour` over {a.rows:,} rows: best {min(t_stats):.2f} s, runs "
-          + ", ".join(f"{t:.2f}" for t in t_stats) + f" s (bar: < 2 s, includes interpreter start); "
-          f"peak RSS {stats_rss} MiB")
+    wall, cpu, rss = run_child(["history", "--db", str(a.db), "--limit", "1"], subprocess.DEVNULL)
+    print(f"baseline `history --limit 1`: {wall:.2f} s (cpu {cpu:.2f} s), peak RSS {rss} MiB")
+    runs = [run_child(["stats", "--db", str(a.db), "--by", "hour"], subprocess.DEVNULL) for _ in range(3)]
+    print(f"`stats --by hour` over {a.rows:,} rows: best {min(w for w, _, _ in runs):.2f} s, runs "
+          + ", ".join(f"{w:.2f} (cpu {c:.2f})" for w, c, _ in runs)
+          + f" s (bar: < 2 s, includes interpreter start); peak RSS {max(r for _, _, r in runs)} MiB")
     with open(os.devnull, "w") as devnull:
-        wall, rss, _ = run_child(["history", "--db", str(a.db), "--format", "csv"], devnull)
-    print(f"`history --format csv` (all {a.rows:,} rows): {wall:.1f} s, peak RSS {rss} MiB")
+        wall, cpu, rss = run_child(["history", "--db", str(a.db), "--format", "csv"], devnull)
+    print(f"`history --format csv` (all {a.rows:,} rows): {wall:.1f} s (cpu {cpu:.1f} s), peak RSS {rss} MiB")
+    print(f"load average {os.getloadavg()[0]:.2f}")
     if not a.keep and not a.reuse:
         for suffix in ("", "-wal", "-shm"):
             Path(str(a.db) + suffix).unlink(missing_ok=True)

@@ -68,15 +68,21 @@ def render_calibration_report(data: CalibrationReportData) -> str:
     cards = []
     for name, score, heat in data.near_threshold:
         uri = _png_data_uri(heat)
-        img = f'<img src="{uri}" alt="heatmap of {escape(name)}">' if uri else "<em>(no heatmap)</em>"
+        img = (f'<img src="{uri}" alt="heatmap of {escape(name)}">' if uri
+               else '<div class="noimg">(no heatmap)</div>')
         side = "above" if score > data.threshold else "below"
-        cards.append(f'<div>{img}{escape(name)}<br>score {score:.4g} ({side} threshold)</div>')
+        cards.append(f'<figure>{img}<figcaption>{escape(name)}<br>score {score:.4g} ({side} threshold)'
+                     '</figcaption></figure>')
     written = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Calibration {escape(data.bundle_id)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
-th,td{{border:1px solid #ccc;padding:3px 8px;text-align:left}}.near img{{max-width:240px;display:block}}
-.near div{{display:inline-block;margin:6px;vertical-align:top;font-size:12px}}</style></head><body>
+th,td{{border:1px solid #ccc;padding:3px 8px;text-align:left}}th{{background:#f4f4f4}}
+.near figure{{display:inline-block;margin:6px 12px 6px 0;vertical-align:top;font-size:12px}}
+.near img{{max-width:240px;max-height:240px;min-width:96px;display:block;border:1px solid #ccc;
+image-rendering:pixelated}}.noimg{{width:128px;height:96px;display:flex;align-items:center;
+justify-content:center;background:#f4f4f4;color:#777;border:1px dashed #bbb}}figcaption{{margin-top:4px}}</style>
+</head><body>
 <h1>Calibration report: {escape(data.bundle_id)}</h1><p>Written {escape(written)}.</p>
 <table>{summary}</table>
 <h2>Score distribution</h2>{svg}

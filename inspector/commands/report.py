@@ -20,9 +20,12 @@ from inspector.storage.queries import HistoryFilter, iso_utc, iter_history, pars
 from inspector.storage.stats import TOTAL_KEY, compute_stats
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}td:first-child{text-align:left}
-.fails img{max-width:220px;max-height:220px;display:block}.fails div{display:inline-block;margin:6px;
-vertical-align:top;font-size:12px}"""
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}
+td:first-child,th:first-child{text-align:left}
+.fails figure{display:inline-block;margin:6px 12px 6px 0;vertical-align:top;font-size:12px}
+.fails img{max-width:220px;max-height:220px;display:block;border:1px solid #ccc}figcaption{margin-top:4px}
+.noimg{width:128px;height:96px;display:flex;align-items:center;justify-content:center;background:#f4f4f4;
+color:#777;border:1px dashed #bbb}"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,9 +82,9 @@ def build_report(store, flt: HistoryFilter, *, by: str, shifts, tz, top: int, ti
     cards = []
     for r in fails:
         uri = thumbnail_data_uri(r["heatmap_path"]) or thumbnail_data_uri(r["stored_path"])
-        img = f'<img src="{uri}" alt="heatmap {r["id"]}">' if uri else "<em>(no heatmap on disk)</em>"
-        cards.append(f'<div>{img}#{r["id"]} {escape(r["source"])} {escape(r["origin_name"] or "")}<br>'
-                     f'score {r["score"]:.4g} at {escape(iso_utc(r["captured_at"]) or "")}</div>')
+        img = f'<img src="{uri}" alt="heatmap {r["id"]}">' if uri else '<div class="noimg">(no heatmap on disk)</div>'
+        cards.append(f'<figure>{img}<figcaption>#{r["id"]} {escape(r["source"])} {escape(r["origin_name"] or "")}'
+                     f'<br>score {r["score"]:.4g} at {escape(iso_utc(r["captured_at"]) or "")}</figcaption></figure>')
     period = f"{iso_utc(flt.since) or 'start'} to {iso_utc(flt.until) or 'now'}"
     yield_txt = "-" if total.yield_pct is None else f"{total.yield_pct:.2f} %"
     return f"""<!DOCTYPE html>

@@ -39,7 +39,9 @@ class TensorRTEngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["tensorrt"] = "tensorrt"
-    # fp16 falls back to fp32 (logged) on a GPU without fast FP16.
+    # fp16 falls back to fp32 (logged) on a GPU without fast FP16. engine.precision reports what
+    # the plan was built with ("fp16" or "fp32"); calibration records it in the bundle and the
+    # daemon refuses a bundle calibrated at another precision (inspector.runtime.check_precision).
     precision: Literal["fp16", "fp32"] = "fp16"
     max_batch: int = Field(4, ge=1, le=64)  # profile max; run() splits larger batches
     workspace_mb: int = Field(1024, ge=16, le=65536)  # builder scratch memory limit

@@ -32,13 +32,30 @@ def check_preprocess_matches(bundle: Bundle, settings) -> None:
         )
 
 
+# Engines report fp32 / fp16 / bf16; other spellings (OpenVINO's f32, numpy's float32) that an
+# older bundle or a third-party engine might carry are read as the same precision.
+_PRECISION_NAMES = {"fp32": "fp32", "f32": "fp32", "float32": "fp32",
+                    "fp16": "fp16", "f16": "fp16", "float16": "fp16",
+                    "bf16": "bf16", "bfloat16": "bf16"}
+
+
+def normalise_precision(name: str) -> str:
+    """"f32" -> "fp32" etc.; an unknown name is returned lower-cased (and never equals a known one)."""
+    key = str(name).strip().lower()
+    return _PRECISION_NAMES.get(key, key)
+
+
 def check_precision(bundle: Bundle, engine) -> None:
-    """Thresholds belong to the (bundle, engine precision) pair: never mix them silently."""
-    want = bundle.calibrated_precision
-    if engine.precision != want:
+    """Thresholds belong to the (bundle, engine precision) pair: never mix them silently.
+    Raises BundleError (one line) when the engine runs another precision than calibration did."""
+    want = normalise_precision(bundle.calibrated_precision)
+    have = normalise_precision(engine.precision)
+    if have != want:
+        calibrated_on = bundle.manifest["engine"].get("calibrated_engine", "an engine")
         raise BundleError(
-            f"bundle {bundle.path} was calibrated with {want} features, engine {engine.kind} runs {engine.precision}; "
-            f"recalibrate with this engine (inspector calibrate --config ...) or set the engine precision to {want}"
+            f"bundle {bundle.path} was calibrated on {calibrated_on} at {want}, but engine {engine.kind} runs {have}: "
+            f"thresholds do not carry across precisions; recalibrate with this engine config "
+            f"(inspector calibrate --config <this config> --golden DIR --out BUNDLE) or run an engine at {want}"
         )
 
 

@@ -3,7 +3,12 @@
 1. read the golden folder (unreadable files listed and skipped);
 2. export the feature network to ONNX and extract features with the configured engine (so the
    thresholds belong to the engine and precision the line will run);
-3. hold out a share of the images, fit on the rest, score the held-out ones;
+   (with --augment, each golden image also gets jittered copies: calibration/augment.py);
+3. hold out a share of the original images, fit on the rest (and their copies; never the copies
+   of a held-out image), score the held-out ones. Fitters that train a head (Deep SVDD, the
+   autoencoder) return its description in params["head"] and its weights as ``head.*`` arrays:
+   the backbone + head is exported as ONE ONNX network (output ``patch_scores``) and the
+   held-out images are scored through the engine, as the daemon will;
 4. image threshold = Q_q + margin * (Q_q - median) of held-out image scores; pixel threshold the
    same rule on the maxima of the held-out smoothed maps (so a good part rarely shows a region);
 5. optionally refit on all images; write the bundle (+ report.html).
@@ -21,11 +26,14 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
+from calibration.augment import augment_golden, is_augmented, original_name
 from calibration.bundle import write_bundle
 from calibration.features import INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features, network_description
 from calibration.fitters.registry import build_fitter
 from calibration.golden import GoldenSet, read_golden
 from calibration.thresholds import Threshold, quantile_margin_threshold
+from engines.backbones.export import export_onnx
+from engines.backbones.heads import build_head_network
 from engines.base import EngineSpec
 from engines.registry import build_engine
 from inspector.errors import InspectorError
@@ -73,8 +81,47 @@ def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[k:]), np.sort(order[:k])
 
 
+def _split_originals(names: list[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit indices, held-out indices) over a golden set that may hold augmented copies: the
+    split is drawn over the original images; held out are originals only, and the copies of a
+    held-out image are in neither set. Without copies this is exactly ``_split``."""
+    origins = [original_name(n) for n in names]
+    unique = list(dict.fromkeys(origins))
+    _, hold = _split(len(unique), share, seed)
+    held = {unique[i] for i in hold}
+    fit_idx = [i for i, o in enumerate(origins) if o not in held]
+    hold_idx = [i for i, n in enumerate(names) if origins[i] in held and not is_augmented(n)]
+    return np.array(fit_idx, np.int64), np.array(hold_idx, np.int64)
+
+
+def _run_images(engine, pre: Preprocessor, images, batch: int) -> dict[str, np.ndarray]:
+    """images -> every engine output, {name: float32 [N, ...]}."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for s in range(0, len(images), batch):
+        x = np.stack([pre.prepare(im)[0] for im in images[s:s + batch]])
+        for name, arr in engine.run(x).items():
+            parts.setdefault(name, []).append(arr)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _export_with_head(description: dict, params: dict, arrays: dict[str, np.ndarray], input_hw: tuple[int, int],
+                      workdir: Path) -> tuple[Path, dict, str]:
+    """Export backbone + the fitted head as one ONNX network in ``workdir`` (with the head
+    weights beside it in arrays.npz, where the torch engine reads them); returns (onnx path,
+    network description for the manifest, output name)."""
+    net_description = {**description, "kind": "patch_features_head", "head": params["head"]}
+    np.savez(workdir / "arrays.npz", **{k: v for k, v in arrays.items() if k.startswith("head.")})
+    net = build_head_network(net_description, arrays=arrays)
+    output = params["output_name"]
+    onnx_path = export_onnx(net, workdir / "network.onnx", (3, *input_hw), INPUT_NAME, (output,))
+    return onnx_path, net_description, output
+
+
 def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
-              golden: Optional[GoldenSet] = None) -> CalibrationResult:
+              golden: Optional[GoldenSet] = None, augment: Optional[int] = None) -> CalibrationResult:
+    """Fit the configured scorer on ``golden_dir`` (or the given ``golden`` set) and write the
+    bundle to ``out_dir``. augment: jittered copies per golden image (None: calibration.augment.copies;
+    ignored when ``golden`` already holds copies)."""
     bar = _Bar(progress)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -89,10 +136,15 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
     for name, reason in golden.skipped:
         log.warning("skipped %s", reason)
     cal = settings.calibration
-    if len(golden.images) < cal.min_images:
-        raise InspectorError(f"golden folder {golden_dir}: {len(golden.images)} readable images "
+    originals = sum(not is_augmented(n) for n in golden.names)
+    if originals < cal.min_images:
+        raise InspectorError(f"golden folder {golden_dir}: {originals} readable images "
                              f"({len(golden.skipped)} skipped), need at least {cal.min_images} "
                              f"(calibration.min_images)")
+    copies = cal.augment.copies if augment is None else augment
+    if copies and not any(is_augmented(n) for n in golden.names):
+        golden = augment_golden(golden, copies, cal.seed, cal.augment)
+        log.info("augmented: %d golden images -> %d", originals, len(golden.images))
     times["read"] = time.perf_counter() - t0
 
     # --- network and engine
@@ -114,14 +166,23 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
     times["features"] = time.perf_counter() - t0
 
     # --- fit on part, score the held-out rest
-    fit_idx, hold_idx = _split(len(golden.images), cal.holdout, cal.seed)
+    fit_idx, hold_idx = _split_originals(golden.names, cal.holdout, cal.seed)
     fitter = build_fitter(settings.scorer, seed=cal.seed)
     t0 = time.perf_counter()
     params, arrays = _fit(fitter, feats[fit_idx], bar, "fitting (held-out split)")
     times["fit_split"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scorer = scorer_from_bundle(settings.scorer.type, params, arrays)
-    held = scorer.score({OUTPUT_NAME: feats[hold_idx]}, (height, width))
+    if "head" in params:
+        head_onnx, head_description, _ = _export_with_head(description, params, arrays, (height, width), workdir)
+        head_spec = EngineSpec(str(head_onnx), INPUT_NAME, (3, height, width), (params["output_name"],), 8,
+                               head_description)
+        head_engine = build_engine(settings.engine, head_spec)
+        held_outputs = _run_images(head_engine, pre, [golden.images[i] for i in hold_idx], head_engine.spec.max_batch)
+        head_engine.close()
+    else:
+        held_outputs = {OUTPUT_NAME: feats[hold_idx]}
+    held = scorer.score(held_outputs, (height, width))
     held_scores = held.image_scores.astype(np.float64)
     held_max = (held.pixel_maps.reshape(len(hold_idx), -1).max(1) if held.pixel_maps is not None
                 else np.array([], np.float64))
@@ -137,18 +198,22 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
 
     # --- bundle
     t0 = time.perf_counter()
+    output_names = [OUTPUT_NAME]
+    if "head" in params:  # the final head goes into the network the daemon runs
+        onnx_path, description, output = _export_with_head(description, params, arrays, (height, width), workdir)
+        output_names = [output]
     manifest = {
         "preprocess": pspec.to_json(),
         "network": description,
-        "engine": {"onnx": "backbone.onnx", "input_name": INPUT_NAME, "input_shape": [3, height, width],
-                   "output_names": [OUTPUT_NAME], "calibrated_engine": engine.kind,
+        "engine": {"onnx": onnx_path.name, "input_name": INPUT_NAME, "input_shape": [3, height, width],
+                   "output_names": output_names, "calibrated_engine": engine.kind,
                    "calibrated_precision": engine.precision},
         "scorer": {"type": settings.scorer.type, "params": params},
         "thresholds": {"image": thr_image.value, "pixel": thr_pixel.value if thr_pixel else None,
                        "image_rule": thr_image.to_json(), "pixel_rule": thr_pixel.to_json() if thr_pixel else None},
         "golden": {"folder": str(golden_dir), "images": len(golden.images), "skipped": [n for n, _ in golden.skipped],
                    "sha256": golden.sha256, "holdout": len(hold_idx), "refit_on_all": cal.refit_on_all,
-                   "seed": cal.seed},
+                   "seed": cal.seed, "augmented_copies": len(golden.images) - originals},
         "metrics": {"heldout_scores": [round(float(s), 6) for s in held_scores],
                     "heldout_map_maxima": [round(float(s), 6) for s in held_max],
                     "seconds": {k: round(v, 3) for k, v in times.items()}},

@@ -6,7 +6,8 @@ description saved in the bundle) with the same weights the ONNX was exported fro
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,14 +25,19 @@ class TorchEngineConfig(BaseModel):
     max_batch: int = Field(4, ge=1, le=64)
 
 
-def build_network(description: dict):
-    """Network factories by description ``kind``; one explicit table."""
+def build_network(description: dict, base_dir: Optional[Path] = None):
+    """Network factories by description ``kind``; one explicit table. ``base_dir``: the folder
+    holding the ONNX (and the bundle's arrays.npz, where trained head weights live)."""
     kind = description.get("kind", "patch_features")
     if kind == "patch_features":
         from engines.backbones.patch_features import build_patch_feature_net
 
         return build_patch_feature_net(description)
-    raise EngineError(f"torch engine: unknown network kind {kind!r}")
+    if kind == "patch_features_head":
+        from engines.backbones.heads import build_head_network
+
+        return build_head_network(description, base_dir)
+    raise EngineError(f"torch engine: unknown network kind {kind!r}; known: patch_features, patch_features_head")
 
 
 class TorchEngine:
@@ -55,7 +61,7 @@ class TorchEngine:
         self.spec = EngineSpec(spec.onnx_path, spec.input_name, spec.input_shape, spec.output_names,
                                config.max_batch, spec.network)
         self.precision = "fp32"
-        self.net = build_network(spec.network).to(self.device).eval()
+        self.net = build_network(spec.network, Path(spec.onnx_path).parent).to(self.device).eval()
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch

@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write (replaced if it exists)")
     p.add_argument("--config", type=Path, help="YAML config (preprocess/backbone/scorer/calibration/engine sections)")
     p.add_argument("--defects", type=Path, help="optional folder of known-defect images: their scores go in the report")
+    p.add_argument("--augment", type=int, metavar="N",
+                   help="N jittered copies per golden image, for few golden samples (default: calibration.augment.copies); "
+                        "thresholds are still set on original images only")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config) if args.config else Settings()
     try:
-        result = calibrate(settings, args.golden, args.out, progress=not args.quiet)
+        result = calibrate(settings, args.golden, args.out, progress=not args.quiet, augment=args.augment)
     except (OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, InspectorError):
             raise

@@ -1,20 +1,38 @@
-"""The one table from a bundle's scorer ``type`` to the runtime class (imported lazily)."""
+"""The one table from a bundle's scorer (``type``, ``method``) to the runtime class (imported lazily).
+
+``type`` is the family (the config's ``scorer.type``), ``method`` the algorithm within it
+(``scorer.method``, saved in the bundle's scorer params). A bundle without a method gets its
+family's first one (bundles written before methods existed were all PatchCore).
+"""
 from __future__ import annotations
 
 import importlib
 
 import numpy as np
 
-SCORERS: dict[str, str] = {
-    "memory_bank": "inspector.scoring.memory_bank:MemoryBankScorer",
+SCORERS: dict[tuple[str, str], str] = {
+    ("memory_bank", "patchcore"): "inspector.scoring.memory_bank:MemoryBankScorer",
+    ("memory_bank", "padim"): "inspector.scoring.padim:PadimScorer",
+    ("hypersphere", "deep_svdd"): "inspector.scoring.hypersphere:DeepSvddScorer",
+    ("hypersphere", "ocsvm"): "inspector.scoring.hypersphere:OcsvmScorer",
+    ("reconstruction", "autoencoder"): "inspector.scoring.reconstruction:AutoencoderScorer",
 }
 
 
-def scorer_from_bundle(scorer_type: str, params: dict, arrays: dict[str, np.ndarray]):
+def default_method(scorer_type: str) -> str | None:
+    return next((m for t, m in SCORERS if t == scorer_type), None)
+
+
+def scorer_class(scorer_type: str, method: str | None = None):
+    method = method or default_method(scorer_type)
     try:
-        target = SCORERS[scorer_type]
+        target = SCORERS[(scorer_type, method)]
     except KeyError:
-        raise KeyError(f"no scorer registered for type {scorer_type!r}; known: {sorted(SCORERS)}") from None
+        known = sorted(f"{t}/{m}" for t, m in SCORERS)
+        raise KeyError(f"no scorer registered for type {scorer_type!r} method {method!r}; known: {known}") from None
     module_name, _, cls_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls.from_bundle(params, arrays)
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def scorer_from_bundle(scorer_type: str, params: dict, arrays: dict[str, np.ndarray]):
+    return scorer_class(scorer_type, params.get("method")).from_bundle(params, arrays)

@@ -41,12 +41,9 @@ def test_stored_arrays_score_like_the_fitted_sklearn_model():
 
 
 def test_planted_outlier_scores_above_every_good_part():
-    from calibration.synthetic import make_part
-
     golden, test, images, _ = data()
     scorer = OcsvmScorer.from_bundle(*_fitter().fit(golden))
-    # image level: a part with missing holes / a large foreign patch shifts the pooled features
-    rng = np.random.default_rng(5)
+    # image level: a large foreign patch, and an inverted part, shift the pooled features
     odd = images[1].copy()
     odd[30:100, 20:110] = 230
     outliers = features([odd, 255 - images[2]])

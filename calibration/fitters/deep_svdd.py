@@ -1,0 +1,88 @@
+"""Fitter for Deep SVDD (hypersphere / deep_svdd; Ruff et al., ICML 2018) on frozen backbone
+patch features: a bias-free 1x1-conv projection trained to pull golden patches towards a centre c.
+
+c is the mean projection of the training patches at initialisation, with coordinates nearer 0
+than ``centre_eps`` pushed to +-eps (a zero coordinate is trivially matched by zero weights).
+Objectives: ``one_class`` minimises the mean squared distance to c; ``soft_boundary`` minimises
+R^2 + 1/nu * mean(max(0, d^2 - R^2)), R set after each epoch to the (1 - nu) quantile of the
+training distances (the paper's line search over R). Weight decay is Adam's.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from calibration.fitters.training import deterministic, feature_stats, split_rows, train, training_device
+from engines.backbones.heads import HEAD_OUTPUT, SvddHead, head_arrays
+
+
+def _as_maps(patches: torch.Tensor) -> torch.Tensor:
+    """[P, D] -> [1, D, P, 1]: a 1x1 conv over this is one GEMM."""
+    return patches.t().reshape(1, patches.shape[1], patches.shape[0], 1)
+
+
+class DeepSvddFitter:
+    scorer_type = "hypersphere"
+
+    def __init__(self, config, seed: int = 0):
+        self.config = config  # settings.HypersphereScorerConfig with method deep_svdd
+        self.seed = seed
+
+    def head_description(self, in_dim: int) -> dict:
+        c = self.config.deep_svdd
+        return {"kind": "svdd", "in_dim": int(in_dim), "hidden_dims": [int(v) for v in c.hidden_dims],
+                "out_dim": int(c.out_dim), "arrays": "arrays.npz"}
+
+    def fit(self, features: np.ndarray, progress: Optional[Callable[[int], None]] = None,
+            total: Optional[Callable[[int], None]] = None) -> tuple[dict, dict[str, np.ndarray]]:
+        """features float32 [N, D, h, w] -> (params with the head description, head.* arrays)."""
+        c = self.config.deep_svdd
+        n, d, h, w = features.shape
+        patches = features.transpose(0, 2, 3, 1).reshape(-1, d)
+        rng = np.random.default_rng(self.seed)
+        if c.training.max_patches and len(patches) > c.training.max_patches:
+            patches = patches[np.sort(rng.choice(len(patches), c.training.max_patches, replace=False))]
+        patches = np.ascontiguousarray(patches, dtype=np.float32)
+        mean, std = feature_stats(patches)
+        tr, va = split_rows(len(patches), c.training.val_share, self.seed)
+        dev = training_device()
+        with deterministic(self.seed, c.training.threads):
+            head = SvddHead(d, tuple(c.hidden_dims), c.out_dim)
+            head.norm.mean.copy_(torch.from_numpy(mean).view(1, d, 1, 1))
+            head.norm.std.copy_(torch.from_numpy(std).view(1, d, 1, 1))
+            head.to(dev)
+            x = torch.from_numpy(patches).to(dev)
+            train_x, val_x = x[torch.from_numpy(tr).to(dev)], x[torch.from_numpy(va).to(dev)]
+            with torch.no_grad():
+                centre = torch.cat([head.embed(_as_maps(train_x[s:s + 65536])).flatten(2).squeeze(0).t()
+                                    for s in range(0, len(train_x), 65536)]).mean(0)
+                small = centre.abs() < c.centre_eps
+                centre[small & (centre < 0)] = -c.centre_eps
+                centre[small & (centre >= 0)] = c.centre_eps
+                head.centre.copy_(centre.view(1, -1, 1, 1))
+            radius_sq = torch.zeros((), device=dev)
+            soft = c.objective == "soft_boundary"
+
+            def loss_fn(module: SvddHead, batch: torch.Tensor) -> torch.Tensor:
+                dist = module(_as_maps(batch)).flatten()
+                if soft:
+                    return radius_sq + torch.relu(dist - radius_sq).mean() / c.nu
+                return dist.mean()
+
+            def update_radius(module: SvddHead, epoch: int) -> None:
+                if soft:
+                    with torch.no_grad():
+                        dist = torch.cat([module(_as_maps(train_x[s:s + 65536])).flatten()
+                                          for s in range(0, len(train_x), 65536)])
+                        radius_sq.fill_(float(torch.quantile(dist[:1_000_000], 1.0 - c.nu)))
+
+            report = train(head, loss_fn, train_x, val_x, c.training, self.seed,
+                           on_epoch_end=update_radius, progress=progress, total=total)
+        head = head.cpu()
+        params = {"method": "deep_svdd", "objective": c.objective, "nu": c.nu,
+                  "radius_sq": float(radius_sq) if soft else 0.0, "smoothing_sigma": self.config.smoothing_sigma,
+                  "output_name": HEAD_OUTPUT, "head": self.head_description(d), "patches_seen": int(len(patches)),
+                  "feature_dim": int(d), "training": report.to_json()}
+        return params, head_arrays(head)

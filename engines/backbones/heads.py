@@ -1,0 +1,142 @@
+"""Trained heads that run on top of the patch-feature network, exported with it as ONE network
+so every engine (onnxruntime, openvino, tensorrt, torch) runs backbone + head in one call.
+
+Both heads take the feature map float32 [N, D, h, w], standardise it per channel with the golden
+mean/std (fixed buffers, not trained), and return one anomaly value per patch, float32 [N, 1, h, w]:
+
+- ``svdd``: Deep SVDD (Ruff et al., ICML 2018) projection of bias-free 1x1 convs with leaky ReLU;
+  output = squared distance of the projection to the centre c.
+- ``autoencoder``: a small convolutional autoencoder; output = the mean over channels of the
+  squared reconstruction error (so "L2 over channels", divided by D).
+
+A head is described by JSON (kind, dims) and its weights live in the bundle's arrays.npz under
+the prefix ``head.`` (names as in the torch state_dict), so the torch engine rebuilds it from
+the manifest without pickle and the other engines read the ONNX.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+HEAD_PREFIX = "head."
+HEAD_OUTPUT = "patch_scores"
+
+
+class Standardise(nn.Module):
+    """(x - mean) / std per channel, with fixed buffers set from the golden features."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, dim, 1, 1))
+        self.register_buffer("std", torch.ones(1, dim, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class SvddHead(nn.Module):
+    """Bias-free 1x1 conv projection (no bias and no affine norm: a bias lets the network map
+    everything onto c, the trivial solution the paper rules out)."""
+
+    def __init__(self, in_dim: int, hidden_dims: tuple[int, ...], out_dim: int):
+        super().__init__()
+        self.norm = Standardise(in_dim)
+        dims = [in_dim, *hidden_dims, out_dim]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 1, bias=False) for a, b in zip(dims[:-1], dims[1:]))
+        self.register_buffer("centre", torch.zeros(1, out_dim, 1, 1))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if i < len(self.convs) - 1:
+                x = F.leaky_relu(x, 0.1)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((self.embed(x) - self.centre) ** 2).sum(1, keepdim=True)
+
+
+class FeatureAutoencoder(nn.Module):
+    """Encoder: 1x1 conv D->w0, 3x3 stride-2 conv w0->w1, 3x3 conv w1->bottleneck (at half the
+    patch grid); decoder: 3x3 conv bottleneck->w1, bilinear upsampling to the patch grid, 1x1
+    convs w1->w0->D (1x1 at full resolution keeps it cheap). Output: per-patch mean squared
+    error over the standardised channels."""
+
+    def __init__(self, in_dim: int, widths: tuple[int, int], bottleneck: int):
+        super().__init__()
+        w0, w1 = widths
+        self.norm = Standardise(in_dim)
+        self.enc = nn.Sequential(
+            nn.Conv2d(in_dim, w0, 1), nn.ReLU(),
+            nn.Conv2d(w0, w1, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(w1, bottleneck, 3, padding=1), nn.ReLU(),
+        )
+        self.dec_in = nn.Sequential(nn.Conv2d(bottleneck, w1, 3, padding=1), nn.ReLU())
+        self.dec_out = nn.Sequential(nn.Conv2d(w1, w0, 1), nn.ReLU(), nn.Conv2d(w0, in_dim, 1))
+
+    def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
+        """z: standardised features [N, D, h, w] -> their reconstruction, same shape."""
+        y = self.dec_in(self.enc(z))
+        y = F.interpolate(y, size=z.shape[-2:], mode="bilinear", align_corners=False)
+        return self.dec_out(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.norm(x)
+        return ((self.reconstruct(z) - z) ** 2).mean(1, keepdim=True)
+
+
+def build_head(head: dict) -> nn.Module:
+    """A head from its JSON description (weights not loaded). One explicit table of kinds."""
+    kind = head["kind"]
+    if kind == "svdd":
+        return SvddHead(int(head["in_dim"]), tuple(int(v) for v in head["hidden_dims"]), int(head["out_dim"]))
+    if kind == "autoencoder":
+        return FeatureAutoencoder(int(head["in_dim"]), tuple(int(v) for v in head["widths"]), int(head["bottleneck"]))
+    raise ValueError(f"unknown head kind {kind!r}; known: svdd, autoencoder")
+
+
+def head_arrays(module: nn.Module) -> dict[str, np.ndarray]:
+    """The head's state as float32 arrays named ``head.<state_dict key>`` (for arrays.npz)."""
+    return {HEAD_PREFIX + k: v.detach().cpu().float().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def load_head(head: dict, arrays: dict[str, np.ndarray]) -> nn.Module:
+    module = build_head(head)
+    state = {k[len(HEAD_PREFIX):]: torch.from_numpy(np.array(v, dtype=np.float32))
+             for k, v in arrays.items() if k.startswith(HEAD_PREFIX)}
+    module.load_state_dict(state, strict=True)
+    return module.eval()
+
+
+class FeaturesWithHead(nn.Module):
+    """images [N, 3, H, W] -> head(features(images)) [N, 1, H/8, W/8]."""
+
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_head_network(description: dict, base_dir: Optional[Path] = None,
+                       arrays: Optional[dict[str, np.ndarray]] = None) -> FeaturesWithHead:
+    """The ``patch_features_head`` network: description = the patch-feature description plus
+    ``head`` {kind, dims..., arrays: file name of the npz beside the ONNX}. Weights come from
+    ``arrays`` when given, else from ``base_dir / head["arrays"]`` (loaded with allow_pickle=False)."""
+    from engines.backbones.patch_features import build_patch_feature_net
+
+    head = description["head"]
+    if arrays is None:
+        if base_dir is None:
+            raise ValueError("patch_features_head network: need the bundle folder to read the head weights")
+        with np.load(Path(base_dir) / head.get("arrays", "arrays.npz"), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files if k.startswith(HEAD_PREFIX)}
+    return FeaturesWithHead(build_patch_feature_net(description), load_head(head, arrays)).eval()

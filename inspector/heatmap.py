@@ -14,6 +14,7 @@ from inspector.preprocess import map_to_original
 from inspector.types import Region, RoiTransform
 
 MAX_SIDE = 1600  # overlays of huge frames are downscaled; they are for people, not measurement
+TEMP_PREFIX = ".tmp-"  # write_png_atomic's temporary files (hidden: history/retention never see them)
 
 
 def render_overlay(image: np.ndarray, pixel_map: np.ndarray, transform: RoiTransform, pixel_threshold: float,
@@ -50,7 +51,7 @@ def write_png_atomic(path: str | Path, image: np.ndarray) -> Path:
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"could not encode PNG for {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".png")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(buf.tobytes())
@@ -62,3 +63,19 @@ def write_png_atomic(path: str | Path, image: np.ndarray) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_partial_writes(heatmap_dir: str | Path) -> int:
+    """Delete temporary files a killed daemon left mid-write (``.tmp-*.png`` under
+    ``heatmap_dir``); returns how many. Call at start-up only: the running daemon is the only
+    writer of its heatmap folder, so at start none of them can belong to a live write."""
+    removed = 0
+    for dirpath, _dirs, files in os.walk(heatmap_dir):
+        for name in files:
+            if name.startswith(TEMP_PREFIX) and name.endswith(".png"):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed

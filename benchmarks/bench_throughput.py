@@ -51,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bundle", type=Path, help="use this bundle instead of calibrating")
     p.add_argument("--golden", type=int, default=30, help="synthetic golden parts to calibrate on (no --dataset)")
     p.add_argument("--train-limit", type=int, default=None, help="calibrate on the first N train/good images")
+    p.add_argument("--defect-share", type=float, default=0.05,
+                   help="share of synthetic frames with a defect (default 0.05, a bad day on a line; fails "
+                        "cost a heatmap each)")
     p.add_argument("--rate", type=float, default=0.0, help="drop frames at this many per second (0: all at once)")
     p.add_argument("--max-batch", type=int, default=4, help="engine.max_batch for the daemon (default 4)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads, both runs (0: all cores)")
@@ -73,8 +76,8 @@ def frame_sources(args) -> list[Path]:
     return files
 
 
-def synthetic_frames(n: int, size: int, seed: int = 11) -> list[bytes]:
-    """n encoded PNGs of synthetic parts, ~40% with a defect (so heatmaps are written too)."""
+def synthetic_frames(n: int, size: int, defect_share: float, seed: int = 11) -> list[bytes]:
+    """n encoded PNGs of synthetic parts, ``defect_share`` of them with a defect (fails get heatmaps)."""
     import cv2
     import numpy as np
 
@@ -84,7 +87,7 @@ def synthetic_frames(n: int, size: int, seed: int = 11) -> list[bytes]:
     distinct = min(n, 200)  # encoded once, reused under new names
     out = []
     for i in range(distinct):
-        defect = DEFECTS[i % len(DEFECTS)] if i % 5 < 2 else None
+        defect = DEFECTS[i % len(DEFECTS)] if rng.random() < defect_share else None
         out.append(cv2.imencode(".png", make_part(rng, size=size, defect=defect))[1].tobytes())
     return [out[i % distinct] for i in range(n)]
 
@@ -95,7 +98,7 @@ def frame_bytes(args, n: int) -> list[tuple[str, bytes]]:
         cache = {p: p.read_bytes() for p in files}
         return [(f"f{i:05d}-{files[i % len(files)].parent.name}-{files[i % len(files)].name}",
                  cache[files[i % len(files)]]) for i in range(n)]
-    return [(f"f{i:05d}.png", b) for i, b in enumerate(synthetic_frames(n, args.size))]
+    return [(f"f{i:05d}.png", b) for i, b in enumerate(synthetic_frames(n, args.size, args.defect_share))]
 
 
 def make_bundle(args, work: Path) -> Path:

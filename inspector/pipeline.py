@@ -6,7 +6,8 @@ Bad frames never stop the batch: a frame that failed to decode or preprocess bec
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -36,45 +37,66 @@ class InspectionPipeline:
 
     def inspect(self, frames: Sequence[Frame]) -> list[Verdict]:
         """Inspect a batch; verdicts come back in the order of ``frames``."""
-        results: list[Verdict | None] = [None] * len(frames)
+        return self.score(self.extract(frames))
+
+    def extract(self, frames: Sequence[Frame]) -> "Extracted":
+        """Stage 1: preprocess and run the engine. Bad frames become error verdicts here."""
+        ex = Extracted(frames=tuple(frames), results=[None] * len(frames))
         tensors: list[np.ndarray] = []
-        transforms: list[RoiTransform] = []
-        ok: list[int] = []
-        pre_ms: list[float] = []
         for i, f in enumerate(frames):
             if f.error is not None or f.image is None:
-                results[i] = self.error_verdict(f, f.error or "no image")
+                ex.results[i] = self.error_verdict(f, f.error or "no image")
                 continue
             t0 = time.perf_counter()
             try:
                 t, tr = self.preprocessor.prepare(f.image, self.preprocessor.roi_by_source.get(f.source))
             except FrameError as exc:
-                results[i] = self.error_verdict(f, str(exc))
+                ex.results[i] = self.error_verdict(f, str(exc))
                 continue
-            pre_ms.append(_ms(t0))
+            ex.pre_ms.append(_ms(t0))
             tensors.append(t)
-            transforms.append(tr)
-            ok.append(i)
-        if ok:
-            n = len(ok)
+            ex.transforms.append(tr)
+            ex.ok.append(i)
+        if ex.ok:
             t0 = time.perf_counter()
-            features = self.engine.run(np.stack(tensors))
-            inf_ms = _ms(t0) / n
+            ex.features = self.engine.run(np.stack(tensors))
+            ex.inference_ms = _ms(t0) / len(ex.ok)
+        return ex
+
+    def score(self, ex: "Extracted") -> list[Verdict]:
+        """Stage 2: scorer and judge. Runs on another thread than ``extract`` in the daemon, so
+        the engine works on the next batch meanwhile."""
+        results = list(ex.results)
+        if ex.ok:
+            n = len(ex.ok)
             t0 = time.perf_counter()
-            scores = self.scorer.score(features, self.input_hw)
+            scores = self.scorer.score(ex.features, self.input_hw)
             score_ms = _ms(t0) / n
-            for k, i in enumerate(ok):
-                f = frames[i]
+            for k, i in enumerate(ex.ok):
+                f = ex.frames[i]
                 t0 = time.perf_counter()
                 score = float(scores.image_scores[k])
                 kind = self.judge.decide(score)
                 pmap = None if scores.pixel_maps is None else scores.pixel_maps[k]
-                regions = self.judge.regions(pmap, transforms[k]) if kind is VerdictKind.FAIL else ()
+                regions = self.judge.regions(pmap, ex.transforms[k]) if kind is VerdictKind.FAIL else ()
                 judge_ms = _ms(t0)
-                timings = {"decode": f.decode_ms, "preprocess": pre_ms[k], "inference": inf_ms,
+                timings = {"decode": f.decode_ms, "preprocess": ex.pre_ms[k], "inference": ex.inference_ms,
                            "scoring": score_ms, "judge": judge_ms}
                 timings["total"] = sum(timings.values())
                 results[i] = Verdict(frame=f, kind=kind, score=score, threshold=self.judge.image_threshold,
                                      regions=regions, bundle_id=self.bundle_id, timings_ms=timings,
-                                     pixel_map=pmap, transform=transforms[k])
+                                     pixel_map=pmap, transform=ex.transforms[k])
         return [r for r in results if r is not None]
+
+
+@dataclass
+class Extracted:
+    """A batch between the engine stage and the scoring stage."""
+
+    frames: tuple[Frame, ...]
+    results: list[Optional[Verdict]]  # error verdicts already decided, else None
+    ok: list[int] = field(default_factory=list)  # indices of frames that went through the engine
+    transforms: list[RoiTransform] = field(default_factory=list)
+    pre_ms: list[float] = field(default_factory=list)
+    features: Optional[dict[str, np.ndarray]] = None
+    inference_ms: float = 0.0

@@ -34,6 +34,7 @@ from inspector.types import Frame, Verdict, VerdictKind
 log = logging.getLogger("inspector.service")
 
 _STOP = object()  # sentinel through the verdict queue
+GROUP_COMMIT_MAX = 16  # verdicts already waiting are committed in one transaction
 
 
 class _Incident:
@@ -74,6 +75,7 @@ class InspectionService:
         self.max_batch = max_batch
         self.batch_wait = batch_wait_ms / 1000.0
         self.frames: "queue.Queue[Frame]" = queue.Queue(maxsize=queue_size)
+        self.extracted: "queue.Queue[object]" = queue.Queue(maxsize=2)  # engine -> scoring
         self.verdicts: "queue.Queue[object]" = queue.Queue(maxsize=queue_size * 2)
         self.status_path = status_path
         self.notifier = notifier or SystemdNotifier()
@@ -116,6 +118,8 @@ class InspectionService:
         return batch
 
     def _inference_loop(self) -> None:
+        """Engine stage: batches of waiting frames -> features, handed to the scoring thread, so
+        the engine runs the next batch while the previous one is scored (two cores, both busy)."""
         try:
             while True:
                 self._heartbeat = time.monotonic()
@@ -125,34 +129,52 @@ class InspectionService:
                         return
                     continue
                 self.metrics.set_queue_depth(self.frames.qsize())
-                for v in self._inspect(batch):
-                    self.verdicts.put(v)
+                fresh, done = [], []
+                for f in batch:
+                    recorded = self._recorded(f)
+                    if recorded:
+                        done.append(Verdict(frame=f, kind=VerdictKind(recorded), score=None, threshold=None,
+                                            already_recorded=True))
+                    else:
+                        fresh.append(f)
+                extracted = None
+                if fresh:
+                    try:
+                        extracted = self.pipeline.extract(fresh)
+                    except Exception as exc:  # an engine failure must not kill the daemon or lose frames
+                        log.exception("inference failed for %d frame(s)", len(fresh))
+                        done.extend(self._failed(fresh, exc))
+                self.extracted.put((extracted, done))
         finally:
             self._inference_done.set()
+            self.extracted.put(_STOP)
+
+    def _scoring_loop(self) -> None:
+        """Scoring stage: features -> verdicts -> the writer."""
+        try:
+            while True:
+                item = self.extracted.get()
+                if item is _STOP:
+                    return
+                extracted, verdicts = item
+                if extracted is not None:
+                    try:
+                        verdicts = verdicts + self.pipeline.score(extracted)
+                    except Exception as exc:
+                        log.exception("scoring failed for %d frame(s)", len(extracted.frames))
+                        verdicts = verdicts + self._failed(list(extracted.frames), exc)
+                for v in verdicts:
+                    self.verdicts.put(v)
+        finally:
             self.verdicts.put(_STOP)
 
-    def _inspect(self, batch: list[Frame]) -> list[Verdict]:
-        fresh, out = [], []
-        for f in batch:
-            recorded = self._recorded(f)
-            if recorded:
-                out.append(Verdict(frame=f, kind=VerdictKind(recorded), score=None, threshold=None,
-                                   already_recorded=True))
-            else:
-                fresh.append(f)
-        if fresh:
-            try:
-                out.extend(self.pipeline.inspect(fresh))
-            except Exception as exc:  # an engine failure must not kill the daemon or lose the frames
-                log.exception("inference failed for %d frame(s)", len(fresh))
-                out.extend(self.pipeline.error_verdict(f, f"inference failed: {type(exc).__name__}: {exc}")
-                           for f in fresh)
-        return out
+    def _failed(self, frames: list[Frame], exc: Exception) -> list[Verdict]:
+        return [self.pipeline.error_verdict(f, f"inference failed: {type(exc).__name__}: {exc}") for f in frames]
 
     def _recorded(self, frame: Frame) -> Optional[str]:
         """The verdict already committed for this file (restart after a crash), if any."""
-        if not frame.key:
-            return None
+        if not frame.key or not frame.from_backlog:
+            return None  # a file that arrived while we run has no earlier row (record() dedups anyway)
         while True:
             try:
                 hit = self.store.find_by_frame_key(frame.key)
@@ -170,37 +192,59 @@ class InspectionService:
             item = self.verdicts.get()
             if item is _STOP:
                 return
+            group = [item]
+            # group commit: what is already waiting goes into the same transaction
+            stop_after = False
+            while len(group) < GROUP_COMMIT_MAX:
+                try:
+                    nxt = self.verdicts.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop_after = True
+                    break
+                group.append(nxt)
             try:
-                self._write(item)
+                self._write(group)
             except Exception:
-                # A bug on one frame must not stop the only writer (every later frame would pile
-                # up in the queues). The file stays in the inbox and stays "in flight", so it is
-                # not retried in a loop; the next start tries it again.
-                f = item.frame
-                log.exception("%s: cannot record; left in the inbox until the next start",
-                              printable_name(os.path.basename(f.origin_path)) if f.origin_path else f.id)
+                # A bug must not stop the only writer (every later frame would pile up in the
+                # queues). The files stay in the inbox and stay "in flight", so they are not
+                # retried in a loop; the next start tries them again.
+                names = [printable_name(os.path.basename(v.frame.origin_path)) if v.frame.origin_path else v.frame.id
+                         for v in group]
+                log.exception("%s: cannot record; left in the inbox until the next start", ", ".join(names))
+            if stop_after:
+                return
 
-    def _write(self, v: Verdict) -> None:
-        f = v.frame
-        dest = self.layout.frame_destination(v)
-        if not v.already_recorded:
+    def _write(self, group: list[Verdict]) -> None:
+        """Heatmaps, then one transaction for the group's rows, then the file moves."""
+        dests = [self.layout.frame_destination(v) for v in group]
+        fresh = [i for i, v in enumerate(group) if not v.already_recorded]
+        items = []
+        for i in fresh:
+            v = group[i]
             heatmap = self._retry(lambda: self._heatmap(v), self._disk_incident)
             if heatmap is False:
-                return self._abandon(f)
-            ok = self._retry(lambda: self.store.record(_storable(v), frame_key=f.key, heatmap_path=heatmap,
-                                                       stored_path=str(dest) if dest else None), self._db_incident)
+                return self._abandon(group)
+            items.append((_storable(v), v.frame.key, heatmap, str(dests[i]) if dests[i] else None))
+        if items:
+            ok = self._retry(lambda: self.store.record_many(items), self._db_incident)
             if ok is False:
-                return self._abandon(f)
-            self._count(v)
-        if f.origin_path and dest is not None:
-            try:
-                move_file(f.origin_path, dest)
-            except FileNotFoundError:
-                log.warning("%s: vanished from the inbox before it could be moved", os.path.basename(f.origin_path))
-            except OSError as exc:
-                log.error("%s: recorded, but cannot move to %s (%s)", os.path.basename(f.origin_path), dest,
-                          exc.strerror)
-        self._finished(f)
+                return self._abandon(group)
+            for i in fresh:
+                self._count(group[i])
+        for v, dest in zip(group, dests):
+            f = v.frame
+            if f.origin_path and dest is not None:
+                try:
+                    move_file(f.origin_path, dest)
+                except FileNotFoundError:
+                    log.warning("%s: vanished from the inbox before it could be moved",
+                                os.path.basename(f.origin_path))
+                except OSError as exc:
+                    log.error("%s: recorded, but cannot move to %s (%s)", os.path.basename(f.origin_path), dest,
+                              exc.strerror)
+            self._finished(f)
 
     def _heatmap(self, v: Verdict) -> Optional[str]:
         if not self.layout.wants_heatmap(v):
@@ -240,9 +284,10 @@ class InspectionService:
             self._heartbeat = time.monotonic()
             delay = min(delay * 2, 5.0)
 
-    def _abandon(self, f: Frame) -> None:
-        log.warning("%s: left in the inbox for the next start", f.origin_path or f.id)
-        self._finished(f)
+    def _abandon(self, group: list[Verdict]) -> None:
+        for v in group:
+            log.warning("%s: left in the inbox for the next start", v.frame.origin_path or v.frame.id)
+            self._finished(v.frame)
 
     def _finished(self, f: Frame) -> None:
         src = self._by_source.get(f.source)
@@ -280,6 +325,7 @@ class InspectionService:
 
     def run(self, *, ready_timeout: float = 30.0) -> int:
         workers = [threading.Thread(target=self._inference_loop, name="inference", daemon=True),
+                   threading.Thread(target=self._scoring_loop, name="scoring", daemon=True),
                    threading.Thread(target=self._writer_loop, name="writer", daemon=True)]
         for t in workers:
             t.start()

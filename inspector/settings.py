@@ -110,9 +110,9 @@ class CoresetConfig(_Strict):
     # Size of the memory bank: an absolute count (wins when set) or a ratio of all patches.
     size: Optional[int] = Field(None, ge=1)
     ratio: float = Field(0.01, gt=0.0, le=1.0)
-    # Cap on the ratio-derived size: the per-frame kNN search grows with the bank, and past a
-    # few thousand entries the bank costs more time than it buys accuracy.
-    max_size: Optional[int] = Field(4000, ge=1)
+    # Cap on the ratio-derived size: the per-frame search grows with the bank. At 2000 x 152 dims
+    # it costs less than the backbone (docs/BENCHMARKS.md); 4000 bought no AUROC on magnetic_tile.
+    max_size: Optional[int] = Field(2000, ge=1)
     projection_dim: int = Field(64, ge=8)  # random projection used to select the coreset
 
 

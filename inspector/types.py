@@ -36,6 +36,9 @@ class Frame:
     key: Optional[str] = None
     error: Optional[str] = None
     decode_ms: float = 0.0  # time the source spent reading + decoding this frame
+    # True for files already in the inbox when the source started: only those can have a row
+    # committed by an earlier run (a crash between commit and file move)
+    from_backlog: bool = False
 
     @property
     def size(self) -> Optional[tuple[int, int]]:

@@ -73,6 +73,7 @@ class FolderSource:
         self._observer = None
         self._counts = {"frames_read": 0, "frames_emitted": 0, "errors": 0, "drops": 0, "reconnects": 0}
         self._backlog_done = threading.Event()
+        self._backlog: set[str] = set()
 
     # -------------------------------------------------------------- public
     def start(self, emit: Emit) -> None:
@@ -102,6 +103,7 @@ class FolderSource:
             self._in_flight.discard(path)
             self._pending.pop(path, None)
             self._closed.discard(path)
+            self._backlog.discard(path)
 
     def wait_backlog(self, timeout: float) -> bool:
         """True once the files present at start have all been queued."""
@@ -176,6 +178,8 @@ class FolderSource:
 
     def _loop(self) -> None:
         self._scan()
+        with self._lock:
+            self._backlog = set(self._pending)  # only these can have a row from an earlier run
         first = True
         last_scan = time.monotonic()
         while not self._stop.is_set():
@@ -233,7 +237,8 @@ class FolderSource:
                 self._counts["errors"] += 1
         captured = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
         return Frame(id=uuid.uuid4().hex, source=self.name, captured_at=captured, image=image, origin_path=path,
-                     key=key, error=error, decode_ms=(time.perf_counter() - t0) * 1000.0)
+                     key=key, error=error, decode_ms=(time.perf_counter() - t0) * 1000.0,
+                     from_backlog=path in self._backlog)
 
 
 class _Handler:

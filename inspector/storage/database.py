@@ -288,7 +288,35 @@ class ResultStore:
 
         Exactly once: when ``frame_key`` is already recorded, return that row's id and insert
         nothing. Raises StorageUnavailable for transient failures (retry later)."""
+        return self.record_many([(verdict, frame_key, heatmap_path, stored_path)])[0]
+
+    def record_many(self, items: "list[tuple[Verdict, Optional[str], Optional[str], Optional[str]]]") -> list[int]:
+        """Record several (verdict, frame_key, heatmap_path, stored_path) in ONE transaction (the
+        daemon's group commit when frames queue up); returns their ids in order. Exactly once per
+        frame_key, as ``record``: the unique index decides, and on a clash the group falls back
+        to one transaction per row so each duplicate returns its existing id."""
         self._require_writable()
+        rows = [self._row(*item) for item in items]
+        what = f"recording frame {items[0][0].frame.id}" + (f" (+{len(items) - 1})" if len(items) > 1 else "")
+        with translate_errors(what, self.url):
+            try:
+                with self._sessions.begin() as s:
+                    s.add_all(rows)
+                    s.flush()
+                    return [int(r.id) for r in rows]
+            except IntegrityError:
+                if len(items) > 1:
+                    return [self.record_many([item])[0] for item in items]
+                frame_key = items[0][1]
+                # this frame_key is recorded already (a restart, or another writer won the race)
+                found = self.find_by_frame_key(frame_key) if frame_key is not None else None
+                if found is None:
+                    raise
+                return [found[0]]
+
+    @staticmethod
+    def _row(verdict: "Verdict", frame_key: Optional[str], heatmap_path: Optional[str],
+             stored_path: Optional[str]) -> Inspection:
         frame = verdict.frame
         timings = verdict.timings_ms or {}
         image_w = image_h = None
@@ -314,22 +342,7 @@ class ResultStore:
         )
         row.regions = [DefectRegion(x=int(r.x), y=int(r.y), w=int(r.w), h=int(r.h), area=int(r.area),
                                     peak_score=float(r.peak_score)) for r in verdict.regions]
-        with translate_errors(f"recording frame {frame.id}", self.url):
-            if frame_key is not None:
-                found = self.find_by_frame_key(frame_key)
-                if found is not None:
-                    return found[0]
-            try:
-                with self._sessions.begin() as s:
-                    s.add(row)
-                    s.flush()
-                    return int(row.id)
-            except IntegrityError:
-                # another writer won the race for this frame_key: exactly-once still holds
-                found = self.find_by_frame_key(frame_key) if frame_key is not None else None
-                if found is None:
-                    raise
-                return found[0]
+        return row
 
     def set_stored_path(self, inspection_id: int, stored_path: Optional[str]) -> None:
         """Where the frame file ended up after the move (done/..., quarantine/...)."""

@@ -55,7 +55,9 @@ class OutputLayout:
             folder = Path(self.config.done_dir) / day
         name = safe_name(f.origin_path)
         dest = folder / name
-        if os.path.lexists(dest):  # lexists: a quarantined dangling symlink must not be replaced
+        # lexists: a quarantined dangling symlink must not be replaced; the same inode there is
+        # this very frame, linked before a crash and not yet unlinked from the inbox
+        if os.path.lexists(dest) and not _same_file(f.origin_path, dest):
             stem, dot, ext = name.rpartition(".")
             dest = folder / (f"{stem}-{short_hash(f.key or f.id)}.{ext}" if dot else f"{name}-{short_hash(f.key or f.id)}")
         return dest
@@ -73,19 +75,39 @@ class OutputLayout:
 
 
 def move_file(src: str, dest: Path) -> Path:
-    """Rename into place (same filesystem), else copy + fsync + unlink. Never follows a symlink."""
+    """Move a frame out of the inbox. Never follows a symlink.
+
+    Same filesystem: hard link into place, then unlink the inbox entry. Unlike a rename this
+    gives the inbox watcher a plain delete event: watchdog holds every event queued behind an
+    unmatched rename-out for 0.5 s, which would delay picking up the next frame. If we crash
+    between link and unlink, the restart finds the same inode already at ``dest`` and only
+    unlinks. Filesystems without hard links: rename. Across filesystems: copy + fsync + unlink.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.replace(src, dest)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
+        os.link(src, dest, follow_symlinks=False)
+    except FileExistsError:
+        if not _same_file(src, dest):
             raise
-        tmp = dest.with_name(f".{dest.name}.part")
-        shutil.copyfile(src, tmp, follow_symlinks=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-        os.unlink(src)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            tmp = dest.with_name(f".{dest.name}.part")
+            shutil.copyfile(src, tmp, follow_symlinks=False)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        elif exc.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            os.replace(src, dest)
+            return dest
+        else:
+            raise
+    os.unlink(src)
     return dest
 
 
+def _same_file(a: str, b: Path) -> bool:
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except FileNotFoundError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)

@@ -82,7 +82,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
         input_hw = pipeline.input_hw
         items = mvtec_test_set(dataset)
         labels, scores, kinds = [], [], []
-        pix_scores, pix_labels = [], []
+        pix_scores, pix_labels, pix_kinds = [], [], []
         timings: dict[str, list[float]] = {s: [] for s in STAGES}
         errors = []
         for item in tqdm(items, desc="scoring test images", unit="img", disable=not progress):
@@ -109,12 +109,19 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
                 # subsample 2x2 to keep memory flat on big test sets; AUROC is unaffected in practice
                 pix_scores.append(v.pixel_map[::2, ::2].ravel())
                 pix_labels.append(gt[::2, ::2].ravel())
+                pix_kinds.append(item.defect)
         pipeline.engine.close()
         labels_a, scores_a = np.array(labels), np.array(scores)
         per_defect = {}
         for kind in sorted(set(kinds) - {"good"}):
             sel = np.array([k in ("good", kind) for k in kinds])
             per_defect[kind] = round(auroc(labels_a[sel], scores_a[sel]), 4)
+        per_defect_pixel = {}
+        for kind in sorted(set(pix_kinds) - {"good"}):
+            sel = [i for i, k in enumerate(pix_kinds) if k in ("good", kind)]
+            lab = np.concatenate([pix_labels[i] for i in sel])
+            if lab.any():
+                per_defect_pixel[kind] = round(auroc(lab, np.concatenate([pix_scores[i] for i in sel])), 4)
         thr = bundle.image_threshold
         pred = scores_a > thr
         result = {
@@ -133,6 +140,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
             "pixel_auroc": round(auroc(np.concatenate(pix_labels), np.concatenate(pix_scores)), 4)
             if pix_scores and any(l.any() for l in pix_labels) else None,
             "per_defect_image_auroc": per_defect,
+            "per_defect_pixel_auroc": per_defect_pixel,
             "threshold": thr,
             "at_threshold": {"false_reject_rate": round(float(pred[labels_a == 0].mean()), 4) if (labels_a == 0).any() else None,
                              "escape_rate": round(float((~pred[labels_a == 1]).mean()), 4) if (labels_a == 1).any() else None},
@@ -150,9 +158,12 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
 def format_result(r: dict) -> str:
     lines = [
         f"dataset       {r['dataset']}  ({r['train_images']} train, {r['test_images']} test images)",
-        f"model         {r['backbone']} {r['input']}, {r['scorer']}, engine {r['engine']}, bank {r['bank_size']}",
+        f"model         {r['backbone']} {r['input']}, {r['scorer']}, engine {r['engine']}"
+        + (f", bank {r['bank_size']}" if r["bank_size"] else ""),
         f"image AUROC   {r['image_auroc']:.4f}   per defect: " + ", ".join(f"{k} {v:.3f}" for k, v in r["per_defect_image_auroc"].items()),
-        f"pixel AUROC   {r['pixel_auroc']:.4f}" if r["pixel_auroc"] is not None else "pixel AUROC   - (no masks)",
+        (f"pixel AUROC   {r['pixel_auroc']:.4f}   per defect: "
+         + ", ".join(f"{k} {v:.3f}" for k, v in r.get("per_defect_pixel_auroc", {}).items()))
+        if r["pixel_auroc"] is not None else "pixel AUROC   - (no masks)",
         f"at threshold  {r['threshold']:.4f}: false rejects {r['at_threshold']['false_reject_rate']}, escapes {r['at_threshold']['escape_rate']}",
         f"fit           {r['fit_seconds']:.1f}s (" + ", ".join(f"{k} {v}s" for k, v in r["calibration_stage_seconds"].items()) + ")",
         "per image ms  " + "  ".join(f"{s} {v['median']:.1f}/{v['p95']:.1f}" for s, v in r["per_image_ms"].items()) + "   (median/p95)",

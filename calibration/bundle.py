@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from inspector import __version__
-from inspector.bundle import ARRAYS, MANIFEST, SCHEMA_VERSION, sha256_file
+from engines.hashing import file_sha256
+from inspector.bundle import ARRAYS, MANIFEST, SCHEMA_VERSION
 
 
 def write_bundle(out: str | Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], onnx_file: Path,
@@ -37,7 +38,7 @@ def write_bundle(out: str | Path, manifest: dict[str, Any], arrays: dict[str, np
         shutil.copyfile(onnx_file, tmp / onnx_name)
         for name, src in (extra_files or {}).items():
             shutil.copyfile(src, tmp / name)
-        hashes = {"arrays": sha256_file(tmp / ARRAYS), "onnx": sha256_file(tmp / onnx_name)}
+        hashes = {"arrays": file_sha256(tmp / ARRAYS), "onnx": file_sha256(tmp / onnx_name)}
         m = dict(manifest)
         m["schema_version"] = SCHEMA_VERSION
         m["inspector_version"] = __version__

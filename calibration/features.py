@@ -8,7 +8,8 @@ import numpy as np
 
 from engines.backbones.export import export_onnx
 from engines.backbones.patch_features import PatchFeatureNet, build_patch_feature_net
-from engines.backbones.weights import file_sha256, resolve_weights_path
+from engines.backbones.weights import resolve_weights_path
+from engines.hashing import file_sha256
 from inspector.preprocess import Preprocessor
 
 INPUT_NAME = "images"

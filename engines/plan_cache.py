@@ -64,14 +64,6 @@ def profile_string(input_shape: tuple[int, int, int], max_batch: int) -> str:
     return f"1x{chw}/{max_batch}x{chw}/{max_batch}x{chw}"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cache_dir_for(onnx_path: Path) -> Path:
     return Path(onnx_path).resolve().parent / CACHE_DIR_NAME
 

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from engines import plan_cache
+from engines.hashing import file_sha256
 from engines.base import EngineError, EngineSpec, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class TensorRTEngine:
     # ------------------------------------------------------------------ build / cache
     def plan_key(self, gpu_name: str, compute_capability: str) -> plan_cache.PlanKey:
         return plan_cache.PlanKey(
-            onnx_sha256=plan_cache.sha256_file(Path(self.spec.onnx_path)),
+            onnx_sha256=file_sha256(Path(self.spec.onnx_path)),
             tensorrt_version=str(self._trt.__version__),
             gpu_name=gpu_name,
             compute_capability=compute_capability,

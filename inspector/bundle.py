@@ -8,7 +8,6 @@ Writing lives in calibration/bundle.py; the daemon only reads.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import EngineSpec
+from engines.hashing import file_sha256
 from inspector.errors import BundleError
 from inspector.preprocess import PreprocessSpec
 
@@ -72,14 +72,6 @@ class Bundle:
         )
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     """Load and check a bundle. Raises BundleError naming the file and what to do."""
     path = Path(path)
@@ -108,7 +100,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         expected = manifest.get("hashes", {})
         for what, f in files.items():
             want = expected.get(what)
-            if want and sha256_file(f) != want:
+            if want and file_sha256(f) != want:
                 raise BundleError(f"bundle {path}: {f.name} does not match its sha256 in {MANIFEST} "
                                   f"(corrupt or edited); recalibrate or restore the bundle")
     try:

@@ -7,7 +7,6 @@ Wide-ResNet50-2 need a torchvision-format ``.pth`` supplied by path.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 from pathlib import Path
 from typing import Optional
@@ -42,14 +41,6 @@ def resolve_weights_path(backbone: str, weights: Optional[str | Path]) -> Path:
     if not path.is_file():
         raise WeightsError(f"backbone {backbone}: weights file {path} not found")
     return path
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

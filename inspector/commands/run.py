@@ -55,7 +55,7 @@ def build_sources(settings):
 
 def run(args: argparse.Namespace) -> int:
     from inspector.bundle import load_bundle
-    from inspector.commands.status import status_file_path
+    from inspector.statusfile import status_file_path
     from inspector.heatmap import remove_partial_writes
     from inspector.metrics import Metrics, MetricsServer
     from inspector.outputs import OutputLayout

@@ -16,27 +16,9 @@ from pathlib import Path
 from typing import IO, Any, Mapping, Optional
 
 from inspector.errors import InspectorError
+from inspector.statusfile import STATUS_FILE_NAME, status_file_path  # noqa: F401  (tests and run use these)
 
-STATUS_FILE_NAME = "status.json"
-# The daemon rewrites its status every few seconds; older than this means it is hung or gone.
-STALE_AFTER_S = 60.0
-
-
-def status_file_path(settings=None, environ: Optional[Mapping[str, str]] = None) -> Path:
-    """Where the daemon writes (and this command reads) ``status.json``.
-
-    1. ``$STATE_DIRECTORY`` (set by systemd from StateDirectory=: /var/lib/inspector)
-    2. the folder of a SQLite database (``database.url``), which is the state folder in practice
-    3. the current directory
-    """
-    env = os.environ if environ is None else environ
-    state = env.get("STATE_DIRECTORY", "").split(":")[0]
-    if state:
-        return Path(state) / STATUS_FILE_NAME
-    url = getattr(getattr(settings, "database", None), "url", "") or ""
-    if url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:"):
-        return Path(url[len("sqlite:///"):]).parent / STATUS_FILE_NAME
-    return Path(STATUS_FILE_NAME)
+STALE_AFTER_S = 60.0  # the daemon rewrites its status every few seconds; older means hung or gone
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

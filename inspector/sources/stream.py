@@ -147,10 +147,15 @@ class StreamSource:
     # ------------------------------------------------------------------ reader
     def _start_reader(self) -> None:
         with self._cond:
-            self._generation += 1
-            gen = self._generation
-            self._reader_done = False
-            self._last_progress = self._clock()
+            self._spawn_reader_locked()
+
+    def _spawn_reader_locked(self) -> None:
+        """Start a fresh reader thread (a new generation: an abandoned one stops emitting).
+        Called with _cond held."""
+        self._generation += 1
+        gen = self._generation
+        self._reader_done = False
+        self._last_progress = self._clock()
         self._reader = threading.Thread(target=self._read_loop, args=(gen,), name=f"stream-read-{self.name}-{gen}",
                                         daemon=True)
         self._reader.start()
@@ -403,13 +408,7 @@ class StreamSource:
         log.warning("stream source %r: %s; starting a fresh capture", self.name, self._last_error)
         self._state = "reconnecting"
         self._in_blocking_call = False
-        self._generation += 1
-        gen = self._generation
-        self._reader_done = False
-        self._last_progress = self._clock()
-        self._reader = threading.Thread(target=self._read_loop, args=(gen,), name=f"stream-read-{self.name}-{gen}",
-                                        daemon=True)
-        self._reader.start()
+        self._spawn_reader_locked()
 
     # ------------------------------------------------------------------ helpers
     def _set_state(self, state: str) -> None:

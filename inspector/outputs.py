@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import shutil
-from datetime import datetime
 from pathlib import Path
 from typing import Optional
 

@@ -8,7 +8,7 @@ from typing import Optional
 from engines.base import EngineError, EngineUnavailable
 from engines.registry import build_engine
 from inspector.bundle import Bundle
-from inspector.errors import BundleError, ConfigError, InspectorError
+from inspector.errors import BundleError, InspectorError
 from inspector.pipeline import InspectionPipeline
 from inspector.preprocess import Preprocessor, PreprocessSpec
 from inspector.scoring.registry import scorer_from_bundle

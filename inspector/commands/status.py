@@ -13,7 +13,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any, Mapping, Optional
+from typing import IO, Any, Optional
 
 from inspector.errors import InspectorError
 from inspector.statusfile import STATUS_FILE_NAME, status_file_path  # noqa: F401  (tests and run use these)

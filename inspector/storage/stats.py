@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta, timezone, tzinfo
-from itertools import chain
 from typing import Iterable, Literal, Optional, Sequence
 
 import numpy as np

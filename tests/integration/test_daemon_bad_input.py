@@ -13,7 +13,6 @@ import time
 import zlib
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 

@@ -3,7 +3,6 @@ on either engine gives the same verdicts."""
 import numpy as np
 import pytest
 
-from engines.base import EngineSpec
 from engines.onnxruntime_engine import OnnxRuntimeEngine, OnnxRuntimeEngineConfig
 from engines.torch_engine import TorchEngine, TorchEngineConfig
 from inspector.bundle import load_bundle

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -54,6 +54,7 @@ class CalibrationResult:
     holdout_scores: np.ndarray
     holdout_map_maxima: np.ndarray
     holdout_maps: Optional[np.ndarray]  # float32 [n_holdout, H, W] smoothed maps, for the report
+    holdout_images: list  # the held-out originals (BGR/grey uint8), for the report's heatmaps
     image_threshold: Threshold
     pixel_threshold: Threshold
     bank_size: int
@@ -228,7 +229,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
     return CalibrationResult(
         bundle_dir=Path(out_dir), bundle_id=bundle_id, images_used=len(golden.images), images_skipped=golden.skipped,
         holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held_scores, holdout_map_maxima=held_max,
-        holdout_maps=held.pixel_maps, image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
+        holdout_maps=held.pixel_maps, holdout_images=[golden.images[i] for i in hold_idx], image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
         stage_seconds=times, manifest=manifest,
     )
 

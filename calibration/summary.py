@@ -34,7 +34,7 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
     print("\n".join(line for line in lines if line), file=out)
 
 
-def write_report(r: CalibrationResult, settings, golden_dir: Path, defects_dir: Optional[Path]) -> Path:
+def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) -> Path:
     """report.html next to the bundle: histogram + threshold, near-threshold heatmaps, times."""
     from inspector.bundle import load_bundle
 
@@ -45,12 +45,8 @@ def write_report(r: CalibrationResult, settings, golden_dir: Path, defects_dir: 
     if r.holdout_maps is not None and len(r.holdout_names):
         order = np.argsort(np.abs(r.holdout_scores - r.image_threshold.value))[:6]
         names = [r.holdout_names[i] for i in order]
-        imgs = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels)
-        by_name = dict(zip(imgs.names, imgs.images))
         for i, name in zip(order, names):
-            img = by_name.get(name)
-            if img is None:
-                continue
+            img = r.holdout_images[i]
             _, tr = pre.prepare(img)
             ov = render_overlay(img, r.holdout_maps[i], tr, bundle.pixel_threshold or 1.0,
                                 label=f"{name}  {r.holdout_scores[i]:.3f}")

@@ -43,6 +43,6 @@ def run(args: argparse.Namespace) -> int:
         raise InspectorError(f"calibration failed: {exc}") from exc
     report = None
     if not args.no_report:
-        report = write_report(result, settings, args.golden, args.defects)
+        report = write_report(result, settings, args.defects)
     print_summary(result, report)
     return 0

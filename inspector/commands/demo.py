@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(root / "inspector.yaml")
     print("2/4 calibrating")
     result = calibrate(settings, root / "golden", root / "bundle")
-    print_summary(result, write_report(result, settings, root / "golden", None))
+    print_summary(result, write_report(result, settings, None))
 
     print("3/4 starting the daemon and dropping parts into the inbox")
     log_path = root / "daemon.log"

@@ -115,7 +115,11 @@ def histogram(values: Sequence[float], *, bins: int = 40, lo: float, hi: float, 
         x = x_of(min(max(v, lo), hi))
         parts.append(f'<line class="mark" x1="{x:.1f}" y1="{pad_t - 4}" x2="{x:.1f}" y2="{pad_t + ph}" '
                      f'stroke="{colour}" stroke-width="2" stroke-dasharray="5,3"/>'
-                     f'<text x="{x + 3:.1f}" y="{pad_t + 8}" font-size="11" fill="{colour}">{escape(label)}</text>')
+                     # a mark in the right third is labelled on its left, so the label is not cut off
+                     + (f'<text x="{x - 3:.1f}" y="{pad_t + 8}" font-size="11" fill="{colour}" text-anchor="end">'
+                        if x > pad_l + 2 * pw / 3 else
+                        f'<text x="{x + 3:.1f}" y="{pad_t + 8}" font-size="11" fill="{colour}">')
+                     + f'{escape(label)}</text>')
     parts.append(f'<line x1="{pad_l}" y1="{pad_t + ph}" x2="{pad_l + pw}" y2="{pad_t + ph}" stroke="#333"/>')
     parts.append(f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + ph}" stroke="#999"/>')
     for k in range(5):  # five ticks: the ends and three between

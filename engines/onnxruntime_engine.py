@@ -3,6 +3,7 @@ where onnxruntime-gpu is installed)."""
 from __future__ import annotations
 
 import logging
+import os
 from typing import Literal
 
 import numpy as np
@@ -29,6 +30,13 @@ class OnnxRuntimeEngineConfig(BaseModel):
     require_gpu: bool = False
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class OnnxRuntimeEngine:
     kind = "onnxruntime"
 
@@ -39,8 +47,10 @@ class OnnxRuntimeEngine:
             raise EngineUnavailable("engine.type onnxruntime: pip install onnxruntime (or onnxruntime-gpu)") from None
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if config.threads:
-            opts.intra_op_num_threads = config.threads
+        # Always an explicit count: left at 0, onnxruntime also pins its threads to cores, and the
+        # pinned threads then fight the daemon's scoring, decoding and writing threads for them
+        # (measured: 95-100 vs 117 frames/s through the daemon on 2 cores).
+        opts.intra_op_num_threads = config.threads or _usable_cpus()
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin else "0")
         providers = resolve_providers(config.providers, config.require_gpu)

@@ -56,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "cost a heatmap each)")
     p.add_argument("--rate", type=float, default=0.0, help="drop frames at this many per second (0: all at once)")
     p.add_argument("--max-batch", type=int, default=4, help="engine.max_batch for the daemon (default 4)")
+    p.add_argument("--engine", default="onnxruntime", choices=["onnxruntime", "openvino", "torch"],
+                   help="engine.type for both runs (fp32; the bundle is calibrated with onnxruntime)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads, both runs (0: all cores)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder)")
@@ -138,14 +140,19 @@ def make_bundle(args, work: Path) -> Path:
 # ---------------------------------------------------------------------------- (a) single frame
 def single_frame_rate(bundle: Path, staged: list[Path], args) -> dict:
     """Frames/s of read + decode + pipeline.inspect([frame]), one at a time (like `inspector bench`)."""
-    from engines.onnxruntime_engine import OnnxRuntimeEngineConfig
     from inspector.bundle import load_bundle
     from inspector.decode import read_image_file
     from inspector.runtime import build_pipeline
     from inspector.types import Frame
 
     b = load_bundle(bundle)
-    pipeline = build_pipeline(b, OnnxRuntimeEngineConfig(max_batch=args.max_batch, threads=args.threads))
+    from pydantic import TypeAdapter
+
+    from inspector.settings import EngineConfig
+
+    engine = TypeAdapter(EngineConfig).validate_python({"type": args.engine, "max_batch": args.max_batch,
+                                                        "threads": args.threads})
+    pipeline = build_pipeline(b, engine)
     pipeline.engine.warmup()
     n = args.single_frames or min(len(staged), 300)
     for p in staged[:5]:  # warm caches (first calls allocate)
@@ -176,7 +183,7 @@ def write_config(work: Path, bundle: Path, args) -> Path:
         "sources": [{"type": "folder", "name": "bench", "inbox": str(work / "inbox")}],
         "output": {"done_dir": str(work / "done"), "quarantine_dir": str(work / "quarantine"),
                    "heatmap_dir": str(work / "heatmaps"), "layout": "per_verdict"},
-        "engine": {"type": "onnxruntime", "max_batch": args.max_batch, "threads": args.threads},
+        "engine": {"type": args.engine, "max_batch": args.max_batch, "threads": args.threads},
         "logging": {"level": "INFO"},  # as deployed: one line per frame (and the "ready" line we wait for)
     }
     path = work / "inspector.yaml"

@@ -77,7 +77,10 @@ class OpenVinoEngine:
         # 256x256, 1 thread, CPU time: 7.8 vs 9.4 ms f32, 4.8 vs 5.6 ms bf16).
         single = model.clone() if config.max_batch > 1 else None
         model.reshape({spec.input_name: ov.PartialShape([ov.Dimension(1, config.max_batch), c, h, w])})
-        props = {"INFERENCE_PRECISION_HINT": _OV_HINT[config.precision], "PERFORMANCE_HINT": "LATENCY"}
+        # No CPU pinning: pinned inference threads fight the daemon's scoring, decoding and writing
+        # threads for the same cores (as onnxruntime's did; see docs/BENCHMARKS.md)
+        props = {"INFERENCE_PRECISION_HINT": _OV_HINT[config.precision], "PERFORMANCE_HINT": "LATENCY",
+                 "ENABLE_CPU_PINNING": False}
         if config.threads:
             props["INFERENCE_NUM_THREADS"] = config.threads
         self._compiled = core.compile_model(model, "CPU", props)

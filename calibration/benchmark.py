@@ -134,6 +134,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
             "scorer_params": {k: v for k, v in bundle.scorer_params.items() if not isinstance(v, (list, dict))},
             "engine": f"{pipeline.engine.kind} {pipeline.engine.precision}",
             "train_images": cal.images_used,
+            "augmented_copies": cal.augmented_copies,
             "test_images": len(labels),
             "test_errors": errors,
             "image_auroc": round(auroc(labels_a, scores_a), 4),

@@ -60,6 +60,7 @@ class CalibrationResult:
     bank_size: int
     stage_seconds: dict[str, float] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
+    augmented_copies: int = 0  # how many of images_used are jittered copies (calibrate --augment)
 
 
 class _Bar:
@@ -228,6 +229,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
     bank = arrays.get("memory_bank")
     return CalibrationResult(
         bundle_dir=Path(out_dir), bundle_id=bundle_id, images_used=len(golden.images), images_skipped=golden.skipped,
+        augmented_copies=len(golden.images) - originals,
         holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held_scores, holdout_map_maxima=held_max,
         holdout_maps=held.pixel_maps, holdout_images=[golden.images[i] for i in hold_idx], image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
         stage_seconds=times, manifest=manifest,

@@ -18,7 +18,9 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
     ti, tp = r.image_threshold, r.pixel_threshold
     lines = [
         f"bundle        {r.bundle_dir}  (id {r.bundle_id})",
-        f"images        {r.images_used} used, {len(r.images_skipped)} skipped, {len(r.holdout_names)} held out",
+        f"images        {r.images_used} used, {len(r.images_skipped)} skipped, {len(r.holdout_names)} held out"
+        + (f" ({r.images_used - r.augmented_copies} originals + {r.augmented_copies} augmented copies)"
+           if r.augmented_copies else ""),
         f"memory bank   {r.bank_size} patches" if r.bank_size else None,
         f"threshold     {ti.value:.4f}  (Q{ti.quantile:g} + {ti.margin:g} x spread of {ti.n} held-out scores; "
         f"held-out range {r.holdout_scores.min():.4f}..{r.holdout_scores.max():.4f})",

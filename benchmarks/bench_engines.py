@@ -38,14 +38,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calibration.benchmark import _engine_config  # noqa: E402  (the --engine override of `inspector bench`)
 from calibration.calibrate import calibrate  # noqa: E402
 from calibration.evaluation import auroc, mvtec_test_set, percentiles  # noqa: E402
 from calibration.golden import GoldenSet, read_golden  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
 from inspector.errors import InspectorError  # noqa: E402
 from inspector.runtime import build_pipeline  # noqa: E402
-from inspector.settings import Settings, load_settings  # noqa: E402
+from inspector.settings import Settings, engine_config, load_settings  # noqa: E402
 from inspector.types import Frame  # noqa: E402
 
 ENGINES = ("torch", "onnxruntime", "openvino-fp32", "openvino-bf16")
@@ -56,7 +55,7 @@ WARMUP_IMAGES = 5
 def engine_config(name: str, max_batch: int):
     """Engine config for a bench name: "openvino-bf16" → openvino with precision bf16."""
     kind, _, precision = name.partition("-")
-    config = _engine_config(kind, max_batch)
+    config = engine_config(type=kind, max_batch=max_batch)
     if precision:
         config = config.model_copy(update={"precision": precision})
     return config
@@ -129,7 +128,7 @@ def scoring_breakdown(bundle, images, cap: int, repeats: int) -> dict:
     sizes, the noise keeps argmin from being trivial)."""
     from inspector.scoring.base import upsample_and_smooth
 
-    pipeline = build_pipeline(bundle, _engine_config("onnxruntime", 1))
+    pipeline = build_pipeline(bundle, engine_config(type="onnxruntime", max_batch=1))
     try:
         x, _ = pipeline.preprocessor.prepare(images[0])
         feats = pipeline.engine.run(x[None])[pipeline.scorer.feature_name]
@@ -167,7 +166,7 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
         from threadpoolctl import threadpool_limits
     except ImportError:  # numpy's BLAS then keeps its own thread count; say so in the result
         threadpool_limits = None
-    pipeline = build_pipeline(bundle, _engine_config("onnxruntime", 1))
+    pipeline = build_pipeline(bundle, engine_config(type="onnxruntime", max_batch=1))
     pipeline.engine.close()
     tensors = [pipeline.preprocessor.prepare(im)[0][None] for im in images[:count]]
 
@@ -227,7 +226,7 @@ def option_sweep(bundle, images, rounds: int = 30) -> dict:
     import onnxruntime as ort
 
     spec = bundle.engine_spec(max_batch=4)
-    pipeline = build_pipeline(bundle, _engine_config("onnxruntime", 1))
+    pipeline = build_pipeline(bundle, engine_config(type="onnxruntime", max_batch=1))
     pipeline.engine.close()
     x = pipeline.preprocessor.prepare(images[0])[0][None]
     feeds = {spec.input_name: x}

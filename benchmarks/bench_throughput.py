@@ -143,16 +143,11 @@ def single_frame_rate(bundle: Path, staged: list[Path], args) -> dict:
     from inspector.bundle import load_bundle
     from inspector.decode import read_image_file
     from inspector.runtime import build_pipeline
+    from inspector.settings import engine_config
     from inspector.types import Frame
 
     b = load_bundle(bundle)
-    from pydantic import TypeAdapter
-
-    from inspector.settings import EngineConfig
-
-    engine = TypeAdapter(EngineConfig).validate_python({"type": args.engine, "max_batch": args.max_batch,
-                                                        "threads": args.threads})
-    pipeline = build_pipeline(b, engine)
+    pipeline = build_pipeline(b, engine_config(type=args.engine, max_batch=args.max_batch, threads=args.threads))
     pipeline.engine.warmup()
     n = args.single_frames or min(len(staged), 300)
     for p in staged[:5]:  # warm caches (first calls allocate)

@@ -19,7 +19,7 @@ from calibration.golden import GoldenSet, read_golden
 from inspector.bundle import load_bundle
 from inspector.decode import FrameError, read_image_file
 from inspector.runtime import build_pipeline
-from inspector.settings import Settings, load_settings
+from inspector.settings import Settings, engine_config, load_settings
 from inspector.types import Frame
 
 STAGES = ("decode", "preprocess", "inference", "scoring", "judge", "total")
@@ -28,16 +28,8 @@ STAGES = ("decode", "preprocess", "inference", "scoring", "judge", "total")
 def _settings(config: Optional[Path], engine_type: Optional[str]) -> Settings:
     settings = load_settings(config) if config else Settings()
     if engine_type and engine_type != settings.engine.type:
-        settings = settings.model_copy(update={"engine": _engine_config(engine_type, settings.engine.max_batch)})
+        settings = settings.model_copy(update={"engine": engine_config(type=engine_type, max_batch=settings.engine.max_batch)})
     return settings
-
-
-def _engine_config(engine_type: str, max_batch: int):
-    from pydantic import TypeAdapter
-
-    from inspector.settings import EngineConfig
-
-    return TypeAdapter(EngineConfig).validate_python({"type": engine_type, "max_batch": max_batch})
 
 
 def _gt_at_input(mask_path: Optional[Path], shape_hw: tuple[int, int], tr, input_hw: tuple[int, int]) -> np.ndarray:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -28,7 +29,8 @@ from tqdm import tqdm
 
 from calibration.augment import augment_golden, is_augmented, original_name
 from calibration.bundle import write_bundle
-from calibration.features import INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features, network_description
+from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features,
+                                  network_description, run_images)
 from calibration.fitters.registry import build_fitter
 from calibration.golden import GoldenSet, read_golden
 from calibration.thresholds import Threshold, quantile_margin_threshold
@@ -96,16 +98,6 @@ def _split_originals(names: list[str], share: float, seed: int) -> tuple[np.ndar
     return np.array(fit_idx, np.int64), np.array(hold_idx, np.int64)
 
 
-def _run_images(engine, pre: Preprocessor, images, batch: int) -> dict[str, np.ndarray]:
-    """images -> every engine output, {name: float32 [N, ...]}."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for s in range(0, len(images), batch):
-        x = np.stack([pre.prepare(im)[0] for im in images[s:s + batch]])
-        for name, arr in engine.run(x).items():
-            parts.setdefault(name, []).append(arr)
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-
 def _export_with_head(description: dict, params: dict, arrays: dict[str, np.ndarray], input_hw: tuple[int, int],
                       workdir: Path) -> tuple[Path, dict, str]:
     """Export backbone + the fitted head as one ONNX network in ``workdir`` (with the head
@@ -156,82 +148,84 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
     pre = Preprocessor(pspec)
     description = network_description(settings.backbone)
     workdir = Path(tempfile.mkdtemp(prefix="inspector-calibrate-"))
-    onnx_path, feature_dim = export_feature_network(description, (height, width), workdir / "backbone.onnx")
-    description["feature_dim"] = feature_dim
-    spec = EngineSpec(str(onnx_path), INPUT_NAME, (3, height, width), (OUTPUT_NAME,), 8, description)
-    engine = build_engine(settings.engine, spec)
-    times["export"] = time.perf_counter() - t0
+    try:
+        onnx_path, feature_dim = export_feature_network(description, (height, width), workdir / "backbone.onnx")
+        description["feature_dim"] = feature_dim
+        spec = EngineSpec(str(onnx_path), INPUT_NAME, (3, height, width), (OUTPUT_NAME,), 8, description)
+        engine = build_engine(settings.engine, spec)
+        times["export"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    with bar(len(golden.images), "extracting features") as pb:
-        feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update)
-    times["features"] = time.perf_counter() - t0
-
-    # --- fit on part, score the held-out rest
-    fit_idx, hold_idx = _split_originals(golden.names, cal.holdout, cal.seed)
-    fitter = build_fitter(settings.scorer, seed=cal.seed)
-    t0 = time.perf_counter()
-    params, arrays = _fit(fitter, feats[fit_idx], bar, "fitting (held-out split)")
-    times["fit_split"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scorer = scorer_from_bundle(settings.scorer.type, params, arrays)
-    if "head" in params:
-        head_onnx, head_description, _ = _export_with_head(description, params, arrays, (height, width), workdir)
-        head_spec = EngineSpec(str(head_onnx), INPUT_NAME, (3, height, width), (params["output_name"],), 8,
-                               head_description)
-        head_engine = build_engine(settings.engine, head_spec)
-        held_outputs = _run_images(head_engine, pre, [golden.images[i] for i in hold_idx], head_engine.spec.max_batch)
-        head_engine.close()
-    else:
-        held_outputs = {OUTPUT_NAME: feats[hold_idx]}
-    held = scorer.score(held_outputs, (height, width))
-    held_scores = held.image_scores.astype(np.float64)
-    held_max = (held.pixel_maps.reshape(len(hold_idx), -1).max(1) if held.pixel_maps is not None
-                else np.array([], np.float64))
-    rule = cal.threshold
-    thr_image = quantile_margin_threshold(held_scores, rule.quantile, rule.margin)
-    thr_pixel = quantile_margin_threshold(held_max, rule.quantile, rule.margin) if held_max.size else None
-    times["thresholds"] = time.perf_counter() - t0
-
-    if cal.refit_on_all:
         t0 = time.perf_counter()
-        params, arrays = _fit(fitter, feats, bar, "fitting (all golden images)")
-        times["fit_all"] = time.perf_counter() - t0
+        with bar(len(golden.images), "extracting features") as pb:
+            feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update)
+        times["features"] = time.perf_counter() - t0
 
-    # --- bundle
-    t0 = time.perf_counter()
-    output_names = [OUTPUT_NAME]
-    if "head" in params:  # the final head goes into the network the daemon runs
-        onnx_path, description, output = _export_with_head(description, params, arrays, (height, width), workdir)
-        output_names = [output]
-    manifest = {
-        "preprocess": pspec.to_json(),
-        "network": description,
-        "engine": {"onnx": onnx_path.name, "input_name": INPUT_NAME, "input_shape": [3, height, width],
-                   "output_names": output_names, "calibrated_engine": engine.kind,
-                   "calibrated_precision": engine.precision},
-        "scorer": {"type": settings.scorer.type, "params": params},
-        "thresholds": {"image": thr_image.value, "pixel": thr_pixel.value if thr_pixel else None,
-                       "image_rule": thr_image.to_json(), "pixel_rule": thr_pixel.to_json() if thr_pixel else None},
-        "golden": {"folder": str(golden_dir), "images": len(golden.images), "skipped": [n for n, _ in golden.skipped],
-                   "sha256": golden.sha256, "holdout": len(hold_idx), "refit_on_all": cal.refit_on_all,
-                   "seed": cal.seed, "augmented_copies": len(golden.images) - originals},
-        "metrics": {"heldout_scores": [round(float(s), 6) for s in held_scores],
-                    "heldout_map_maxima": [round(float(s), 6) for s in held_max],
-                    "seconds": {k: round(v, 3) for k, v in times.items()}},
-    }
-    engine.close()
-    bundle_id = write_bundle(out_dir, manifest, arrays, onnx_path)
-    times["write"] = time.perf_counter() - t0
-    for f in workdir.iterdir():
-        f.unlink()
-    workdir.rmdir()
+        # --- fit on part, score the held-out rest
+        fit_idx, hold_idx = _split_originals(golden.names, cal.holdout, cal.seed)
+        fitter = build_fitter(settings.scorer, seed=cal.seed)
+        t0 = time.perf_counter()
+        params, arrays = _fit(fitter, feats[fit_idx], bar, "fitting (held-out split)")
+        times["fit_split"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scorer = scorer_from_bundle(settings.scorer.type, params, arrays)
+        if "head" in params:
+            head_onnx, head_description, _ = _export_with_head(description, params, arrays, (height, width), workdir)
+            head_spec = EngineSpec(str(head_onnx), INPUT_NAME, (3, height, width), (params["output_name"],), 8,
+                                   head_description)
+            head_engine = build_engine(settings.engine, head_spec)
+            held_outputs = run_images(head_engine, pre, [golden.images[i] for i in hold_idx],
+                                      batch=head_engine.spec.max_batch)
+            head_engine.close()
+        else:
+            held_outputs = {OUTPUT_NAME: feats[hold_idx]}
+        held = scorer.score(held_outputs, (height, width))
+        held_scores = held.image_scores.astype(np.float64)
+        held_max = (held.pixel_maps.reshape(len(hold_idx), -1).max(1) if held.pixel_maps is not None
+                    else np.array([], np.float64))
+        rule = cal.threshold
+        thr_image = quantile_margin_threshold(held_scores, rule.quantile, rule.margin)
+        thr_pixel = quantile_margin_threshold(held_max, rule.quantile, rule.margin) if held_max.size else None
+        times["thresholds"] = time.perf_counter() - t0
+
+        if cal.refit_on_all:
+            t0 = time.perf_counter()
+            params, arrays = _fit(fitter, feats, bar, "fitting (all golden images)")
+            times["fit_all"] = time.perf_counter() - t0
+
+        # --- bundle
+        t0 = time.perf_counter()
+        output_names = [OUTPUT_NAME]
+        if "head" in params:  # the final head goes into the network the daemon runs
+            onnx_path, description, output = _export_with_head(description, params, arrays, (height, width), workdir)
+            output_names = [output]
+        manifest = {
+            "preprocess": pspec.to_json(),
+            "network": description,
+            "engine": {"onnx": onnx_path.name, "input_name": INPUT_NAME, "input_shape": [3, height, width],
+                       "output_names": output_names, "calibrated_engine": engine.kind,
+                       "calibrated_precision": engine.precision},
+            "scorer": {"type": settings.scorer.type, "params": params},
+            "thresholds": {"image": thr_image.value, "pixel": thr_pixel.value if thr_pixel else None,
+                           "image_rule": thr_image.to_json(), "pixel_rule": thr_pixel.to_json() if thr_pixel else None},
+            "golden": {"folder": str(golden_dir), "images": len(golden.images), "skipped": [n for n, _ in golden.skipped],
+                       "sha256": golden.sha256, "holdout": len(hold_idx), "refit_on_all": cal.refit_on_all,
+                       "seed": cal.seed, "augmented_copies": len(golden.images) - originals},
+            "metrics": {"heldout_scores": [round(float(s), 6) for s in held_scores],
+                        "heldout_map_maxima": [round(float(s), 6) for s in held_max],
+                        "seconds": {k: round(v, 3) for k, v in times.items()}},
+        }
+        engine.close()
+        bundle_id = write_bundle(out_dir, manifest, arrays, onnx_path)
+        times["write"] = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # also when calibration fails
     bank = arrays.get("memory_bank")
     return CalibrationResult(
         bundle_dir=Path(out_dir), bundle_id=bundle_id, images_used=len(golden.images), images_skipped=golden.skipped,
         augmented_copies=len(golden.images) - originals,
         holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held_scores, holdout_map_maxima=held_max,
-        holdout_maps=held.pixel_maps, holdout_images=[golden.images[i] for i in hold_idx], image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
+        holdout_maps=held.pixel_maps, holdout_images=[golden.images[i] for i in hold_idx],
+        image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
         stage_seconds=times, manifest=manifest,
     )
 

@@ -38,13 +38,20 @@ def export_feature_network(description: dict, input_hw: tuple[int, int], out: Pa
     return out, net.feature_dim
 
 
+def run_images(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray], *, batch: int = 8,
+               progress: Optional[Callable[[int], None]] = None) -> dict[str, np.ndarray]:
+    """images (BGR/grey uint8, any size) -> every engine output, {name: float32 [N, ...]}."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for s in range(0, len(images), batch):
+        x = np.stack([preprocessor.prepare(im)[0] for im in images[s:s + batch]])
+        for name, arr in engine.run(x).items():
+            parts.setdefault(name, []).append(arr)
+        if progress:
+            progress(len(x))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
 def extract_features(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray], *, batch: int = 8,
                      progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """images (BGR/grey uint8, any size) -> features float32 [N, D, h, w]."""
-    chunks = []
-    for s in range(0, len(images), batch):
-        x = np.stack([preprocessor.prepare(im)[0] for im in images[s:s + batch]])
-        chunks.append(engine.run(x)[OUTPUT_NAME])
-        if progress:
-            progress(len(x))
-    return np.concatenate(chunks)
+    return run_images(engine, preprocessor, images, batch=batch, progress=progress)[OUTPUT_NAME]

@@ -1,5 +1,6 @@
-"""The daemon's machinery: source threads -> bounded queue -> one inference worker (batches what
-is waiting) -> bounded queue -> one writer (heatmap, DB row, then the file move).
+"""The daemon's machinery: source threads -> bounded queue -> one engine worker (batches what is
+waiting) -> one scoring worker -> bounded queue -> one writer (heatmaps, then the rows of every
+verdict already waiting in one transaction, then the file moves).
 
 A file leaves the inbox only after its row is committed, so a crash at any moment loses nothing;
 a restart finds the row by the file's key and only finishes the move, so nothing is counted
@@ -82,7 +83,6 @@ class InspectionService:
         self.metrics = metrics or Metrics()
         self.periodic = list(periodic)  # (interval_s, callable) run on a low-priority thread
         self.stop_event = threading.Event()
-        self._inference_done = threading.Event()
         self._heartbeat = time.monotonic()
         self._processed = 0
         self._counts = {"pass": 0, "fail": 0, "error": 0}
@@ -146,7 +146,6 @@ class InspectionService:
                         done.extend(self._failed(fresh, exc))
                 self.extracted.put((extracted, done))
         finally:
-            self._inference_done.set()
             self.extracted.put(_STOP)
 
     def _scoring_loop(self) -> None:

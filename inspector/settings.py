@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
 
 from engines.onnxruntime_engine import OnnxRuntimeEngineConfig
 from engines.openvino_engine import OpenVinoEngineConfig
@@ -315,6 +316,12 @@ class RetentionConfig(_Strict):
     keep_newest_fails: int = Field(100, ge=0)
     interval_minutes: float = Field(60.0, gt=0)
 
+    @property
+    def has_limits(self) -> bool:
+        """Whether any limit is set (else pruning deletes nothing and need not run)."""
+        return any(v is not None for v in (self.max_age_days, self.max_file_age_days, self.max_frame_bytes,
+                                           self.max_heatmap_bytes))
+
     @field_validator("max_frame_bytes", "max_heatmap_bytes", mode="before")
     @classmethod
     def _bytes(cls, v):
@@ -433,6 +440,11 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     if isinstance(bb, dict) and bb.get("weights"):
         bb["weights"] = fix(bb["weights"])
     return data
+
+
+def engine_config(**fields) -> EngineConfig:
+    """One engine section, validated as in a config file: ``engine_config(type="openvino", max_batch=1)``."""
+    return TypeAdapter(EngineConfig).validate_python(fields)
 
 
 def settings_from_dict(data: dict, *, base_dir: Path, origin: str = "<dict>") -> Settings:

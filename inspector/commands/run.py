@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("metrics on http://%s/metrics", settings.metrics.listen)
     sources = build_sources(settings)
     periodic = []
-    retention = getattr(settings, "retention", None)
-    if retention is not None and _retention_active(retention):
+    retention = settings.retention
+    if retention.has_limits:
         from inspector.retention import prune
 
         periodic.append((retention.interval_minutes * 60.0, lambda: log.info("retention: %s",
@@ -126,8 +126,3 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
         pipeline.engine.close()
         store.close()
-
-
-def _retention_active(retention) -> bool:
-    return any(getattr(retention, k, None) for k in ("max_age_days", "max_file_age_days", "max_frame_bytes",
-                                                      "max_heatmap_bytes"))

@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from inspector.scoring.base import upsample_and_smooth
@@ -48,10 +50,13 @@ def pool_features(feats: np.ndarray, pooling: str) -> np.ndarray:
 
 
 def rbf_decision(x: np.ndarray, support: np.ndarray, dual_coef: np.ndarray, intercept: float,
-                 gamma: float) -> np.ndarray:
+                 gamma: float, support_sq: Optional[np.ndarray] = None) -> np.ndarray:
     """One-class SVM decision function sum_i a_i exp(-gamma |s_i - x|^2) + b, float64 [N]
-    (positive inside the golden region), as scikit-learn's OneClassSVM.decision_function."""
-    d2 = (x * x).sum(1)[:, None] - 2.0 * x @ support.T + (support * support).sum(1)[None, :]
+    (positive inside the golden region), as scikit-learn's OneClassSVM.decision_function.
+    support_sq: (support**2).sum(1), when the caller keeps it."""
+    if support_sq is None:
+        support_sq = (support * support).sum(1)
+    d2 = (x * x).sum(1)[:, None] - 2.0 * x @ support.T + support_sq[None, :]
     return np.exp(-gamma * np.maximum(d2, 0.0)) @ dual_coef + intercept
 
 
@@ -62,6 +67,7 @@ class OcsvmScorer:
                  scale_mean: np.ndarray, scale_std: np.ndarray, *, pooling: str = "avg_max",
                  feature_name: str = "features"):
         self.support = np.asarray(support, np.float64)
+        self.support_sq = (self.support * self.support).sum(1)  # constant: not recomputed per frame
         self.dual_coef = np.asarray(dual_coef, np.float64).ravel()
         self.intercept = float(intercept)
         self.gamma = float(gamma)
@@ -81,7 +87,8 @@ class OcsvmScorer:
         return (pool_features(feats, self.pooling) - self.scale_mean) / self.scale_std
 
     def decision(self, feats: np.ndarray) -> np.ndarray:
-        return rbf_decision(self.embed(feats), self.support, self.dual_coef, self.intercept, self.gamma)
+        return rbf_decision(self.embed(feats), self.support, self.dual_coef, self.intercept, self.gamma,
+                            self.support_sq)
 
     def score(self, features: dict[str, np.ndarray], input_hw: tuple[int, int]) -> ScoreMap:
         """Image score = -decision function: above 0 means outside the golden region."""

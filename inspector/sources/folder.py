@@ -62,6 +62,8 @@ class FolderSource:
         self.config = config
         self.name = config.name
         self.inbox = Path(config.inbox)
+        # the inbox as events and listings name it (as configured) and as resolved, computed once
+        self._inbox_paths = {os.path.abspath(self.inbox), os.path.realpath(self.inbox)}
         self.max_pixels = max_pixels
         self._complete: "queue.SimpleQueue[str]" = queue.SimpleQueue()  # paths with close/rename events
         self._pending: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, unchanged since)
@@ -108,7 +110,7 @@ class FolderSource:
             self._backlog.discard(path)
 
     def wait_backlog(self, timeout: float) -> bool:
-        """True once the files present at start have all been queued."""
+        """True once the files present at start have been listed (queued for reading, oldest first)."""
         return self._backlog_done.wait(timeout)
 
     def stats(self) -> dict:
@@ -121,8 +123,7 @@ class FolderSource:
         name = os.path.basename(path)
         if any(fnmatch.fnmatch(name, pat) for pat in self.config.ignore_patterns):
             return True
-        parent = os.path.dirname(os.path.abspath(path))
-        return not self.config.recursive and parent != str(self.inbox.resolve())
+        return not self.config.recursive and os.path.dirname(os.path.abspath(path)) not in self._inbox_paths
 
     def note(self, path: str, complete: bool) -> None:
         """Called from watchdog's thread: a file appeared, changed, closed or was renamed in."""

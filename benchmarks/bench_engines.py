@@ -1,13 +1,14 @@
 """Engine parity and speed on a shared dataset (issue 3).
 
-1. calibrates once on <dataset>/train/good with the config's engine (onnxruntime by default);
+1. calibrates once on <dataset>/train/good with onnxruntime (the fp32 reference);
 2. for each engine (torch, onnxruntime, OpenVINO f32 on that same bundle; OpenVINO bf16 on a
    bundle of its own, since thresholds belong to the (bundle, precision) pair and the daemon
    refuses the fp32 one) scores every test image one at a time through the daemon's own
    pipeline (runtime.build_pipeline → InspectionPipeline.inspect, as `inspector bench` does),
    after warm-up, and reports feature extraction ms/image and scoring ms/image (median, p95),
    image AUROC, max |score - onnxruntime score| and the number of verdicts that agree;
-3. splits scoring into the memory-bank search (nearest_distances) and the map upsampling + blur,
+3. splits scoring into the memory-bank search (fp32 exact, and the bf16 search that bf16 engines
+   use) and the map upsampling + blur,
    on the real bank and on a bank at the coreset cap (scorer.coreset.max_size, 4000 by default);
 4. single-thread process CPU time per frame of each engine's feature extraction and of the search
    at the cap (robust on a busy machine); with --sweep, onnxruntime session options and OpenVINO
@@ -44,7 +45,8 @@ from calibration.golden import GoldenSet, read_golden  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
 from inspector.errors import InspectorError  # noqa: E402
 from inspector.runtime import build_pipeline  # noqa: E402
-from inspector.settings import Settings, engine_config, load_settings  # noqa: E402
+from inspector.maththreads import limit_blas_threads  # noqa: E402
+from inspector.settings import RuntimeConfig, Settings, engine_config, load_settings  # noqa: E402
 from inspector.types import Frame  # noqa: E402
 
 ENGINES = ("torch", "onnxruntime", "openvino-fp32", "openvino-bf16")
@@ -52,13 +54,13 @@ REFERENCE = "onnxruntime"
 WARMUP_IMAGES = 5
 
 
-def engine_config(name: str, max_batch: int):
+def bench_engine_config(name: str, max_batch: int):
     """Engine config for a bench name: "openvino-bf16" → openvino with precision bf16."""
     kind, _, precision = name.partition("-")
-    config = engine_config(type=kind, max_batch=max_batch)
+    fields = {"type": kind, "max_batch": max_batch}
     if precision:
-        config = config.model_copy(update={"precision": precision})
-    return config
+        fields["precision"] = precision
+    return engine_config(**fields)
 
 
 def _load(dataset: Path, settings: Settings, train_limit: Optional[int]):
@@ -80,6 +82,7 @@ def _frame(name: str, image: np.ndarray) -> Frame:
 def score_with(bundle, config, items, images) -> dict:
     """Every test image through build_pipeline(bundle, config) at batch 1, after warm-up."""
     load_before = os.getloadavg()
+    limit_blas_threads(RuntimeConfig().blas_threads)  # score as the daemon does
     pipeline = build_pipeline(bundle, config)
     try:
         pipeline.engine.warmup()
@@ -106,17 +109,18 @@ def score_with(bundle, config, items, images) -> dict:
             "_scores": scores, "_kinds": kinds}
 
 
-def time_search(queries: np.ndarray, bank: np.ndarray, repeats: int) -> dict:
-    """nearest_distances for one frame's patches against ``bank``; ms per call."""
-    from inspector.scoring.memory_bank import MemoryBankScorer, nearest_distances
+def time_search(queries: np.ndarray, bank: np.ndarray, repeats: int, precision: str = "fp32") -> dict:
+    """The scorer's nearest-row search for one frame's patches against ``bank``, at the given
+    search precision (fp32: exact GEMM; bf16: bf16 GEMM + exact refine); ms per call."""
+    from inspector.scoring.memory_bank import MemoryBankScorer
 
     scorer = MemoryBankScorer(bank)  # precomputes what the daemon's scorer precomputes
-    args = (queries, scorer.bank, scorer.bank_sq)
-    nearest_distances(*args, augmented=scorer.augmented)
+    scorer.set_search_precision(precision)
+    scorer.nearest(queries)
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
-        nearest_distances(*args, augmented=scorer.augmented)
+        scorer.nearest(queries)
         ts.append((time.perf_counter() - t) * 1e3)
     return percentiles(ts)
 
@@ -146,8 +150,10 @@ def scoring_breakdown(bundle, images, cap: int, repeats: int) -> dict:
         upsample_and_smooth(maps, pipeline.input_hw, pipeline.scorer.sigma)
         up.append((time.perf_counter() - t) * 1e3)
     return {"queries_per_frame": int(q.shape[0]), "feature_dim": int(d),
-            "bundle_bank": {"rows": int(len(bank)), "search_ms": time_search(q, bank, repeats)},
-            "capped_bank": {"rows": int(cap), "search_ms": time_search(q, capped, repeats)},
+            "bundle_bank": {"rows": int(len(bank)), "search_ms": time_search(q, bank, repeats),
+                            "search_ms_bf16": time_search(q, bank, repeats, "bf16")},
+            "capped_bank": {"rows": int(cap), "search_ms": time_search(q, capped, repeats),
+                            "search_ms_bf16": time_search(q, capped, repeats, "bf16")},
             "upsample_blur_ms": percentiles(up)}
 
 
@@ -160,12 +166,9 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
 
     from engines.registry import build_engine
     from inspector.scoring.base import upsample_and_smooth
-    from inspector.scoring.memory_bank import MemoryBankScorer, nearest_distances
+    from inspector.scoring.memory_bank import MemoryBankScorer
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # numpy's BLAS then keeps its own thread count; say so in the result
-        threadpool_limits = None
+    from threadpoolctl import threadpool_limits
     pipeline = build_pipeline(bundle, engine_config(type="onnxruntime", max_batch=1))
     pipeline.engine.close()
     tensors = [pipeline.preprocessor.prepare(im)[0][None] for im in images[:count]]
@@ -182,7 +185,7 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
     out: dict[str, dict] = {"features_ms": {}}
     spec = bundle.engine_spec(max_batch=4)
     for name in engines:
-        config = engine_config(name, 4)
+        config = bench_engine_config(name, 4)
         config = config.model_copy(update={"threads": 1, **({"device": "cpu"} if config.type == "torch" else {})})
         try:
             engine = build_engine(config, spec)
@@ -201,21 +204,29 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
     h, w = pipeline.input_hw[0] // 8, pipeline.input_hw[1] // 8
     queries = [rng.normal(0, 1, (h * w, d)).astype(np.float32) + bank[rng.integers(0, len(bank), h * w)]
                for _ in range(count)]
-    limit = threadpool_limits(1) if threadpool_limits else None
+    limit = threadpool_limits(1)
     threads_cv = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        out["search_ms_at_cap"] = cpu_ms(
-            lambda q: nearest_distances(q, capped.bank, capped.bank_sq, augmented=capped.augmented), queries)
+        out["search_ms_at_cap"] = cpu_ms(capped.nearest, queries)
+        import torch
+
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            capped_bf16 = MemoryBankScorer(capped.bank)
+            capped_bf16.set_search_precision("bf16")
+            out["search_ms_at_cap_bf16"] = cpu_ms(capped_bf16.nearest, queries)
+        finally:
+            torch.set_num_threads(torch_threads)
         maps = rng.random((1, h, w), dtype=np.float32)
         out["upsample_blur_ms"] = cpu_ms(lambda _: upsample_and_smooth(maps, pipeline.input_hw, pipeline.scorer.sigma),
                                          list(range(count)))
     finally:
         cv2.setNumThreads(threads_cv)
-        if limit is not None:
-            limit.unregister()
+        limit.unregister()
     out["cap_rows"], out["queries_per_frame"], out["feature_dim"] = cap, h * w, d
-    out["blas_single_thread"] = limit is not None
+    out["blas_single_thread"] = True
     return out
 
 
@@ -288,8 +299,9 @@ def run(dataset: Path, *, config: Optional[Path], engines: list[str], train_limi
 
     def bundle_for(precision: str, name: str):
         if precision not in bundles:
-            s = settings if precision == "fp32" else settings.model_copy(
-                update={"engine": engine_config(name, settings.engine.max_batch)})
+            # fp32: one bundle for every fp32 engine, calibrated with the reference engine
+            s = settings.model_copy(update={"engine": bench_engine_config(
+                REFERENCE if precision == "fp32" else name, settings.engine.max_batch)})
             t0 = time.perf_counter()
             calibrate(s, train, work / f"bundle-{precision}", progress=False, golden=golden)
             cal_seconds[precision] = round(time.perf_counter() - t0, 1)
@@ -300,7 +312,7 @@ def run(dataset: Path, *, config: Optional[Path], engines: list[str], train_limi
     try:
         for name in engines:
             precision = "bf16" if name.endswith("bf16") else "fp32"
-            cfg = engine_config(name, settings.engine.max_batch)
+            cfg = bench_engine_config(name, settings.engine.max_batch)
             try:
                 results[name] = score_with(bundle_for(precision, name), cfg, items, images)
             except InspectorError as exc:  # engine not installed / no such hardware
@@ -360,14 +372,16 @@ def format_result(res: dict) -> str:
                      f"{r.get('verdicts_agreeing_with_onnxruntime', '-'):>5}/{res['test_images']:<3} "
                      f"{r['load_avg_before'][0]:5.2f}")
     b = res["scoring_breakdown"]
-    lines.append(f"scoring per frame ({b['queries_per_frame']} queries x {b['feature_dim']} dims): search "
-                 f"{b['bundle_bank']['search_ms']['median']:.2f} ms on the bundle's {b['bundle_bank']['rows']} rows, "
-                 f"{b['capped_bank']['search_ms']['median']:.2f} ms on {b['capped_bank']['rows']} rows; "
+    lines.append(f"scoring per frame ({b['queries_per_frame']} queries x {b['feature_dim']} dims): search fp32 / bf16 "
+                 f"{b['bundle_bank']['search_ms']['median']:.2f} / {b['bundle_bank']['search_ms_bf16']['median']:.2f} ms "
+                 f"on the bundle's {b['bundle_bank']['rows']} rows, {b['capped_bank']['search_ms']['median']:.2f} / "
+                 f"{b['capped_bank']['search_ms_bf16']['median']:.2f} ms on {b['capped_bank']['rows']} rows; "
                  f"upsample+blur {b['upsample_blur_ms']['median']:.2f} ms (medians)")
     c = res["single_thread_cpu"]
     lines.append("single-thread CPU ms/frame (median): features " + ", ".join(
         f"{k} {v['median']:.2f}" if "median" in v else f"{k} unavailable" for k, v in c["features_ms"].items())
-        + f"; search at {c['cap_rows']} rows {c['search_ms_at_cap']['median']:.2f}; upsample+blur "
+        + f"; search at {c['cap_rows']} rows fp32 {c['search_ms_at_cap']['median']:.2f}, "
+        f"bf16 {c['search_ms_at_cap_bf16']['median']:.2f}; upsample+blur "
         f"{c['upsample_blur_ms']['median']:.2f}")
     if "option_sweep" in res:
         sw = res["option_sweep"]

@@ -15,7 +15,8 @@ All frames dropped at once measure capacity; their latency is mostly waiting in 
 --rate under capacity gives the latency a line would see.
 
     python benchmarks/bench_throughput.py [--frames 1000] [--size 256] [--dataset DIR] [--bundle B]
-        [--rate 0] [--max-batch 4] [--threads 0] [--json OUT] [--keep DIR]
+        [--rate 0] [--max-batch 4] [--threads 0] [--engine TYPE] [--precision auto|fp32|bf16]
+        [--json OUT] [--keep DIR]
 
 Wall times depend on what else the machine is doing: the load average is printed.
 """
@@ -33,6 +34,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,8 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "cost a heatmap each)")
     p.add_argument("--rate", type=float, default=0.0, help="drop frames at this many per second (0: all at once)")
     p.add_argument("--max-batch", type=int, default=4, help="engine.max_batch for the daemon (default 4)")
-    p.add_argument("--engine", default="onnxruntime", choices=["onnxruntime", "openvino", "torch"],
-                   help="engine.type for both runs (fp32; the bundle is calibrated with onnxruntime)")
+    p.add_argument("--engine", default=None, choices=["onnxruntime", "openvino", "torch"],
+                   help="engine.type for calibration and both runs (default: the config default, openvino)")
+    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
+                   help="openvino precision (default auto: bf16 where the CPU has it)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads, both runs (0: all cores)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder)")
@@ -81,7 +86,6 @@ def frame_sources(args) -> list[Path]:
 def synthetic_frames(n: int, size: int, defect_share: float, seed: int = 11) -> list[bytes]:
     """n encoded PNGs of synthetic parts, ``defect_share`` of them with a defect (fails get heatmaps)."""
     import cv2
-    import numpy as np
 
     from calibration.synthetic import DEFECTS, make_part
 
@@ -103,13 +107,24 @@ def frame_bytes(args, n: int) -> list[tuple[str, bytes]]:
     return [(f"f{i:05d}.png", b) for i, b in enumerate(synthetic_frames(n, args.size, args.defect_share))]
 
 
+def engine_section(args) -> dict:
+    """The engine config section that calibration, the single-frame run and the daemon all use."""
+    section = {"max_batch": args.max_batch, "threads": args.threads}
+    if args.engine:
+        section["type"] = args.engine
+    if args.precision:
+        section["precision"] = args.precision
+    return section
+
+
 def make_bundle(args, work: Path) -> Path:
     if args.bundle:
         return args.bundle.resolve()
     from calibration.calibrate import calibrate
     from inspector.settings import settings_from_dict
 
-    settings = settings_from_dict({"preprocess": {"size": [args.size, args.size]}}, base_dir=work)
+    settings = settings_from_dict({"preprocess": {"size": [args.size, args.size]}, "engine": engine_section(args)},
+                                  base_dir=work)
     out = work / "bundle"
     if args.dataset is not None and (args.dataset / "train" / "good").is_dir():
         golden_dir = args.dataset / "train" / "good"
@@ -123,7 +138,6 @@ def make_bundle(args, work: Path) -> Path:
         calibrate(settings, golden_dir, out, progress=False, golden=golden)
     else:
         import cv2
-        import numpy as np
 
         from calibration.synthetic import make_part
 
@@ -143,11 +157,13 @@ def single_frame_rate(bundle: Path, staged: list[Path], args) -> dict:
     from inspector.bundle import load_bundle
     from inspector.decode import read_image_file
     from inspector.runtime import build_pipeline
-    from inspector.settings import engine_config
+    from inspector.maththreads import limit_blas_threads
+    from inspector.settings import RuntimeConfig, engine_config
     from inspector.types import Frame
 
     b = load_bundle(bundle)
-    pipeline = build_pipeline(b, engine_config(type=args.engine, max_batch=args.max_batch, threads=args.threads))
+    limit_blas_threads(RuntimeConfig().blas_threads)  # as the daemon does
+    pipeline = build_pipeline(b, engine_config(**engine_section(args)))
     pipeline.engine.warmup()
     n = args.single_frames or min(len(staged), 300)
     for p in staged[:5]:  # warm caches (first calls allocate)
@@ -178,7 +194,7 @@ def write_config(work: Path, bundle: Path, args) -> Path:
         "sources": [{"type": "folder", "name": "bench", "inbox": str(work / "inbox")}],
         "output": {"done_dir": str(work / "done"), "quarantine_dir": str(work / "quarantine"),
                    "heatmap_dir": str(work / "heatmaps"), "layout": "per_verdict"},
-        "engine": {"type": args.engine, "max_batch": args.max_batch, "threads": args.threads},
+        "engine": engine_section(args),
         "logging": {"level": "INFO"},  # as deployed: one line per frame (and the "ready" line we wait for)
     }
     path = work / "inspector.yaml"
@@ -237,7 +253,14 @@ def daemon_rate(bundle: Path, staged: list[Path], work: Path, args) -> dict:
             proc.wait()
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     recs = con.execute("SELECT origin_name, recorded_at, verdict FROM inspections ORDER BY id").fetchall()
+    stage_rows = con.execute("SELECT decode_ms, preprocess_ms, inference_ms, scoring_ms, total_ms FROM inspections "
+                             "WHERE verdict != 'error'").fetchall()
     con.close()
+    # the daemon's own per-stage timings (median ms); "total" is decode to verdict, without the
+    # pick-up, the queues, the commit and the move that the latency also counts
+    stages_ms = {name: round(float(np.median([r[i] for r in stage_rows if r[i] is not None])), 2)
+                 for i, name in enumerate(("decode", "preprocess", "inference", "scoring", "total"))} \
+        if stage_rows else {}
 
     def epoch(s: str) -> float:  # naive UTC text, as the store writes it
         return datetime.fromisoformat(s).replace(tzinfo=timezone.utc).timestamp()
@@ -252,7 +275,8 @@ def daemon_rate(bundle: Path, staged: list[Path], work: Path, args) -> dict:
 
     return {"frames": len(recs), "exit_code": rc, "seconds_first_to_last_commit": round(span, 3),
             "fps": round((len(recs) - 1) / span, 2) if span > 0 else None,
-            "latency_ms_p50": pct(0.5), "latency_ms_p95": pct(0.95), "verdicts": verdicts,
+            "latency_ms_p50": pct(0.5), "latency_ms_p95": pct(0.95), "stage_ms_median": stages_ms,
+            "verdicts": verdicts,
             "drop_rate": args.rate or "all at once"}
 
 
@@ -282,13 +306,17 @@ def main(argv=None) -> int:
         result = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                   "loadavg": [round(x, 2) for x in os.getloadavg()], "bundle": str(bundle),
                   "dataset": str(args.dataset) if args.dataset else f"synthetic {args.size}x{args.size}",
-                  "max_batch": args.max_batch, "threads": args.threads,
+                  "engine": engine_section(args),
                   "single_frame": single, "daemon": daemon, "ratio": round(ratio, 3)}
         print(f"\nsingle-frame pipeline  {single['fps']:8.1f} frames/s   ({single['frames']} frames, decode included)")
         print(f"daemon, folder mode    {daemon['fps']:8.1f} frames/s   ({daemon['frames']} frames, first to last "
               f"commit {daemon['seconds_first_to_last_commit']:.1f}s; verdicts {daemon['verdicts']})")
         print(f"file appears -> row committed: median {daemon['latency_ms_p50']:.0f} ms, "
               f"p95 {daemon['latency_ms_p95']:.0f} ms")
+        st = daemon["stage_ms_median"]
+        if st:
+            print("in the daemon, median ms: " + ", ".join(f"{k} {v:.1f}" for k, v in st.items())
+                  + f"; inference is {st['inference'] / daemon['latency_ms_p50']:.0%} of the median latency")
         print(f"ratio daemon / single  {ratio:.2f}   (issue 5 bar: >= 0.90)")
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

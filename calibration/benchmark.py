@@ -18,6 +18,7 @@ from calibration.evaluation import auroc, mvtec_test_set, percentiles
 from calibration.golden import GoldenSet, read_golden
 from inspector.bundle import load_bundle
 from inspector.decode import FrameError, read_image_file
+from inspector.maththreads import limit_blas_threads
 from inspector.runtime import build_pipeline
 from inspector.settings import Settings, engine_config, load_settings
 from inspector.types import Frame
@@ -69,6 +70,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
         cal = calibrate(settings, train, bundle_out, progress=progress, golden=golden)
         fit_seconds = time.perf_counter() - t0
         bundle = load_bundle(bundle_out)
+        limit_blas_threads(settings.runtime.blas_threads)  # score as the daemon does
         pipeline = build_pipeline(bundle, settings.engine)
         pipeline.engine.warmup()
         input_hw = pipeline.input_hw

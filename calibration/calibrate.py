@@ -40,6 +40,7 @@ from engines.base import EngineSpec
 from engines.registry import build_engine
 from inspector.errors import InspectorError
 from inspector.preprocess import Preprocessor, PreprocessSpec
+from inspector.runtime import normalise_precision
 from inspector.scoring.registry import scorer_from_bundle
 from inspector.settings import Settings
 
@@ -167,7 +168,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         params, arrays = _fit(fitter, feats[fit_idx], bar, "fitting (held-out split)")
         times["fit_split"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        scorer = scorer_from_bundle(settings.scorer.type, params, arrays)
+        scorer = scorer_from_bundle(settings.scorer.type, params, arrays, normalise_precision(engine.precision))
         if "head" in params:
             head_onnx, head_description, _ = _export_with_head(description, params, arrays, (height, width), workdir)
             head_spec = EngineSpec(str(head_onnx), INPUT_NAME, (3, height, width), (params["output_name"],), 8,

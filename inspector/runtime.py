@@ -73,11 +73,13 @@ def build_pipeline(bundle: Bundle, engine_config, roi_by_source: Optional[dict] 
         engine.close()
         raise
     try:
-        scorer = scorer_from_bundle(bundle.scorer_type, bundle.scorer_params, bundle.arrays)
+        scorer = scorer_from_bundle(bundle.scorer_type, bundle.scorer_params, bundle.arrays,
+                                    normalise_precision(engine.precision))
     except KeyError as exc:
         raise BundleError(f"bundle {bundle.path}: {exc.args[0]}; this inspector cannot score it") from None
     judge = Judge(bundle.image_threshold, bundle.pixel_threshold)
     pre = Preprocessor(bundle.preprocess, roi_by_source)
-    log.info("pipeline: bundle %s (%s), engine %s %s, input %dx%d, threshold %.4f", bundle.id, bundle.scorer_type,
-             engine.kind, engine.precision, pre.spec.width, pre.spec.height, judge.image_threshold)
+    log.info("pipeline: bundle %s (%s), engine %s %s, input %dx%d, threshold %.4f%s", bundle.id, bundle.scorer_type,
+             engine.kind, engine.precision, pre.spec.width, pre.spec.height, judge.image_threshold,
+             f", kNN search {scorer.search_precision}" if hasattr(scorer, "search_precision") else "")
     return InspectionPipeline(pre, engine, scorer, judge, bundle.id)

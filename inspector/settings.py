@@ -250,14 +250,17 @@ EngineConfig = Annotated[
         Annotated[TensorRTEngineConfig, Tag("tensorrt")],
         Annotated[OpenVinoEngineConfig, Tag("openvino")],
     ],
-    _type_or("onnxruntime"),
+    _type_or("openvino"),
 ]
 
 
 class RuntimeConfig(_Strict):
     queue_size: int = Field(8, ge=1, le=1024)
     # The inference worker takes what is already waiting, up to max_batch, waiting at most this long.
-    batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    # BLAS threads for scoring (numpy's OpenBLAS); 0: the library default, one spinning thread per
+    # core, which starves the engine's threads (inspector/maththreads.py)
+    blas_threads: int = Field(1, ge=0, le=256)
 
 
 # ---------------------------------------------------------------- stats shifts and retention
@@ -343,7 +346,7 @@ class Settings(_Strict):
     backbone: BackboneConfig = BackboneConfig()
     scorer: ScorerConfig = MemoryBankScorerConfig()
     calibration: CalibrationConfig = CalibrationConfig()
-    engine: EngineConfig = OnnxRuntimeEngineConfig()
+    engine: EngineConfig = OpenVinoEngineConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     logging: LoggingConfig = LoggingConfig()
     # stats/report: production shifts, and the zone for shift times and hour/day buckets

@@ -59,6 +59,20 @@ def bundle_dir(tmp_path_factory, golden_dir) -> Path:
     return out
 
 
+# The engines compared against each other in parity tests all run fp32; a bundle calibrated with the
+# default engine carries whatever precision that resolves to on this CPU (bf16 here), so they use this one.
+FP32_ENGINE = {"type": "onnxruntime", "threads": 1}
+
+
+@pytest.fixture(scope="session")
+def fp32_bundle_dir(tmp_path_factory, golden_dir) -> Path:
+    from calibration.calibrate import calibrate
+
+    out = tmp_path_factory.mktemp("bundle_fp32") / "bundle"
+    calibrate(small_settings(engine=FP32_ENGINE), golden_dir, out, progress=False)
+    return out
+
+
 @pytest.fixture
 def part_images():
     """A callable making (good or defective) synthetic parts at the test size."""

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from inspector.bundle import load_bundle
     from inspector.statusfile import status_file_path
     from inspector.heatmap import remove_partial_writes
+    from inspector.maththreads import limit_blas_threads
     from inspector.metrics import Metrics, MetricsServer
     from inspector.outputs import OutputLayout
     from inspector.runtime import build_pipeline, check_preprocess_matches
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     notifier = SystemdNotifier()
     notifier.status("loading engine")
     roi = {s.name: tuple(s.roi) for s in settings.sources if getattr(s, "roi", None)}
+    limit_blas_threads(settings.runtime.blas_threads)
     pipeline = build_pipeline(bundle, settings.engine, roi)
     pipeline.engine.warmup()
     metrics = Metrics()

@@ -64,6 +64,19 @@ class MemoryBankScorer:
         self.sigma = float(smoothing_sigma)
         self.feature_name = feature_name
         self.bank_knn_index = bank_knn_index
+        self._bf16 = None  # Bf16NearestSearch, when the engine runs bf16
+        self.search_precision = "fp32"
+
+    def set_search_precision(self, precision: str) -> None:
+        """Search at the engine's precision: bf16 engines get the bf16 GEMM search (exact fp32
+        distance to the row it picks; inspector/scoring/knn_bf16.py), everything else exact fp32."""
+        if precision == "bf16":
+            from inspector.scoring.knn_bf16 import Bf16NearestSearch
+
+            self._bf16 = Bf16NearestSearch(self.bank)
+        else:
+            self._bf16 = None
+        self.search_precision = "bf16" if self._bf16 is not None else "fp32"
 
     @classmethod
     def from_bundle(cls, params: dict, arrays: dict[str, np.ndarray]) -> "MemoryBankScorer":
@@ -71,11 +84,17 @@ class MemoryBankScorer:
         return cls(arrays["memory_bank"], smoothing_sigma=params.get("smoothing_sigma", 4.0),
                    feature_name=params.get("feature_name", "features"), bank_knn_index=knn)
 
+    def nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """queries float32 [P, D] -> (distance to the nearest bank row [P], its index [P])."""
+        if self._bf16 is not None:
+            return self._bf16.search(queries)
+        return nearest_distances(queries, self.bank, self.bank_sq, augmented=self.augmented)
+
     def patch_scores(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """feats float32 [N, D, h, w] -> (patch distance maps [N, h, w], nn index [N, h*w], queries)."""
         n, d, h, w = feats.shape
         q = np.ascontiguousarray(feats.transpose(0, 2, 3, 1).reshape(-1, d), dtype=np.float32)
-        dist, idx = nearest_distances(q, self.bank, self.bank_sq, augmented=self.augmented)
+        dist, idx = self.nearest(q)
         return dist.reshape(n, h, w), idx.reshape(n, h * w), q.reshape(n, h * w, d)
 
     def _reweighted(self, maps: np.ndarray, idx: np.ndarray, q: np.ndarray) -> np.ndarray:

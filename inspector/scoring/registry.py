@@ -34,5 +34,10 @@ def scorer_class(scorer_type: str, method: str | None = None):
     return getattr(importlib.import_module(module_name), cls_name)
 
 
-def scorer_from_bundle(scorer_type: str, params: dict, arrays: dict[str, np.ndarray]):
-    return scorer_class(scorer_type, params.get("method")).from_bundle(params, arrays)
+def scorer_from_bundle(scorer_type: str, params: dict, arrays: dict[str, np.ndarray], precision: str | None = None):
+    """The runtime scorer; ``precision`` is the engine's: scorers that search (the memory bank)
+    search at it, so calibration and the line score the same way."""
+    scorer = scorer_class(scorer_type, params.get("method")).from_bundle(params, arrays)
+    if precision is not None and hasattr(scorer, "set_search_precision"):
+        scorer.set_search_precision(precision)
+    return scorer

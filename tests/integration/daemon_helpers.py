@@ -68,7 +68,7 @@ def make_workspace(root: Path, bundle: Path, *, engine: Optional[dict] = None, r
         "output": {"done_dir": str(root / "done"), "quarantine_dir": str(root / "quarantine"),
                    "heatmap_dir": str(root / "heatmaps"), "layout": "per_verdict", **(output or {})},
         # 2 CPU cores shared with the test process (which writes images) and other jobs
-        "engine": {"type": "onnxruntime", "max_batch": 4, "threads": 1, **(engine or {})},
+        "engine": {"max_batch": 4, "threads": 1, **(engine or {})},  # the default engine
         "runtime": {"queue_size": 8, "batch_wait_ms": 2.0, **(runtime or {})},
     }
     data.update(extra or {})

@@ -25,7 +25,7 @@ database: {{url: "sqlite:///{tmp / 'results.db'}"}}
 sources: [{{type: folder, name: cam1, inbox: {tmp / 'inbox'}, stable_seconds: 0.3}}]
 output: {{done_dir: {tmp / 'done'}, quarantine_dir: {tmp / 'quarantine'}, heatmap_dir: {tmp / 'heatmaps'},
           layout: per_verdict}}
-engine: {{type: onnxruntime, max_batch: 4}}
+engine: {{max_batch: 4}}
 """)
     (tmp / "inbox").mkdir()
     return cfg

@@ -7,7 +7,7 @@ import torch
 from calibration.fitters.autoencoder import AutoencoderFitter
 from engines.backbones.heads import load_head
 from inspector.scoring.reconstruction import AutoencoderScorer
-from tests.conftest import TEST_SIZE, small_settings
+from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
 from tests.unit._scorer_data import data, features, peak_is_at_defect, preprocess
 
 TRAIN = {"epochs": 40, "batch_size": 2, "lr": 0.003, "patience": 6}
@@ -15,7 +15,7 @@ TRAIN = {"epochs": 40, "batch_size": 2, "lr": 0.003, "patience": 6}
 
 def _settings(epochs=TRAIN["epochs"]):
     return small_settings(scorer={"type": "reconstruction",
-                                  "autoencoder": {"training": {**TRAIN, "epochs": epochs}}})
+                                  "autoencoder": {"training": {**TRAIN, "epochs": epochs}}}, engine=FP32_ENGINE)
 
 
 _CACHE = {}

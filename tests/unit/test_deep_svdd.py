@@ -7,7 +7,7 @@ import torch
 from calibration.fitters.deep_svdd import DeepSvddFitter
 from engines.backbones.heads import FeaturesWithHead, SvddHead, load_head
 from inspector.scoring.hypersphere import DeepSvddScorer
-from tests.conftest import TEST_SIZE, small_settings
+from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
 from tests.unit._scorer_data import _net, data, features, peak_is_at_defect, preprocess
 
 TRAIN = {"epochs": 4, "batch_size": 256, "patience": 3}
@@ -15,7 +15,7 @@ TRAIN = {"epochs": 4, "batch_size": 256, "patience": 3}
 
 def _settings(**svdd):
     return small_settings(scorer={"type": "hypersphere", "method": "deep_svdd",
-                                  "deep_svdd": {"training": TRAIN, **svdd}})
+                                  "deep_svdd": {"training": TRAIN, **svdd}}, engine=FP32_ENGINE)
 
 
 _CACHE = {}
@@ -152,5 +152,5 @@ def test_openvino_runs_the_same_backbone_plus_head(svdd_bundle):
     bundle = load_bundle(svdd_bundle)
     x = preprocess(data()[2])
     a = build_pipeline(bundle, OnnxRuntimeEngineConfig()).engine.run(x)["patch_scores"]
-    b = build_pipeline(bundle, OpenVinoEngineConfig()).engine.run(x)["patch_scores"]
+    b = build_pipeline(bundle, OpenVinoEngineConfig(precision="fp32")).engine.run(x)["patch_scores"]
     np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4 * float(np.abs(a).max()))

@@ -63,8 +63,8 @@ def parts():
 
 
 @pytest.fixture(scope="module")
-def bundle(bundle_dir):
-    return load_bundle(bundle_dir)
+def bundle(fp32_bundle_dir):
+    return load_bundle(fp32_bundle_dir)
 
 
 def _inspect(bundle, config, frames):
@@ -286,3 +286,19 @@ def test_take_batch_includes_a_frame_arriving_within_the_wait():
     assert waited < 0.3 + 0.15
     with pytest.raises(queue.Empty):
         svc.frames.get_nowait()
+
+
+def test_search_precision_follows_the_engine(bundle_dir, fp32_bundle_dir):
+    """The memory bank searches at the engine's precision, at calibration and on the line alike."""
+    from inspector.settings import Settings
+
+    default = build_pipeline(load_bundle(bundle_dir), Settings().engine)
+    try:
+        assert default.scorer.search_precision == ("bf16" if default.engine.precision == "bf16" else "fp32")
+    finally:
+        default.engine.close()
+    fp32 = build_pipeline(load_bundle(fp32_bundle_dir), OnnxRuntimeEngineConfig())
+    try:
+        assert fp32.scorer.search_precision == "fp32"
+    finally:
+        fp32.engine.close()

@@ -1,8 +1,10 @@
 """PatchCore scoring: planted outliers are found where they are; batching changes nothing."""
 import numpy as np
+import pytest
 
 from calibration.fitters.coreset import coreset_size, greedy_coreset
 from inspector.scoring.memory_bank import MemoryBankScorer, nearest_distances
+from inspector.scoring.registry import scorer_from_bundle
 
 
 def test_nearest_distances_are_exact():
@@ -71,3 +73,45 @@ def test_reweighting_lowers_scores_in_dense_regions():
     a = plain.score({"features": feats}, (16, 16)).image_scores
     b = rew.score({"features": feats}, (16, 16)).image_scores
     assert (b <= a + 1e-6).all() and (b > 0).all()
+
+
+def _patch_like(rng, n, w, offset):
+    """Patch-feature-like rows: a 12-dimensional latent spread over 152 channels plus a little
+    noise and a large common offset (real features have a low intrinsic dimension and are not
+    centred; the bf16 search must cope with their big norms)."""
+    return (rng.normal(0, 1, (n, len(w))) @ w + rng.normal(0, 0.05, (n, w.shape[1])) + offset).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bf16_search_picks_a_row_within_a_hair_of_the_nearest(seed):
+    rng = np.random.default_rng(seed)
+    w, offset = rng.normal(0, 1, (12, 152)), rng.normal(2, 1, 152)
+    bank = _patch_like(rng, 2000, w, offset)
+    queries = _patch_like(rng, 1024, w, offset)
+    queries[:10] += rng.normal(0, 1.0, (10, 152)).astype(np.float32)  # a few anomalous patches
+    _, exact_idx = nearest_distances(queries, bank, (bank ** 2).sum(1))
+    exact = np.linalg.norm(queries - bank[exact_idx], axis=1)
+    scorer = MemoryBankScorer(bank)
+    scorer.set_search_precision("bf16")
+    assert scorer.search_precision == "bf16"
+    dist, idx = scorer.nearest(queries)
+    # the distance returned is the exact fp32 distance to the row it chose ...
+    np.testing.assert_allclose(dist, np.linalg.norm(queries - bank[idx], axis=1), rtol=1e-5)
+    assert np.all(dist >= exact * (1 - 1e-5))  # ... so never below the true nearest
+    assert np.all(dist <= exact * 1.01)  # and within 1% of it (measured: <= 0.53%)
+    assert (idx == exact_idx).mean() > 0.97  # measured 98.5-99.2%; the rest are near-ties
+    assert np.argmax(dist) == np.argmax(exact)  # the worst patch stays the worst
+
+
+def test_search_precision_follows_the_engine_and_fp32_stays_exact():
+    rng = np.random.default_rng(3)
+    bank = rng.normal(size=(300, 16)).astype(np.float32)
+    q = rng.normal(size=(50, 16)).astype(np.float32)
+    scorer = MemoryBankScorer(bank)
+    scorer.set_search_precision("bf16")
+    scorer.set_search_precision("fp32")
+    assert scorer.search_precision == "fp32"
+    np.testing.assert_array_equal(scorer.nearest(q)[1], nearest_distances(q, bank, (bank ** 2).sum(1))[1])
+    registry_scorer = scorer_from_bundle("memory_bank", {}, {"memory_bank": bank}, "bf16")
+    assert registry_scorer.search_precision == "bf16"
+    assert scorer_from_bundle("memory_bank", {}, {"memory_bank": bank}, "fp16").search_precision == "fp32"

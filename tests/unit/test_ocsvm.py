@@ -4,7 +4,7 @@ import numpy as np
 
 from calibration.fitters.ocsvm import OcsvmFitter
 from inspector.scoring.hypersphere import OcsvmScorer, pool_features, rbf_decision
-from tests.conftest import TEST_SIZE, small_settings
+from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
 from tests.unit._scorer_data import data, features
 
 OCSVM = {"type": "hypersphere", "method": "ocsvm"}
@@ -71,7 +71,7 @@ def test_bundle_round_trip_scores_equal_the_in_memory_fitter(tmp_path, golden_di
     from inspector.runtime import build_pipeline
     from tests.unit._scorer_data import preprocess
 
-    settings = small_settings(scorer=OCSVM)
+    settings = small_settings(scorer=OCSVM, engine=FP32_ENGINE)  # compared with fp32 in-memory features
     result = calibrate(settings, golden_dir, tmp_path / "b", progress=False)
     assert result.pixel_threshold is None and result.holdout_maps is None
     bundle = load_bundle(tmp_path / "b")

@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit._engine_fixtures import OUTPUT_NAMES, export_tiny_onnx, ort_reference, random_batch, tiny_spec
 from engines.base import Engine, EngineError, EngineUnavailable
-from engines.openvino_engine import OpenVinoEngine, OpenVinoEngineConfig
+from engines.openvino_engine import OpenVinoEngine, OpenVinoEngineConfig, default_precision, resolve_precision
 
 # bf16 tolerance, relative to the largest |reference| value of each output. Measured on this
 # machine (Xeon with AMX/AVX512_BF16, OpenVINO 2026.4, the tiny two-conv net, 20 seeds x batches
@@ -77,5 +77,27 @@ def test_bad_shape_and_closed(onnx_path):
 def test_missing_openvino_is_engine_unavailable(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "openvino", None)
     spec = tiny_spec(tmp_path / "absent.onnx")
-    with pytest.raises(EngineUnavailable, match="inspector\\[openvino\\]"):
+    with pytest.raises(EngineUnavailable, match="pip install openvino"):
         OpenVinoEngine(spec, OpenVinoEngineConfig())
+
+
+@pytest.mark.parametrize("requested,caps,want", [
+    ("auto", ["FP32", "BF16", "INT8"], "bf16"),
+    ("auto", ["FP32", "FP16", "INT8"], "fp32"),
+    ("fp32", ["FP32", "BF16"], "fp32"),
+    ("bf16", ["FP32"], "bf16"),  # explicit bf16 is honoured (with a warning) even without hardware support
+])
+def test_resolve_precision(requested, caps, want):
+    assert resolve_precision(requested, caps) == want
+
+
+def test_auto_is_the_default_and_runs_what_this_cpu_supports(onnx_path):
+    assert OpenVinoEngineConfig().precision == "auto"
+    eng = make(onnx_path)
+    assert eng.precision == default_precision()
+    out = eng.run(random_batch(2))
+    ref = ort_reference(onnx_path, random_batch(2))
+    for name in OUTPUT_NAMES:
+        scale = float(np.abs(ref[name]).max())
+        np.testing.assert_allclose(out[name], ref[name], atol=BF16_REL_TOL * scale)
+    eng.close()

@@ -6,7 +6,7 @@ import pytest
 from calibration.fitters.padim import PadimFitter
 from inspector.scoring.padim import PadimScorer
 from inspector.scoring.registry import scorer_from_bundle
-from tests.conftest import TEST_SIZE, small_settings
+from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
 from tests.unit._scorer_data import data, features, peak_is_at_defect
 
 PADIM = {"type": "memory_bank", "method": "padim", "padim": {"n_channels": 64}}
@@ -74,7 +74,7 @@ def test_bundle_round_trip_scores_equal_the_in_memory_fitter(tmp_path, golden_di
     from inspector.runtime import build_pipeline
     from tests.unit._scorer_data import preprocess
 
-    settings = small_settings(scorer=PADIM)
+    settings = small_settings(scorer=PADIM, engine=FP32_ENGINE)  # compared with fp32 in-memory features
     calibrate(settings, golden_dir, tmp_path / "b", progress=False)
     bundle = load_bundle(tmp_path / "b")
     assert bundle.scorer_type == "memory_bank" and bundle.scorer_params["method"] == "padim"

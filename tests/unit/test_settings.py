@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from inspector.errors import ConfigError
-from inspector.settings import load_settings
+from inspector.settings import Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "inspector.example.yaml"
 
@@ -17,7 +17,10 @@ def write(tmp_path, text):
 
 def test_example_config_validates():
     s = load_settings(EXAMPLE)
-    assert s.engine.type == "onnxruntime" and s.sources
+    assert s.engine.type == "openvino" and s.engine.precision == "auto" and s.sources
+    # the example spells out the defaults: it must not drift from them
+    defaults = Settings()
+    assert s.engine == defaults.engine and s.runtime == defaults.runtime
 
 
 @pytest.mark.parametrize("text,needles", [

@@ -63,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="engine.type for calibration and both runs (default: the config default, openvino)")
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
                    help="openvino precision (default auto: bf16 where the CPU has it)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads, both runs (0: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="engine threads, both runs (0: the engine picks, all cores)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder)")
     p.add_argument("--min-ratio", type=float, default=None, help="exit 1 if daemon/single is below this")

@@ -33,15 +33,17 @@ from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_networ
                                   network_description, run_images)
 from calibration.fitters.registry import build_fitter
 from calibration.golden import GoldenSet, read_golden
+from calibration.reference import golden_reference
 from calibration.thresholds import Threshold, quantile_margin_threshold
 from engines.backbones.export import export_onnx
 from engines.backbones.heads import build_head_network
 from engines.base import EngineSpec
 from engines.registry import build_engine
+from inspector.bundle import ALIGN_REFERENCE
 from inspector.errors import InspectorError
 from inspector.preprocess import Preprocessor, PreprocessSpec
 from inspector.runtime import normalise_precision
-from inspector.scoring.registry import scorer_from_bundle
+from inspector.scoring.registry import scorer_from_bundle, search_params
 from inspector.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -145,8 +147,16 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
     # --- network and engine
     t0 = time.perf_counter()
     width, height = settings.preprocess.size
-    pspec = PreprocessSpec(width, height, settings.preprocess.roi)
-    pre = Preprocessor(pspec)
+    pspec = PreprocessSpec(width, height, settings.preprocess.roi, settings.preprocess.align.spec())
+    reference = None
+    if pspec.align is not None:
+        golden, reference = golden_reference(golden, pspec)
+        originals = sum(not is_augmented(n) for n in golden.names)
+        if originals < cal.min_images:
+            raise InspectorError(f"golden folder {golden_dir}: only {originals} images register to the golden "
+                                 f"reference (need {cal.min_images}); see the warnings above, or turn "
+                                 f"preprocess.align off")
+    pre = Preprocessor(pspec, reference=reference)
     description = network_description(settings.backbone)
     workdir = Path(tempfile.mkdtemp(prefix="inspector-calibrate-"))
     try:
@@ -166,9 +176,12 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         fitter = build_fitter(settings.scorer, seed=cal.seed)
         t0 = time.perf_counter()
         params, arrays = _fit(fitter, feats[fit_idx], bar, "fitting (held-out split)")
+        # the memory bank searches in bf16 when the engine runs bf16; recorded in the bundle
+        search = search_params(settings.scorer.type, params.get("method"), normalise_precision(engine.precision))
+        params = {**params, **search}
         times["fit_split"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        scorer = scorer_from_bundle(settings.scorer.type, params, arrays, normalise_precision(engine.precision))
+        scorer = scorer_from_bundle(settings.scorer.type, params, arrays)
         if "head" in params:
             head_onnx, head_description, _ = _export_with_head(description, params, arrays, (height, width), workdir)
             head_spec = EngineSpec(str(head_onnx), INPUT_NAME, (3, height, width), (params["output_name"],), 8,
@@ -191,6 +204,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         if cal.refit_on_all:
             t0 = time.perf_counter()
             params, arrays = _fit(fitter, feats, bar, "fitting (all golden images)")
+            params = {**params, **search}
             times["fit_all"] = time.perf_counter() - t0
 
         # --- bundle
@@ -216,6 +230,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
                         "seconds": {k: round(v, 3) for k, v in times.items()}},
         }
         engine.close()
+        if reference is not None:
+            arrays = {**arrays, ALIGN_REFERENCE: reference}
         bundle_id = write_bundle(out_dir, manifest, arrays, onnx_path)
         times["write"] = time.perf_counter() - t0
     finally:

@@ -11,7 +11,7 @@ from calibration.calibrate import CalibrationResult
 from calibration.golden import read_golden
 from calibration.report import CalibrationReportData, write_calibration_report
 from inspector.heatmap import render_overlay, write_png_atomic
-from inspector.preprocess import Preprocessor
+from inspector.align import unalign_map
 
 
 def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) -> None:
@@ -41,7 +41,7 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
     from inspector.bundle import load_bundle
 
     bundle = load_bundle(r.bundle_dir)
-    pre = Preprocessor(bundle.preprocess)
+    pre = bundle.preprocessor()
     pics = r.bundle_dir / "report"
     near = []
     if r.holdout_maps is not None and len(r.holdout_names):
@@ -50,7 +50,8 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
         for i, name in zip(order, names):
             img = r.holdout_images[i]
             _, tr = pre.prepare(img)
-            ov = render_overlay(img, r.holdout_maps[i], tr, bundle.pixel_threshold or 1.0,
+            held_map = r.holdout_maps[i] if tr.align is None else unalign_map(r.holdout_maps[i], tr.align)
+            ov = render_overlay(img, held_map, tr, bundle.pixel_threshold or 1.0,
                                 label=f"{name}  {r.holdout_scores[i]:.3f}")
             path = write_png_atomic(pics / f"near-{len(near)}.png", ov)
             near.append((name, float(r.holdout_scores[i]), str(path)))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (or remove) the inspector daemon as a systemd service on a line-side machine.
 #
-#   sudo deploy/install.sh              CPU machine: torch==2.13.0 CPU wheel, onnxruntime
+#   sudo deploy/install.sh              CPU machine: torch==2.13.0 CPU wheel, OpenVINO (default engine)
 #   sudo deploy/install.sh --gpu        GPU machine: CUDA torch from PyPI + inspector[tensorrt]
 #   sudo deploy/install.sh --start      ... and start the service now
 #   deploy/install.sh --dry-run [...]   print what would be done, change nothing

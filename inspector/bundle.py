@@ -18,11 +18,13 @@ import numpy as np
 from engines.base import EngineSpec
 from engines.hashing import file_sha256
 from inspector.errors import BundleError
-from inspector.preprocess import PreprocessSpec
+from inspector.preprocess import Preprocessor, PreprocessSpec
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
+# the golden reference view for preprocess.align (float32 grey [height, width]), in arrays.npz
+ALIGN_REFERENCE = "align_reference"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ class Bundle:
     @property
     def preprocess(self) -> PreprocessSpec:
         return PreprocessSpec.from_json(self.manifest["preprocess"])
+
+    def preprocessor(self, roi_by_source: dict | None = None) -> Preprocessor:
+        """The frames -> network input stage this bundle was calibrated with (and its golden
+        reference, when alignment is on)."""
+        return Preprocessor(self.preprocess, roi_by_source, self.arrays.get(ALIGN_REFERENCE))
 
     @property
     def image_threshold(self) -> float:
@@ -108,4 +115,11 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as exc:
         raise BundleError(f"bundle {path}: {ARRAYS} unreadable ({exc}); recalibrate") from None
-    return Bundle(path=path, manifest=manifest, arrays=arrays)
+    bundle = Bundle(path=path, manifest=manifest, arrays=arrays)
+    pre = bundle.preprocess
+    if pre.align is not None:
+        ref = arrays.get(ALIGN_REFERENCE)
+        if ref is None or ref.shape != (pre.height, pre.width):
+            raise BundleError(f"bundle {path}: preprocess.align is on but {ARRAYS} has no {pre.width}x{pre.height} "
+                              f"'{ALIGN_REFERENCE}'; the bundle is incomplete, recalibrate")
+    return bundle

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from engines.base import Engine
+from inspector.align import unalign_map
 from inspector.decode import FrameError
 from inspector.preprocess import Preprocessor
 from inspector.types import Frame, RoiTransform, Verdict, VerdictKind
@@ -78,6 +79,8 @@ class InspectionPipeline:
                 score = float(scores.image_scores[k])
                 kind = self.judge.decide(score)
                 pmap = None if scores.pixel_maps is None else scores.pixel_maps[k]
+                if pmap is not None and ex.transforms[k].align is not None:
+                    pmap = unalign_map(pmap, ex.transforms[k].align)  # back to the frame's own pose
                 regions = self.judge.regions(pmap, ex.transforms[k]) if kind is VerdictKind.FAIL else ()
                 judge_ms = _ms(t0)
                 timings = {"decode": f.decode_ms, "preprocess": ex.pre_ms[k], "inference": ex.inference_ms,

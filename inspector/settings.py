@@ -82,6 +82,24 @@ class DatabaseConfig(_Strict):
 
 
 # ---------------------------------------------------------------- model (used by calibrate)
+class AlignConfig(_Strict):
+    """Register each frame to the golden reference view before scoring (inspector/align.py)."""
+
+    enabled: bool = False
+    motion: Literal["translation", "euclidean", "affine"] = "euclidean"  # euclidean: shift + rotation
+    max_shift: float = Field(0.15, gt=0.0, le=0.5)  # share of the network input side
+    max_rotation_deg: float = Field(15.0, gt=0.0, le=90.0)
+    min_correlation: float = Field(0.6, ge=-1.0, le=1.0)  # ECC correlation; below it the part is not recognised
+
+    def spec(self):
+        """The bundle's AlignSpec, or None when alignment is off."""
+        from inspector.align import AlignSpec
+
+        if not self.enabled:
+            return None
+        return AlignSpec(self.motion, self.max_shift, self.max_rotation_deg, self.min_correlation)
+
+
 class PreprocessConfig(_Strict):
     """How a frame becomes the network input. Saved in the bundle; the daemon refuses a
     bundle whose preprocessing differs from this section (when given)."""
@@ -89,6 +107,7 @@ class PreprocessConfig(_Strict):
     size: tuple[int, int] = (256, 256)  # width, height of the network input
     roi: Optional[tuple[int, int, int, int]] = None  # x, y, w, h crop before resizing
     max_pixels: int = Field(100_000_000, ge=1)  # refuse larger images (decompression bombs)
+    align: AlignConfig = AlignConfig()
 
     @field_validator("size")
     @classmethod

@@ -50,7 +50,9 @@ class Frame:
 class RoiTransform:
     """How a preprocessed tensor pixel maps back to the original image.
 
-    original = (tensor_xy / scale) + (roi_x, roi_y), with independent x/y scales.
+    original = (tensor_xy / scale) + (roi_x, roi_y), with independent x/y scales. With alignment
+    on, ``align`` is the 2x3 warp (row-major) from the reference's pose to the frame's tensor
+    pixels; maps are warped back with it before they reach these coordinates.
     """
 
     roi_x: int
@@ -61,6 +63,7 @@ class RoiTransform:
     scale_y: float
     original_w: int
     original_h: int
+    align: Optional[tuple[float, ...]] = None
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,8 @@ class MemoryBankScorer:
         self.search_precision = "fp32"
 
     def set_search_precision(self, precision: str) -> None:
-        """Search at the engine's precision: bf16 engines get the bf16 GEMM search (exact fp32
-        distance to the row it picks; inspector/scoring/knn_bf16.py), everything else exact fp32."""
+        """"bf16": the bf16 GEMM shortlist + exact fp32 distance (inspector/scoring/knn_bf16.py),
+        for bundles calibrated on a bf16 engine; anything else: the exact fp32 search."""
         if precision == "bf16":
             from inspector.scoring.knn_bf16 import Bf16NearestSearch
 
@@ -81,8 +81,11 @@ class MemoryBankScorer:
     @classmethod
     def from_bundle(cls, params: dict, arrays: dict[str, np.ndarray]) -> "MemoryBankScorer":
         knn = arrays.get("bank_knn_index") if params.get("reweight") else None
-        return cls(arrays["memory_bank"], smoothing_sigma=params.get("smoothing_sigma", 4.0),
-                   feature_name=params.get("feature_name", "features"), bank_knn_index=knn)
+        scorer = cls(arrays["memory_bank"], smoothing_sigma=params.get("smoothing_sigma", 4.0),
+                     feature_name=params.get("feature_name", "features"), bank_knn_index=knn)
+        # how calibration searched (calibration/calibrate.py); older bundles searched exactly
+        scorer.set_search_precision(params.get("search", "fp32"))
+        return scorer
 
     def nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """queries float32 [P, D] -> (distance to the nearest bank row [P], its index [P])."""

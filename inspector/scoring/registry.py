@@ -34,10 +34,14 @@ def scorer_class(scorer_type: str, method: str | None = None):
     return getattr(importlib.import_module(module_name), cls_name)
 
 
-def scorer_from_bundle(scorer_type: str, params: dict, arrays: dict[str, np.ndarray], precision: str | None = None):
-    """The runtime scorer; ``precision`` is the engine's: scorers that search (the memory bank)
-    search at it, so calibration and the line score the same way."""
-    scorer = scorer_class(scorer_type, params.get("method")).from_bundle(params, arrays)
-    if precision is not None and hasattr(scorer, "set_search_precision"):
-        scorer.set_search_precision(precision)
-    return scorer
+def scorer_from_bundle(scorer_type: str, params: dict, arrays: dict[str, np.ndarray]):
+    return scorer_class(scorer_type, params.get("method")).from_bundle(params, arrays)
+
+
+def search_params(scorer_type: str, method: str | None, engine_precision: str) -> dict:
+    """Scorer params that pin how a searching scorer (the memory bank) searches: bf16 when the
+    calibrating engine runs bf16, else exact fp32. Calibration writes them into the bundle, so the
+    line always searches the way its thresholds were set (bundles without it search fp32)."""
+    if not hasattr(scorer_class(scorer_type, method), "set_search_precision"):
+        return {}
+    return {"search": "bf16" if engine_precision == "bf16" else "fp32"}

@@ -69,7 +69,7 @@ def make_workspace(root: Path, bundle: Path, *, engine: Optional[dict] = None, r
                    "heatmap_dir": str(root / "heatmaps"), "layout": "per_verdict", **(output or {})},
         # 2 CPU cores shared with the test process (which writes images) and other jobs
         "engine": {"max_batch": 4, "threads": 1, **(engine or {})},  # the default engine
-        "runtime": {"queue_size": 8, "batch_wait_ms": 2.0, **(runtime or {})},
+        "runtime": {"queue_size": 8, **(runtime or {})},  # defaults otherwise (batch_wait_ms 0)
     }
     data.update(extra or {})
     config = root / "inspector.yaml"

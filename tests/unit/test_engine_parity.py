@@ -292,13 +292,32 @@ def test_search_precision_follows_the_engine(bundle_dir, fp32_bundle_dir):
     """The memory bank searches at the engine's precision, at calibration and on the line alike."""
     from inspector.settings import Settings
 
-    default = build_pipeline(load_bundle(bundle_dir), Settings().engine)
+    bundle = load_bundle(bundle_dir)
+    default = build_pipeline(bundle, Settings().engine)
     try:
-        assert default.scorer.search_precision == ("bf16" if default.engine.precision == "bf16" else "fp32")
+        want = "bf16" if default.engine.precision == "bf16" else "fp32"
+        assert bundle.scorer_params["search"] == want  # recorded at calibration
+        assert default.scorer.search_precision == want
     finally:
         default.engine.close()
-    fp32 = build_pipeline(load_bundle(fp32_bundle_dir), OnnxRuntimeEngineConfig())
+    fp32_bundle = load_bundle(fp32_bundle_dir)
+    assert fp32_bundle.scorer_params["search"] == "fp32"
+    # the default engine (openvino, precision auto) runs an fp32 bundle at fp32 on any CPU
+    fp32 = build_pipeline(fp32_bundle, Settings().engine)
     try:
+        assert fp32.engine.kind == "openvino" and fp32.engine.precision == "fp32"
         assert fp32.scorer.search_precision == "fp32"
     finally:
         fp32.engine.close()
+
+
+def test_auto_refuses_a_bf16_bundle_on_a_cpu_without_bf16(bundle_dir, monkeypatch):
+    import engines.openvino_engine as ov_engine
+    from inspector.settings import Settings
+
+    bundle = load_bundle(bundle_dir)
+    if bundle.calibrated_precision != "bf16":
+        pytest.skip("this CPU calibrated the default bundle at fp32")
+    monkeypatch.setattr(ov_engine, "default_precision", lambda: "fp32")  # a line PC without AMX/AVX512_BF16
+    with pytest.raises(BundleError, match="calibrated at bf16 and this CPU has no bf16 support; recalibrate"):
+        build_pipeline(bundle, Settings().engine)

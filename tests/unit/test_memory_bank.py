@@ -4,7 +4,7 @@ import pytest
 
 from calibration.fitters.coreset import coreset_size, greedy_coreset
 from inspector.scoring.memory_bank import MemoryBankScorer, nearest_distances
-from inspector.scoring.registry import scorer_from_bundle
+from inspector.scoring.registry import scorer_from_bundle, search_params
 
 
 def test_nearest_distances_are_exact():
@@ -112,6 +112,9 @@ def test_search_precision_follows_the_engine_and_fp32_stays_exact():
     scorer.set_search_precision("fp32")
     assert scorer.search_precision == "fp32"
     np.testing.assert_array_equal(scorer.nearest(q)[1], nearest_distances(q, bank, (bank ** 2).sum(1))[1])
-    registry_scorer = scorer_from_bundle("memory_bank", {}, {"memory_bank": bank}, "bf16")
-    assert registry_scorer.search_precision == "bf16"
-    assert scorer_from_bundle("memory_bank", {}, {"memory_bank": bank}, "fp16").search_precision == "fp32"
+    # a bundle says how it was calibrated to search; bundles from before bf16 search say nothing
+    assert scorer_from_bundle("memory_bank", {"search": "bf16"}, {"memory_bank": bank}).search_precision == "bf16"
+    assert scorer_from_bundle("memory_bank", {}, {"memory_bank": bank}).search_precision == "fp32"
+    assert search_params("memory_bank", "patchcore", "bf16") == {"search": "bf16"}
+    assert search_params("memory_bank", "patchcore", "fp16") == {"search": "fp32"}
+    assert search_params("memory_bank", "padim", "bf16") == {}  # PaDiM does not search

@@ -1,0 +1,32 @@
+"""The golden reference view for ``preprocess.align``: built from the golden images at
+calibration, stored in the bundle, and every frame is registered to it (inspector/align.py)."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from calibration.golden import GoldenSet
+from inspector.align import build_reference, to_grey
+from inspector.preprocess import Preprocessor, PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+
+def golden_reference(golden: GoldenSet, spec: PreprocessSpec) -> tuple[GoldenSet, np.ndarray]:
+    """(golden set without the images that cannot be registered, reference float32 grey [H, W]).
+
+    Golden images that do not register to the others are listed in ``skipped`` with the reason,
+    like unreadable files: a golden part out of place would teach the model a wrong pose."""
+    plain = Preprocessor(PreprocessSpec(spec.width, spec.height, spec.roi))
+    greys = [to_grey(plain.crop_resize(im)[0]) for im in golden.images]
+    reference, failed = build_reference(greys, spec.align)
+    if not failed:
+        return golden, reference
+    bad = {i for i, _ in failed}
+    skipped = list(golden.skipped) + [(golden.names[i], f"{golden.names[i]}: {reason}") for i, reason in failed]
+    for i, reason in failed:
+        log.warning("golden image %s left out: %s", golden.names[i], reason)
+    kept = GoldenSet([n for i, n in enumerate(golden.names) if i not in bad],
+                     [im for i, im in enumerate(golden.images) if i not in bad], skipped, golden.sha256)
+    return kept, reference

@@ -1,0 +1,152 @@
+"""Alignment to the golden reference (preprocess.align): ECC registration, its limits, maps warped
+back into the frame's own pixels, and what it buys end to end on misplaced parts."""
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector.align import Aligner, AlignSpec, build_reference, to_grey, unalign_map
+from inspector.decode import FrameError
+from tests.conftest import TEST_SIZE, small_settings
+
+
+def _moved(image: np.ndarray, dx: float, dy: float, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image shifted and turned about its centre, and the 2x3 matrix that did it."""
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    m[:, 2] += (dx, dy)
+    return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT_101), m
+
+
+@pytest.fixture(scope="module")
+def parts():
+    from calibration.synthetic import make_part
+
+    rng = np.random.default_rng(21)
+    return [make_part(rng, size=TEST_SIZE) for _ in range(8)]
+
+
+def test_ecc_recovers_a_known_shift_and_turn(parts):
+    reference, failed = build_reference([to_grey(p) for p in parts], AlignSpec())
+    assert failed == []
+    aligner = Aligner(reference, AlignSpec())
+    own = aligner.estimate(to_grey(parts[3]))  # each synthetic part has its own small jitter
+    frame, m = _moved(parts[3], 6, -4, 4.0)
+    warp = aligner.estimate(to_grey(frame))
+    # the warp maps reference pixels to frame pixels, so it must be m after the part's own pose
+    # (to within a pixel and half a degree); cv2's positive angle turns counter-clockwise on screen
+    def angle(w):
+        return math.degrees(math.atan2(w[1, 0], w[0, 0]))
+
+    assert abs(angle(warp) - angle(own) - (-4.0)) < 0.5
+    centre = np.array([TEST_SIZE / 2, TEST_SIZE / 2, 1.0])
+    np.testing.assert_allclose(warp @ centre, m @ np.append(own @ centre, 1.0), atol=1.0)
+    before = np.abs(to_grey(frame) - reference).mean()
+    after = np.abs(to_grey(Aligner.warp_image(frame, warp)) - reference).mean()
+    assert after < 0.5 * before
+
+
+def test_unrecognisable_frame_is_an_error_naming_alignment(parts):
+    reference, _ = build_reference([to_grey(p) for p in parts], AlignSpec())
+    noise = np.random.default_rng(0).integers(0, 256, (TEST_SIZE, TEST_SIZE), dtype=np.uint8)
+    with pytest.raises(FrameError, match="^alignment: "):
+        Aligner(reference, AlignSpec()).estimate(to_grey(noise))
+
+
+def test_shift_beyond_the_limit_is_refused(parts):
+    reference, _ = build_reference([to_grey(p) for p in parts], AlignSpec())
+    frame, _ = _moved(parts[0], 10, 0, 0.0)
+    Aligner(reference, AlignSpec()).estimate(to_grey(frame))  # within the default 15%
+    with pytest.raises(FrameError, match="out of place.*max_shift"):
+        Aligner(reference, AlignSpec(max_shift=0.03)).estimate(to_grey(frame))
+
+
+def test_unalign_map_puts_a_spot_back_where_the_frame_has_it():
+    m = cv2.getRotationMatrix2D((64, 64), 10.0, 1.0)
+    m[:, 2] += (7, -5)  # reference pose -> frame pose
+    spot = np.zeros((128, 128), np.float32)
+    spot[40, 90] = 1.0
+    spot = cv2.GaussianBlur(spot, (0, 0), 2)
+    back = unalign_map(spot, m.ravel())
+    y, x = np.unravel_index(np.argmax(back), back.shape)
+    np.testing.assert_allclose([x, y], m @ [90, 40, 1], atol=1.0)
+
+
+def _inspect(pipeline, image):
+    from inspector.types import Frame
+
+    return pipeline.inspect([Frame(id="t", source="t", captured_at=datetime.now(timezone.utc), image=image)])[0]
+
+
+@pytest.fixture(scope="module")
+def aligned_and_plain(tmp_path_factory, golden_dir):
+    from calibration.calibrate import calibrate
+    from inspector.bundle import load_bundle
+    from inspector.runtime import build_pipeline
+
+    out = {}
+    for align in (True, False):
+        s = small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE], "align": {"enabled": align}})
+        d = tmp_path_factory.mktemp(f"align{align}") / "bundle"
+        calibrate(s, golden_dir, d, progress=False)
+        out[align] = (d, build_pipeline(load_bundle(d), s.engine))
+    yield out
+    for _, p in out.values():
+        p.engine.close()
+
+
+def test_misplaced_good_part_passes_only_with_alignment(aligned_and_plain, part_images):
+    good, _ = _moved(part_images(), 5, -4, 3.0)
+    aligned, plain = aligned_and_plain[True][1], aligned_and_plain[False][1]
+    assert _inspect(plain, good).kind.value == "fail"  # the pose alone looks like a defect
+    v = _inspect(aligned, good)
+    assert v.kind.value == "pass", v.score
+
+
+def test_misplaced_defect_is_found_where_it_is_in_the_frame(aligned_and_plain, part_images):
+    pipeline = aligned_and_plain[True][1]
+    defect = part_images("missing_hole")
+    in_place = _inspect(pipeline, defect)
+    moved, m = _moved(defect, 9, -7, 3.0)
+    v = _inspect(pipeline, moved)
+    assert in_place.kind.value == "fail" and v.kind.value == "fail"
+    r0, r1 = in_place.regions[0], v.regions[0]
+    expected = m @ [r0.x + r0.w / 2, r0.y + r0.h / 2, 1.0]
+    np.testing.assert_allclose([r1.x + r1.w / 2, r1.y + r1.h / 2], expected, atol=4.0)
+    assert v.transform.align is not None and v.pixel_map.shape == (TEST_SIZE, TEST_SIZE)
+
+
+def test_bundle_keeps_the_reference_and_the_config_must_agree(aligned_and_plain):
+    from inspector.bundle import ALIGN_REFERENCE, load_bundle
+    from inspector.errors import BundleError
+    from inspector.runtime import check_preprocess_matches
+
+    path = aligned_and_plain[True][0]
+    bundle = load_bundle(path)
+    assert bundle.arrays[ALIGN_REFERENCE].shape == (TEST_SIZE, TEST_SIZE)
+    assert json.loads((path / "manifest.json").read_text())["preprocess"]["align"]["motion"] == "euclidean"
+    plain_config = small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE]})
+    with pytest.raises(BundleError, match="preprocess.align motion euclidean.*the config says off"):
+        check_preprocess_matches(bundle, plain_config)
+    check_preprocess_matches(bundle, small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE],
+                                                                "align": {"enabled": True}}))
+
+
+def test_bundle_without_its_reference_is_refused(aligned_and_plain, tmp_path):
+    import shutil
+
+    from inspector.bundle import ALIGN_REFERENCE, ARRAYS, load_bundle
+    from inspector.errors import BundleError
+
+    copy = tmp_path / "b"
+    shutil.copytree(aligned_and_plain[True][0], copy)
+    with np.load(copy / ARRAYS, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != ALIGN_REFERENCE}
+    np.savez(copy / ARRAYS, **arrays)
+    with pytest.raises(BundleError, match="align_reference"):
+        load_bundle(copy, verify_hashes=False)

@@ -14,6 +14,17 @@ from inspector.heatmap import render_overlay, write_png_atomic
 from inspector.align import unalign_map
 
 
+def _engine_line(manifest: dict) -> str:
+    """Which engine precision (and kNN search) the thresholds belong to: the line must run the same."""
+    e = manifest["engine"]
+    search = manifest["scorer"].get("params", {}).get("search")
+    align = manifest["preprocess"].get("align")
+    return (f"engine        {e.get('calibrated_engine')} {e.get('calibrated_precision')}"
+            + (f", kNN search {search}" if search else "")
+            + (f", aligned to the golden reference ({align['motion']})" if align else "")
+            + f"  (thresholds hold at this precision only)")
+
+
 def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) -> None:
     ti, tp = r.image_threshold, r.pixel_threshold
     lines = [
@@ -22,6 +33,7 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
         + (f" ({r.images_used - r.augmented_copies} originals + {r.augmented_copies} augmented copies)"
            if r.augmented_copies else ""),
         f"memory bank   {r.bank_size} patches" if r.bank_size else None,
+        _engine_line(r.manifest),
         f"threshold     {ti.value:.4f}  (Q{ti.quantile:g} + {ti.margin:g} x spread of {ti.n} held-out scores; "
         f"held-out range {r.holdout_scores.min():.4f}..{r.holdout_scores.max():.4f})",
         f"false rejects expected ~{max(ti.normal_frr, ti.empirical_frr) * 100:.2f}% of good parts "

@@ -150,3 +150,20 @@ def test_bundle_without_its_reference_is_refused(aligned_and_plain, tmp_path):
     np.savez(copy / ARRAYS, **arrays)
     with pytest.raises(BundleError, match="align_reference"):
         load_bundle(copy, verify_hashes=False)
+
+
+def test_calibration_summary_and_report_of_an_aligned_bundle(tmp_path, golden_dir):
+    import io
+
+    from calibration.calibrate import calibrate
+    from calibration.summary import print_summary, write_report
+
+    settings = small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE], "align": {"enabled": True}})
+    result = calibrate(settings, golden_dir, tmp_path / "b", progress=False)
+    report = write_report(result, settings, None)  # near-threshold heatmaps need the bundle's reference
+    assert report.is_file() and list((tmp_path / "b" / "report").glob("near-*.png"))
+    out = io.StringIO()
+    print_summary(result, report, out=out)
+    engine_line = next(line for line in out.getvalue().splitlines() if line.startswith("engine"))
+    assert "aligned to the golden reference (euclidean)" in engine_line
+    assert result.manifest["engine"]["calibrated_precision"] in engine_line

@@ -6,8 +6,11 @@ import logging
 
 import numpy as np
 
+from calibration.augment import is_augmented, original_name
 from calibration.golden import GoldenSet
 from inspector.align import build_reference, to_grey
+from inspector.decode import FrameError
+from inspector.errors import InspectorError
 from inspector.preprocess import Preprocessor, PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -20,13 +23,19 @@ def golden_reference(golden: GoldenSet, spec: PreprocessSpec) -> tuple[GoldenSet
     like unreadable files: a golden part out of place would teach the model a wrong pose."""
     plain = Preprocessor(PreprocessSpec(spec.width, spec.height, spec.roi))
     greys = [to_grey(plain.crop_resize(im)[0]) for im in golden.images]
-    reference, failed = build_reference(greys, spec.align)
+    try:
+        reference, failed = build_reference(greys, spec.align)
+    except FrameError as exc:
+        raise InspectorError(f"golden images: {exc}") from None
     if not failed:
         return golden, reference
-    bad = {i for i, _ in failed}
-    skipped = list(golden.skipped) + [(golden.names[i], f"{golden.names[i]}: {reason}") for i, reason in failed]
+    # an original that does not register goes with its augmented copies (same pose, same part)
+    bad_originals = {original_name(golden.names[i]) for i, _ in failed}
+    bad = {i for i, n in enumerate(golden.names) if original_name(n) in bad_originals}
+    skipped = list(golden.skipped) + [(golden.names[i], f"{golden.names[i]}: {reason}") for i, reason in failed
+                                      if not is_augmented(golden.names[i])]
     for i, reason in failed:
-        log.warning("golden image %s left out: %s", golden.names[i], reason)
+        log.warning("golden image %s left out (with its augmented copies): %s", golden.names[i], reason)
     kept = GoldenSet([n for i, n in enumerate(golden.names) if i not in bad],
                      [im for i, im in enumerate(golden.images) if i not in bad], skipped, golden.sha256)
     return kept, reference

@@ -2,9 +2,9 @@
 
 Parts that shift or turn a little in the fixture look like defects to a patch model that learnt
 them in one pose. With alignment on, calibration builds a reference view (the median of the
-golden images after each is aligned to the first) and stores it in the bundle; every frame, after
+golden images after each is aligned to the most typical one) and stores it in the bundle; every frame, after
 the ROI crop and resize, is registered to it with OpenCV's ECC (enhanced correlation coefficient,
-on a half-size grey copy, so it costs a few ms) and warped before the network sees it. The
+on a half-size grey copy: about 1 ms at 256x256) and warped before the network sees it. The
 anomaly map is warped back, so regions and heatmaps stay in the frame's own pixels.
 
 A frame whose part cannot be registered (ECC does not converge, the correlation stays under
@@ -76,20 +76,25 @@ class Aligner:
         except cv2.error:
             raise FrameError("alignment: the part could not be registered to the golden reference (no "
                              "convergence); is the part in view and lit as in calibration?") from None
-        warp[:, 2] *= 2.0  # the translation was found at half size
-        if not np.isfinite(warp).all() or corr < self.spec.min_correlation:
+        warp[:, 2] *= 2.0  # the translation was found at half size (the 2x2 part is scale-free)
+        if not (np.isfinite(warp).all() and math.isfinite(corr)) or corr < self.spec.min_correlation:
             raise FrameError(f"alignment: the frame matches the golden reference poorly (correlation {corr:.2f} < "
                              f"{self.spec.min_correlation:g}); is the right part in view? "
                              f"(preprocess.align.min_correlation)")
-        shift = float(math.hypot(warp[0, 2], warp[1, 2]))
+        # how far the image centre moved (the warp's own translation is about pixel (0, 0), where
+        # a pure turn about the centre would count as a shift too)
+        cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+        moved = warp @ np.array([cx, cy, 1.0], np.float32)
+        shift = float(math.hypot(moved[0] - cx, moved[1] - cy))
         limit = self.spec.max_shift * max(h, w)
         if shift > limit:
             raise FrameError(f"alignment: the part is {shift:.0f} px out of place at the network input (limit "
-                             f"{limit:.0f} px); check the fixture or raise preprocess.align.max_shift")
+                             f"{limit:.0f} px); check the fixture, or recalibrate with a larger "
+                             f"preprocess.align.max_shift")
         angle = float(math.degrees(math.atan2(warp[1, 0], warp[0, 0])))
         if abs(angle) > self.spec.max_rotation_deg:
             raise FrameError(f"alignment: the part is turned {angle:.1f} degrees (limit "
-                             f"{self.spec.max_rotation_deg:g}); check the fixture or raise "
+                             f"{self.spec.max_rotation_deg:g}); check the fixture, or recalibrate with a larger "
                              f"preprocess.align.max_rotation_deg")
         return warp
 
@@ -113,16 +118,34 @@ def unalign_map(pixel_map: np.ndarray, warp: Sequence[float]) -> np.ndarray:
 def build_reference(greys: Sequence[np.ndarray], spec: AlignSpec) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Golden images (float32 grey, network size) -> (reference, [(index, reason) not registered]).
 
-    The first image is the provisional reference; the median of all images aligned to it is the
-    final one (sharper than any single image, and free of one image's specks)."""
+    The provisional reference is the golden image closest to the pixelwise median of all of them
+    (a typical one, not an outlier or a blank frame that happens to come first); the median of all
+    images registered to it is the final reference (sharper than any single image, free of one
+    image's specks). Every image is then checked against the final reference, which is what the
+    line will use. Raises FrameError when no image registers."""
     if not greys:
-        raise ValueError("no golden images to build an alignment reference from")
-    first = Aligner(greys[0], spec)
-    aligned, failed = [], []
-    for i, g in enumerate(greys):
+        raise FrameError("alignment: no golden images to build a reference from")
+    stack = np.stack(greys)
+    typical = int(np.argmin(np.abs(stack - np.median(stack, axis=0)).mean(axis=(1, 2))))
+    first = Aligner(greys[typical], spec)
+    aligned = []
+    for g in greys:
         try:
             aligned.append(Aligner.warp_image(g, first.estimate(g)))
+        except FrameError:
+            pass
+    if not aligned:
+        raise FrameError("alignment: no golden image registers to the others; are they all the same part in "
+                         "the same view? (or turn preprocess.align off)")
+    reference = np.median(np.stack(aligned), axis=0).astype(np.float32)
+    final = Aligner(reference, spec)
+    failed = []
+    for i, g in enumerate(greys):
+        try:
+            final.estimate(g)
         except FrameError as exc:
             failed.append((i, str(exc)))
-    reference = np.median(np.stack(aligned), axis=0).astype(np.float32)
+    if len(failed) == len(greys):
+        raise FrameError("alignment: no golden image registers to the golden reference; are they all the same "
+                         "part in the same view? (or turn preprocess.align off)")
     return reference, failed

@@ -83,7 +83,7 @@ class MemoryBankScorer:
         knn = arrays.get("bank_knn_index") if params.get("reweight") else None
         scorer = cls(arrays["memory_bank"], smoothing_sigma=params.get("smoothing_sigma", 4.0),
                      feature_name=params.get("feature_name", "features"), bank_knn_index=knn)
-        # how calibration searched (calibration/calibrate.py); older bundles searched exactly
+        # how calibration searched (calibration/calibrate.py); bundles without the key search exactly
         scorer.set_search_precision(params.get("search", "fp32"))
         return scorer
 

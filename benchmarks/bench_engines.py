@@ -23,7 +23,6 @@ start and end of each engine's run are in the JSON; compare engines only at a lo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -39,9 +38,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from calibration.benchmark import write_json_result  # noqa: E402
 from calibration.calibrate import calibrate  # noqa: E402
 from calibration.evaluation import auroc, mvtec_test_set, percentiles  # noqa: E402
-from calibration.golden import GoldenSet, read_golden  # noqa: E402
+from calibration.golden import read_golden  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
 from inspector.errors import InspectorError  # noqa: E402
 from inspector.runtime import build_pipeline  # noqa: E402
@@ -67,7 +67,7 @@ def _load(dataset: Path, settings: Settings, train_limit: Optional[int]):
     train = dataset / "train" / "good"
     golden = read_golden(train, max_pixels=settings.preprocess.max_pixels)
     if train_limit:
-        golden = GoldenSet(golden.names[:train_limit], golden.images[:train_limit], golden.skipped, golden.sha256)
+        golden = golden.first(train_limit)
     from inspector.decode import read_image_file
 
     items = mvtec_test_set(dataset)
@@ -82,7 +82,6 @@ def _frame(name: str, image: np.ndarray) -> Frame:
 def score_with(bundle, config, items, images) -> dict:
     """Every test image through build_pipeline(bundle, config) at batch 1, after warm-up."""
     load_before = os.getloadavg()
-    limit_blas_threads(RuntimeConfig().blas_threads)  # score as the daemon does
     pipeline = build_pipeline(bundle, config)
     try:
         pipeline.engine.warmup()
@@ -292,6 +291,7 @@ def option_sweep(bundle, images, rounds: int = 30) -> dict:
 def run(dataset: Path, *, config: Optional[Path], engines: list[str], train_limit: Optional[int],
         repeats: int, keep: Optional[Path], sweep: bool = False) -> dict:
     settings = load_settings(config) if config else Settings()
+    limit_blas_threads(RuntimeConfig().blas_threads)  # score as the daemon does (and calibrate alike)
     train, golden, items, images = _load(dataset, settings, train_limit)
     work = keep or Path(tempfile.mkdtemp(prefix="inspector-bench-engines-"))
     bundles: dict[str, object] = {}
@@ -415,9 +415,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               repeats=args.repeats, keep=args.keep, sweep=args.sweep)
     print(format_result(res))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=2) + "\n")
-        print(f"wrote {args.out}", file=sys.stderr)
+        write_json_result(args.out, res)
     return 0
 
 

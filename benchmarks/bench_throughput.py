@@ -23,7 +23,6 @@ Wall times depend on what else the machine is doing: the load average is printed
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -40,7 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+from calibration.benchmark import write_json_result  # noqa: E402
+from calibration.golden import IMAGE_SUFFIXES  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,7 +77,7 @@ def frame_sources(args) -> list[Path]:
         return []
     d = args.dataset
     root = d / "test" if (d / "test").is_dir() else d
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXT and p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise SystemExit(f"--dataset {d}: no images under {root}")
     return files
@@ -130,10 +130,10 @@ def make_bundle(args, work: Path) -> Path:
         golden_dir = args.dataset / "train" / "good"
         golden = None
         if args.train_limit:
-            from calibration.golden import GoldenSet, read_golden
+            from calibration.golden import read_golden
 
             g = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels)
-            golden = GoldenSet(g.names[:args.train_limit], g.images[:args.train_limit], g.skipped, g.sha256)
+            golden = g.first(args.train_limit)
         print(f"calibrating on {golden_dir} ...", flush=True)
         calibrate(settings, golden_dir, out, progress=False, golden=golden)
     else:
@@ -319,9 +319,7 @@ def main(argv=None) -> int:
                   + f"; inference is {st['inference'] / daemon['latency_ms_p50']:.0%} of the median latency")
         print(f"ratio daemon / single  {ratio:.2f}   (issue 5 bar: >= 0.90)")
         if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"wrote {args.json}")
+            write_json_result(args.json, result)
         if args.min_ratio is not None and ratio < args.min_ratio:
             return 1
         return 0

@@ -1,8 +1,10 @@
 """`inspector bench`: calibrate on train/good, score test/*, report AUROC and stage timings."""
 from __future__ import annotations
 
+import json
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -56,7 +58,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
     if train_limit or augment:
         golden = read_golden(train, max_pixels=settings.preprocess.max_pixels)
         if train_limit:
-            golden = GoldenSet(golden.names[:train_limit], golden.images[:train_limit], golden.skipped, golden.sha256)
+            golden = golden.first(train_limit)
         if augment:
             from calibration.augment import augment_golden
 
@@ -148,6 +150,13 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json_result(path: Path, result: dict) -> None:
+    """A benchmark's result as indented JSON (folders made as needed); says where on stderr."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def format_result(r: dict) -> str:

@@ -32,7 +32,8 @@ from calibration.bundle import write_bundle
 from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features,
                                   network_description, run_images)
 from calibration.fitters.registry import build_fitter
-from calibration.golden import GoldenSet, read_golden
+from calibration.fitters.training import split_rows
+from calibration.golden import GoldenSet, list_images, read_golden
 from calibration.reference import golden_reference
 from calibration.thresholds import Threshold, quantile_margin_threshold
 from engines.backbones.export import export_onnx
@@ -81,11 +82,17 @@ class _Bar:
                     mininterval=interval)
 
 
-def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit indices, held-out indices); at least 1 held out and 1 fitted."""
-    order = np.random.default_rng(seed).permutation(n)
-    k = min(max(1, int(round(n * share))), n - 1)
-    return np.sort(order[k:]), np.sort(order[:k])
+def _enough_originals(golden: GoldenSet, minimum: int, message: str) -> int:
+    """How many golden images are originals (not augmented copies); InspectorError(message with
+    {n} filled in) when fewer than ``minimum``."""
+    n = sum(not is_augmented(name) for name in golden.names)
+    if n < minimum:
+        raise InspectorError(message.format(n=n))
+    return n
+
+
+# (fit indices, held-out indices); at least 1 held out and 1 fitted
+_split = split_rows
 
 
 def _split_originals(names: list[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,18 +133,14 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
     if golden is None:
         if not golden_dir.is_dir():
             raise InspectorError(f"golden folder {golden_dir}: not found; pass --golden with a folder of good-part images")
-        from calibration.golden import list_images
-
         with bar(len(list_images(golden_dir)), "reading golden images") as pb:
             golden = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels, progress=pb.update)
     for name, reason in golden.skipped:
         log.warning("skipped %s", reason)
     cal = settings.calibration
-    originals = sum(not is_augmented(n) for n in golden.names)
-    if originals < cal.min_images:
-        raise InspectorError(f"golden folder {golden_dir}: {originals} readable images "
-                             f"({len(golden.skipped)} skipped), need at least {cal.min_images} "
-                             f"(calibration.min_images)")
+    originals = _enough_originals(golden, cal.min_images, f"golden folder {golden_dir}: {{n}} readable images "
+                                  f"({len(golden.skipped)} skipped), need at least {cal.min_images} "
+                                  f"(calibration.min_images)")
     copies = cal.augment.copies if augment is None else augment
     if copies and not any(is_augmented(n) for n in golden.names):
         golden = augment_golden(golden, copies, cal.seed, cal.augment)
@@ -151,18 +154,16 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
     reference = None
     if pspec.align is not None:
         golden, reference = golden_reference(golden, pspec)
-        originals = sum(not is_augmented(n) for n in golden.names)
-        if originals < cal.min_images:
-            raise InspectorError(f"golden folder {golden_dir}: only {originals} images register to the golden "
-                                 f"reference (need {cal.min_images}); see the warnings above, or turn "
-                                 f"preprocess.align off")
+        originals = _enough_originals(golden, cal.min_images, f"golden folder {golden_dir}: only {{n}} images "
+                                      f"register to the golden reference (need {cal.min_images}); see the "
+                                      f"warnings above, or turn preprocess.align off")
     pre = Preprocessor(pspec, reference=reference)
     description = network_description(settings.backbone)
     workdir = Path(tempfile.mkdtemp(prefix="inspector-calibrate-"))
     try:
         onnx_path, feature_dim = export_feature_network(description, (height, width), workdir / "backbone.onnx")
         description["feature_dim"] = feature_dim
-        spec = EngineSpec(str(onnx_path), INPUT_NAME, (3, height, width), (OUTPUT_NAME,), 8, description)
+        spec = EngineSpec(str(onnx_path), INPUT_NAME, (3, height, width), (OUTPUT_NAME,), network=description)
         engine = build_engine(settings.engine, spec)
         times["export"] = time.perf_counter() - t0
 
@@ -182,10 +183,12 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         times["fit_split"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         scorer = scorer_from_bundle(settings.scorer.type, params, arrays)
+        head_export = None
         if "head" in params:
-            head_onnx, head_description, _ = _export_with_head(description, params, arrays, (height, width), workdir)
-            head_spec = EngineSpec(str(head_onnx), INPUT_NAME, (3, height, width), (params["output_name"],), 8,
-                                   head_description)
+            head_export = _export_with_head(description, params, arrays, (height, width), workdir)
+            head_onnx, head_description, _ = head_export
+            head_spec = EngineSpec(str(head_onnx), INPUT_NAME, (3, height, width), (params["output_name"],),
+                                   network=head_description)
             head_engine = build_engine(settings.engine, head_spec)
             held_outputs = run_images(head_engine, pre, [golden.images[i] for i in hold_idx],
                                       batch=head_engine.spec.max_batch)
@@ -211,7 +214,9 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         t0 = time.perf_counter()
         output_names = [OUTPUT_NAME]
         if "head" in params:  # the final head goes into the network the daemon runs
-            onnx_path, description, output = _export_with_head(description, params, arrays, (height, width), workdir)
+            if cal.refit_on_all:  # else the held-out step's export is this very network
+                head_export = _export_with_head(description, params, arrays, (height, width), workdir)
+            onnx_path, description, output = head_export
             output_names = [output]
         manifest = {
             "preprocess": pspec.to_json(),

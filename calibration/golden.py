@@ -19,6 +19,10 @@ class GoldenSet:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     sha256: str = ""  # over file names and contents: which golden set made a bundle
 
+    def first(self, n: int) -> "GoldenSet":
+        """The first ``n`` images only (quick runs and few-shot studies)."""
+        return GoldenSet(self.names[:n], self.images[:n], self.skipped, self.sha256)
+
 
 def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))

@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Optional, Sequence
 
+from engines.atomicfile import atomic_write_bytes
 from inspector.storage.charts import histogram
 
 
@@ -94,9 +95,4 @@ justify-content:center;background:#f4f4f4;color:#777;border:1px dashed #bbb}}fig
 
 def write_calibration_report(out_html: Path, data: CalibrationReportData) -> Path:
     """Write the report atomically (tmp file + rename); returns ``out_html``."""
-    out_html = Path(out_html)
-    out_html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_html.with_name(out_html.name + ".tmp")
-    tmp.write_text(render_calibration_report(data), encoding="utf-8")
-    os.replace(tmp, out_html)
-    return out_html
+    return atomic_write_bytes(out_html, render_calibration_report(data).encode("utf-8"))

@@ -22,7 +22,7 @@ def _engine_line(manifest: dict) -> str:
     return (f"engine        {e.get('calibrated_engine')} {e.get('calibrated_precision')}"
             + (f", kNN search {search}" if search else "")
             + (f", aligned to the golden reference ({align['motion']})" if align else "")
-            + f"  (thresholds hold at this precision only)")
+            + "  (thresholds hold at this precision only)")
 
 
 def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) -> None:

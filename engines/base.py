@@ -1,10 +1,14 @@
 """The Engine interface every backend implements (torch, ONNX Runtime, OpenVINO, TensorRT)."""
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
-from typing import Optional, Protocol, runtime_checkable
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class EngineUnavailable(RuntimeError):
@@ -49,3 +53,27 @@ class Engine(Protocol):
     def warmup(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def run_in_chunks(batch: np.ndarray, spec: EngineSpec,
+                  run_chunk: Callable[[np.ndarray], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The shared half of every engine's ``run``: check the batch against ``spec.input_shape``,
+    run ``run_chunk`` on pieces of at most ``spec.max_batch`` frames and join the outputs. One
+    piece (the usual case on a line) is returned as it is, without a copy."""
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(spec.input_shape) or batch.shape[0] < 1:
+        raise EngineError(f"expected float32 [N, {', '.join(map(str, spec.input_shape))}], got {list(batch.shape)}")
+    mb = spec.max_batch
+    parts = [run_chunk(batch[i:i + mb]) for i in range(0, batch.shape[0], mb)]
+    if len(parts) == 1:
+        return parts[0]
+    return {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+
+
+def warm_up(engine, label: str) -> None:
+    """Run batch 1 and batch max_batch once (plans, kernels and buffers are made on first use) and
+    log how long it took."""
+    t0 = time.perf_counter()
+    for n in sorted({1, engine.spec.max_batch}):
+        engine.run(np.zeros((n, *engine.spec.input_shape), np.float32))
+    log.info("%s warm-up (batch 1 and %d) took %.0f ms", label, engine.spec.max_batch, (time.perf_counter() - t0) * 1e3)

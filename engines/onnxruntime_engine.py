@@ -2,6 +2,7 @@
 where onnxruntime-gpu is installed)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Literal
@@ -9,7 +10,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.base import EngineSpec, EngineUnavailable
+from engines.base import EngineSpec, EngineUnavailable, run_in_chunks
 from engines.ort_providers import check_session_providers, resolve_providers
 
 log = logging.getLogger(__name__)
@@ -55,21 +56,16 @@ class OnnxRuntimeEngine:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin else "0")
         providers = resolve_providers(config.providers, config.require_gpu)
         self.session = ort.InferenceSession(str(spec.onnx_path), opts, providers=providers)
-        check_session_providers(self.session, config.providers, config.require_gpu, log)
-        self.spec = EngineSpec(spec.onnx_path, spec.input_name, spec.input_shape, spec.output_names,
-                               config.max_batch, spec.network)
+        active = check_session_providers(self.session, config.providers, config.require_gpu, log)
+        self.spec = dataclasses.replace(spec, max_batch=config.max_batch)
         self.precision = "fp32"
         log.info("onnxruntime %s engine on %s (threads %s, spin-wait %s)", ort.__version__,
-                 self.session.get_providers(), config.threads or "auto", "on" if config.spin else "off")
+                 active, config.threads or "auto", "on" if config.spin else "off")
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         names = list(self.spec.output_names)
-        parts: list[list[np.ndarray]] = [[] for _ in names]
-        for i in range(0, len(batch), self.spec.max_batch):
-            x = np.ascontiguousarray(batch[i:i + self.spec.max_batch], dtype=np.float32)
-            for j, arr in enumerate(self.session.run(names, {self.spec.input_name: x})):
-                parts[j].append(arr)
-        return {n: np.concatenate(p) for n, p in zip(names, parts)}
+        return run_in_chunks(batch, self.spec,
+                             lambda x: dict(zip(names, self.session.run(names, {self.spec.input_name: x}))))
 
     def warmup(self) -> None:
         self.run(np.zeros((1, *self.spec.input_shape), np.float32))

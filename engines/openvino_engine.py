@@ -11,14 +11,14 @@ Importing this module does not import openvino; the constructor does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-import time
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.base import EngineError, EngineSpec, EngineUnavailable
+from engines.base import EngineError, EngineSpec, EngineUnavailable, run_in_chunks, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,17 @@ class OpenVinoEngineConfig(BaseModel):
     max_batch: int = Field(4, ge=1, le=64)
 
 
-def default_precision() -> str:
-    """What ``precision: auto`` resolves to on this machine's CPU."""
+@functools.lru_cache(maxsize=1)
+def cpu_capabilities() -> tuple[str, ...]:
+    """OpenVINO's OPTIMIZATION_CAPABILITIES of this CPU (asked once per process)."""
     import openvino as ov
 
-    return resolve_precision("auto", ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def default_precision() -> str:
+    """What ``precision: auto`` resolves to on this machine's CPU."""
+    return resolve_precision("auto", cpu_capabilities())
 
 
 def resolve_precision(precision: str, cpu_capabilities) -> str:
@@ -82,7 +88,7 @@ class OpenVinoEngine:
         self.config = config
         self.spec = dataclasses.replace(spec, max_batch=config.max_batch)
         core = ov.Core()
-        caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        caps = cpu_capabilities()
         requested = resolve_precision(config.precision, caps)
         if requested == "bf16" and "BF16" not in caps:
             log.warning("OpenVINO: precision bf16 requested but this CPU reports no BF16 support (%s); "
@@ -124,29 +130,18 @@ class OpenVinoEngine:
         self._request_1 = self._compiled_1.create_infer_request() if self._compiled_1 is not None else self._request
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(self.spec.input_shape) or batch.shape[0] < 1:
-            raise EngineError(f"expected float32 [N, {', '.join(map(str, self.spec.input_shape))}], got {list(batch.shape)}")
         if self._request is None:
             raise EngineError("OpenVINO engine is closed")
-        mb = self.config.max_batch
-        parts = []
-        for i in range(0, batch.shape[0], mb):
-            chunk = batch[i:i + mb]
-            request = self._request_1 if len(chunk) == 1 else self._request
-            request.infer({self.spec.input_name: chunk})
-            # copies: the request's output tensors are reused by the next infer
-            parts.append({n: np.array(request.get_tensor(n).data, dtype=np.float32, copy=True)
-                          for n in self.spec.output_names})
-        if len(parts) == 1:
-            return parts[0]
-        return {n: np.concatenate([p[n] for p in parts]) for n in self.spec.output_names}
+        return run_in_chunks(batch, self.spec, self._run_chunk)
+
+    def _run_chunk(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
+        request = self._request_1 if len(chunk) == 1 else self._request
+        request.infer({self.spec.input_name: chunk})
+        # copies: the request's output tensors are reused by the next infer
+        return {n: np.array(request.get_tensor(n).data, dtype=np.float32, copy=True) for n in self.spec.output_names}
 
     def warmup(self) -> None:
-        t0 = time.perf_counter()
-        for n in sorted({1, self.config.max_batch}):
-            self.run(np.zeros((n, *self.spec.input_shape), np.float32))
-        log.info("OpenVINO warm-up (batch 1 and %d) took %.0f ms", self.config.max_batch, (time.perf_counter() - t0) * 1e3)
+        warm_up(self, "OpenVINO")
 
     def close(self) -> None:
         self._request = self._request_1 = None

@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
+
+from engines.atomicfile import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,6 @@ def lookup(plan_path: Path, key: PlanKey) -> tuple[Optional[CachedPlan], str]:
 def store(plan_path: Path, key: PlanKey, plan: bytes, effective_precision: str, build_seconds: float) -> None:
     """Write plan then sidecar, each atomically (tmp file + os.replace). A crash between the
     two leaves a plan without a sidecar, which ``lookup`` treats as missing."""
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(plan_path, plan)
     meta = {
         "schema": SIDECAR_SCHEMA,
@@ -117,19 +116,3 @@ def store(plan_path: Path, key: PlanKey, plan: bytes, effective_precision: str, 
     }
     atomic_write_bytes(Path(str(plan_path) + ".json"), (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -23,14 +23,20 @@ ENGINES: dict[str, str] = {
 }
 
 
+def import_target(target: str):
+    """``"package.module:Name"`` -> that object, importing the module only now (the registries'
+    tables name classes whose modules pull in heavy or optional libraries)."""
+    module_name, _, name = target.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
 def engine_class(engine_type: str) -> type:
     """Import and return the engine class for a config ``type``. KeyError names the known types."""
     try:
         target = ENGINES[engine_type]
     except KeyError:
         raise KeyError(f"no engine registered for type {engine_type!r}; known: {sorted(ENGINES)}") from None
-    module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return import_target(target)
 
 
 def build_engine(config, spec: EngineSpec) -> Engine:

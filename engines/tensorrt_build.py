@@ -31,7 +31,6 @@ class BuildResult:
     plan: bytes
     effective_precision: str  # "fp16" or "fp32"
     seconds: float
-    timing_cache_reused: bool  # a non-empty timing cache file was loaded
 
 
 def make_trt_logger(trt):
@@ -120,4 +119,4 @@ def build_plan(
     atomic_write_bytes(timing_cache_path, bytes(config.get_timing_cache().serialize()))
     seconds = time.perf_counter() - t0
     log.info("TensorRT build: done in %.1f s, plan %d bytes, %s", seconds, len(plan), effective)
-    return BuildResult(plan=plan, effective_precision=effective, seconds=seconds, timing_cache_reused=bool(cache_bytes))
+    return BuildResult(plan=plan, effective_precision=effective, seconds=seconds)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engines import plan_cache
 from engines.hashing import file_sha256
-from engines.base import EngineError, EngineSpec, EngineUnavailable
+from engines.base import EngineError, EngineSpec, EngineUnavailable, run_in_chunks, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +102,8 @@ class TensorRTEngine:
             if self._engine is None and self.plan_status == "cached":
                 log.info("TensorRT plan: rebuilding, because the cached plan %s did not deserialize "
                          "(see the TensorRT error above)", self.plan_path)
-                plan, self.precision = build_and_store(trt, self.spec, config, self.plan_key(gpu_name, cc),
-                                                       self.plan_path, self._trt_logger)
+                plan, self.precision = build_and_store(trt, self.spec, config, self._key, self.plan_path,
+                                                       self._trt_logger)
                 self.plan_status = "built"
                 self._engine = self._runtime.deserialize_cuda_engine(plan)
             if self._engine is None:
@@ -131,7 +130,7 @@ class TensorRTEngine:
 
     def _load_or_build(self, gpu_name: str, cc: str) -> tuple[bytes, str]:
         onnx = Path(self.spec.onnx_path)
-        key = self.plan_key(gpu_name, cc)
+        key = self._key = self.plan_key(gpu_name, cc)  # hashes the ONNX once; reused if the plan must be rebuilt
         plan_path = plan_cache.plan_path_for(onnx)
         self.plan_path = plan_path
         cached, reason = plan_cache.lookup(plan_path, key)
@@ -171,16 +170,9 @@ class TensorRTEngine:
 
     # ------------------------------------------------------------------ Engine protocol
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(self.spec.input_shape) or batch.shape[0] < 1:
-            raise EngineError(f"expected float32 [N, {', '.join(map(str, self.spec.input_shape))}], got {list(batch.shape)}")
         if self._closed:
             raise EngineError("TensorRT engine is closed")
-        mb = self.config.max_batch
-        parts = [self._run_chunk(batch[i:i + mb]) for i in range(0, batch.shape[0], mb)]
-        if len(parts) == 1:
-            return parts[0]
-        return {k: np.concatenate([p[k] for p in parts]) for k in self.spec.output_names}
+        return run_in_chunks(batch, self.spec, self._run_chunk)
 
     def _run_chunk(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
         cuda, ctx, name_in = self._cuda, self._context, self.spec.input_name
@@ -206,10 +198,7 @@ class TensorRTEngine:
             self._ctx.pop()
 
     def warmup(self) -> None:
-        t0 = time.perf_counter()
-        for n in sorted({1, self.config.max_batch}):
-            self.run(np.zeros((n, *self.spec.input_shape), np.float32))
-        log.info("TensorRT warm-up (batch 1 and %d) took %.0f ms", self.config.max_batch, (time.perf_counter() - t0) * 1e3)
+        warm_up(self, "TensorRT")
 
     def close(self) -> None:
         if self._closed:

@@ -5,6 +5,7 @@ description saved in the bundle) with the same weights the ONNX was exported fro
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Literal, Optional
@@ -12,7 +13,7 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.base import EngineError, EngineSpec
+from engines.base import EngineError, EngineSpec, run_in_chunks
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +59,18 @@ class TorchEngine:
         log.info("torch engine on %s (%d threads)", want, torch.get_num_threads())
         self._torch = torch
         self.device = torch.device(want)
-        self.spec = EngineSpec(spec.onnx_path, spec.input_name, spec.input_shape, spec.output_names,
-                               config.max_batch, spec.network)
+        self.spec = dataclasses.replace(spec, max_batch=config.max_batch)
         self.precision = "fp32"
         self.net = build_network(spec.network, Path(spec.onnx_path).parent).to(self.device).eval()
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
-        outs: list[np.ndarray] = []
+
+        def chunk(x: np.ndarray) -> dict[str, np.ndarray]:
+            return {self.spec.output_names[0]: self.net(torch.from_numpy(x).to(self.device)).float().cpu().numpy()}
+
         with torch.inference_mode():
-            for i in range(0, len(batch), self.spec.max_batch):
-                x = torch.from_numpy(np.ascontiguousarray(batch[i:i + self.spec.max_batch], dtype=np.float32))
-                outs.append(self.net(x.to(self.device)).float().cpu().numpy())
-        return {self.spec.output_names[0]: np.concatenate(outs)}
+            return run_in_chunks(batch, self.spec, chunk)
 
     def warmup(self) -> None:
         self.run(np.zeros((1, *self.spec.input_shape), np.float32))

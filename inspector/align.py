@@ -100,7 +100,7 @@ class Aligner:
 
     @staticmethod
     def warp_image(image: np.ndarray, warp: np.ndarray) -> np.ndarray:
-        """The frame resampled into the reference's pose (edges replicated where it moved in)."""
+        """The frame resampled into the reference's pose (edges mirrored in where it moved)."""
         h, w = image.shape[:2]
         return cv2.warpAffine(image, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REFLECT_101)

@@ -3,13 +3,13 @@ atomically (temporary file + fsync + os.replace) so a crash never leaves half a 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
+from engines.atomicfile import atomic_write_bytes
 from inspector.preprocess import map_to_original
 from inspector.types import Region, RoiTransform
 
@@ -46,23 +46,10 @@ def render_overlay(image: np.ndarray, pixel_map: np.ndarray, transform: RoiTrans
 
 def write_png_atomic(path: str | Path, image: np.ndarray) -> Path:
     """Encode to PNG in memory, write to a temporary file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"could not encode PNG for {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX, suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.tobytes())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, buf.tobytes(), prefix=TEMP_PREFIX, suffix=".png")
 
 
 def remove_partial_writes(heatmap_dir: str | Path) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from inspector.align import Aligner, AlignSpec, to_grey
 from inspector.decode import FrameError
-from inspector.types import Batch, Frame, RoiTransform
+from inspector.types import RoiTransform
 
 
 @dataclass(frozen=True)
@@ -86,16 +86,6 @@ class Preprocessor:
         interp = cv2.INTER_AREA if (w > W or h > H) else cv2.INTER_LINEAR
         resized = cv2.resize(image, (W, H), interpolation=interp)
         return resized, RoiTransform(x, y, w, h, W / w, H / h, w0, h0)
-
-    def __call__(self, frames: Sequence[Frame]) -> Batch:
-        """Frames with images -> Batch (float32 NCHW). Raises FrameError for the first bad frame;
-        callers that need per-frame errors call ``prepare`` one by one."""
-        tensors, transforms = [], []
-        for f in frames:
-            t, tr = self.prepare(f.image, self.roi_by_source.get(f.source))
-            tensors.append(t)
-            transforms.append(tr)
-        return Batch(np.stack(tensors), tuple(frames), tuple(transforms))
 
 
 def map_to_original(pixel_map: np.ndarray, tr: RoiTransform) -> np.ndarray:

@@ -94,9 +94,7 @@ def build_pipeline(bundle: Bundle, engine_config, roi_by_source: Optional[dict] 
     spec = bundle.engine_spec(max_batch=engine_config.max_batch)
     try:
         engine = build_engine(engine_config, spec)
-    except EngineUnavailable as exc:
-        raise InspectorError(f"engine {engine_config.type}: {exc}") from None
-    except EngineError as exc:
+    except (EngineUnavailable, EngineError) as exc:
         raise InspectorError(f"engine {engine_config.type}: {exc}") from None
     try:
         check_precision(bundle, engine)

@@ -16,7 +16,6 @@ import logging
 import os
 import queue
 import signal
-import tempfile
 import threading
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
+from engines.atomicfile import atomic_write_bytes
 from inspector.heatmap import render_overlay, write_png_atomic
 from inspector.metrics import Metrics
 from inspector.outputs import OutputLayout, move_file, printable_name
@@ -392,10 +392,8 @@ class InspectionService:
         if self.status_path is None:
             return
         try:
-            self.status_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.status_path.parent, prefix=".status-")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.status(), fh)
-            os.replace(tmp, self.status_path)
+            # rewritten every 2 s and only informational: no fsync
+            atomic_write_bytes(self.status_path, json.dumps(self.status()).encode("utf-8"), prefix=".status-",
+                               fsync=False)
         except OSError as exc:
             log.debug("status file %s not written: %s", self.status_path, exc)

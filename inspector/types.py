@@ -1,6 +1,6 @@
 """Stage contracts: small frozen dataclasses holding numpy arrays (no torch here).
 
-Data flows one way: Source -Frame-> Preprocessor -Batch-> Engine -Features-> Scorer
+Data flows one way: Source -Frame-> Preprocessor -tensor-> Engine -Features-> Scorer
 -ScoreMap-> Judge -Verdict-> Writer.
 """
 from __future__ import annotations
@@ -64,15 +64,6 @@ class RoiTransform:
     original_w: int
     original_h: int
     align: Optional[tuple[float, ...]] = None
-
-
-@dataclass(frozen=True)
-class Batch:
-    """tensor: float32 NCHW, RGB, normalised as the backbone expects."""
-
-    tensor: np.ndarray
-    frames: tuple[Frame, ...]
-    transforms: tuple[RoiTransform, ...]
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,27 @@ def fp32_bundle_dir(tmp_path_factory, golden_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def aligned_bundle_dir(tmp_path_factory, golden_dir) -> Path:
+    """Like bundle_dir, with preprocess.align on."""
+    from calibration.calibrate import calibrate
+
+    out = tmp_path_factory.mktemp("bundle_aligned") / "bundle"
+    calibrate(small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE], "align": {"enabled": True}}), golden_dir, out,
+              progress=False)
+    return out
+
+
+def moved(image: np.ndarray, dx: float, dy: float, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image shifted and turned about its centre, and the 2x3 matrix that did it. Lanczos: a
+    camera sees a turned part once; a blurrier resampling here would add blur that no real frame
+    has, on top of the one resampling alignment does."""
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    m[:, 2] += (dx, dy)
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT_101), m
+
+
 @pytest.fixture
 def part_images():
     """A callable making (good or defective) synthetic parts at the test size."""

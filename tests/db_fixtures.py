@@ -2,8 +2,8 @@
 real PostgreSQL server that the tests start themselves (initdb + pg_ctl on a free loopback port
 in a temp dir, as a non-root user), plus helpers to build Verdicts.
 
-Use from a test module with ``from tests.db_fixtures import *  # noqa: F401,F403`` or register
-once in tests/conftest.py: ``pytest_plugins = ["tests.db_fixtures"]``.
+Registered once in tests/conftest.py (``pytest_plugins = ["tests.db_fixtures"]``), so every test
+module gets the fixtures; modules import only the helpers they call.
 
 The PostgreSQL parameter is skipped only when the server binaries are missing.
 """

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
-from calibration.fitters.training import deterministic, feature_stats, split_rows, train, training_device
+from calibration.fitters.training import (deterministic, feature_stats, split_rows, standardised_head, train,
+                                         train_val_tensors, training_device)
 from engines.backbones.heads import HEAD_OUTPUT, FeatureAutoencoder, head_arrays
 
 
@@ -33,12 +33,8 @@ class AutoencoderFitter:
         tr, va = split_rows(n, a.training.val_share, self.seed)
         dev = training_device()
         with deterministic(self.seed, a.training.threads):
-            model = FeatureAutoencoder(d, tuple(a.widths), a.bottleneck)
-            model.norm.mean.copy_(torch.from_numpy(mean).view(1, d, 1, 1))
-            model.norm.std.copy_(torch.from_numpy(std).view(1, d, 1, 1))
-            model.to(dev)
-            x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(dev)
-            train_x, val_x = x[torch.from_numpy(tr).to(dev)], x[torch.from_numpy(va).to(dev)]
+            model = standardised_head(FeatureAutoencoder(d, tuple(a.widths), a.bottleneck), mean, std, dev)
+            train_x, val_x = train_val_tensors(features, tr, va, dev)
             report = train(model, lambda m, b: m(b).mean(), train_x, val_x, a.training, self.seed,
                            progress=progress, total=total)
         model = model.cpu()

@@ -14,13 +14,19 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from calibration.fitters.training import deterministic, feature_stats, split_rows, train, training_device
+from calibration.fitters.training import (deterministic, feature_stats, split_rows, standardised_head, train,
+                                         train_val_tensors, training_device)
 from engines.backbones.heads import HEAD_OUTPUT, SvddHead, head_arrays
 
 
 def _as_maps(patches: torch.Tensor) -> torch.Tensor:
     """[P, D] -> [1, D, P, 1]: a 1x1 conv over this is one GEMM."""
     return patches.t().reshape(1, patches.shape[1], patches.shape[0], 1)
+
+
+def _in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: int = 65536) -> torch.Tensor:
+    """fn over rows of ``x`` in chunks (bounded memory), results concatenated."""
+    return torch.cat([fn(x[s:s + size]) for s in range(0, len(x), size)])
 
 
 class DeepSvddFitter:
@@ -49,15 +55,10 @@ class DeepSvddFitter:
         tr, va = split_rows(len(patches), c.training.val_share, self.seed)
         dev = training_device()
         with deterministic(self.seed, c.training.threads):
-            head = SvddHead(d, tuple(c.hidden_dims), c.out_dim)
-            head.norm.mean.copy_(torch.from_numpy(mean).view(1, d, 1, 1))
-            head.norm.std.copy_(torch.from_numpy(std).view(1, d, 1, 1))
-            head.to(dev)
-            x = torch.from_numpy(patches).to(dev)
-            train_x, val_x = x[torch.from_numpy(tr).to(dev)], x[torch.from_numpy(va).to(dev)]
+            head = standardised_head(SvddHead(d, tuple(c.hidden_dims), c.out_dim), mean, std, dev)
+            train_x, val_x = train_val_tensors(patches, tr, va, dev)
             with torch.no_grad():
-                centre = torch.cat([head.embed(_as_maps(train_x[s:s + 65536])).flatten(2).squeeze(0).t()
-                                    for s in range(0, len(train_x), 65536)]).mean(0)
+                centre = _in_chunks(lambda b: head.embed(_as_maps(b)).flatten(2).squeeze(0).t(), train_x).mean(0)
                 small = centre.abs() < c.centre_eps
                 centre[small & (centre < 0)] = -c.centre_eps
                 centre[small & (centre >= 0)] = c.centre_eps
@@ -74,8 +75,7 @@ class DeepSvddFitter:
             def update_radius(module: SvddHead, epoch: int) -> None:
                 if soft:
                     with torch.no_grad():
-                        dist = torch.cat([module(_as_maps(train_x[s:s + 65536])).flatten()
-                                          for s in range(0, len(train_x), 65536)])
+                        dist = _in_chunks(lambda b: module(_as_maps(b)).flatten(), train_x)
                         radius_sq.fill_(float(torch.quantile(dist[:1_000_000], 1.0 - c.nu)))
 
             report = train(head, loss_fn, train_x, val_x, c.training, self.seed,

@@ -2,7 +2,7 @@
 every scorer in the config union has one (and a runtime class)."""
 from __future__ import annotations
 
-import importlib
+from engines.registry import import_target
 
 FITTERS: dict[tuple[str, str], str] = {
     ("memory_bank", "patchcore"): "calibration.fitters.memory_bank:CoresetFitter",
@@ -20,5 +20,4 @@ def build_fitter(scorer_config, seed: int = 0):
     except KeyError:
         raise KeyError(f"no fitter registered for scorer type {key[0]!r} method {key[1]!r}; "
                        f"known: {sorted(f'{t}/{m}' for t, m in FITTERS)}") from None
-    module_name, _, cls_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)(scorer_config, seed=seed)
+    return import_target(target)(scorer_config, seed=seed)

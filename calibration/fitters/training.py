@@ -113,3 +113,19 @@ def feature_stats(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     std = patches.std(0, dtype=np.float64)
     std = np.maximum(std, max(1e-6, 1e-3 * float(std.mean())))
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+def standardised_head(module: torch.nn.Module, mean: np.ndarray, std: np.ndarray,
+                      dev: torch.device) -> torch.nn.Module:
+    """Fill a head's input standardisation buffers (``module.norm``) and move it to ``dev``."""
+    d = len(mean)
+    module.norm.mean.copy_(torch.from_numpy(mean).view(1, d, 1, 1))
+    module.norm.std.copy_(torch.from_numpy(std).view(1, d, 1, 1))
+    return module.to(dev)
+
+
+def train_val_tensors(data: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
+                      dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and validation rows of ``data`` as tensors on ``dev``."""
+    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(dev)
+    return x[torch.from_numpy(train_rows).to(dev)], x[torch.from_numpy(val_rows).to(dev)]

@@ -37,7 +37,6 @@ def channel_average_matrix(in_dim: int, out_dim: int) -> torch.Tensor:
 class PatchFeatureNet(nn.Module):
     def __init__(self, backbone: str = "efficientnet_lite0", feature_dim: Optional[int] = None):
         super().__init__()
-        self.backbone_name = backbone
         if backbone in LITE_VARIANTS:
             self.backbone = EfficientNetLite(backbone)
             s8 = [s for s in self.backbone.stages if s.stride == 8][-1]
@@ -54,7 +53,6 @@ class PatchFeatureNet(nn.Module):
             raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-        self.concat_dim = channels
         self.feature_dim = feature_dim or channels
         if feature_dim and feature_dim != channels:
             self.reduce = nn.Conv2d(channels, feature_dim, 1, bias=False)

@@ -8,8 +8,6 @@ ground_truth/<defect>/<stem>_mask.png.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 from inspector.errors import InspectorError
@@ -28,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.benchmark import run_benchmark, format_result
+    from calibration.benchmark import format_result, run_benchmark, write_json_result
 
     if not (args.dataset / "train" / "good").is_dir():
         raise InspectorError(f"dataset {args.dataset}: no train/good folder; expected the MVTec AD layout")
@@ -36,7 +34,5 @@ def run(args: argparse.Namespace) -> int:
                            train_limit=args.train_limit, augment=args.augment, progress=not args.quiet)
     print(format_result(result))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}", file=sys.stderr)
+        write_json_result(args.out, result)
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 from inspector.errors import InspectorError
-from inspector.statusfile import STATUS_FILE_NAME, status_file_path  # noqa: F401  (tests and run use these)
+from inspector.statusfile import status_file_path
 
 STALE_AFTER_S = 60.0  # the daemon rewrites its status every few seconds; older means hung or gone
 

@@ -27,3 +27,12 @@ def upsample_and_smooth(patch_maps: np.ndarray, input_hw: tuple[int, int], sigma
         up = cv2.resize(m.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
         out[i] = cv2.GaussianBlur(up, (0, 0), sigma) if sigma > 0 else up
     return out
+
+
+def score_patch_maps(maps: np.ndarray, input_hw: tuple[int, int], sigma: float,
+                     image_scores: np.ndarray | None = None) -> ScoreMap:
+    """[N, h, w] patch scores -> ScoreMap: image score = the largest patch score (unless the
+    scorer has its own), pixel maps upsampled and smoothed."""
+    if image_scores is None:
+        image_scores = maps.reshape(len(maps), -1).max(axis=1)
+    return ScoreMap(image_scores.astype(np.float32), upsample_and_smooth(maps, input_hw, sigma))

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from inspector.scoring.base import upsample_and_smooth
+from inspector.scoring.base import score_patch_maps
 from inspector.types import ScoreMap
 
 
@@ -34,8 +34,7 @@ class DeepSvddScorer:
     def score(self, features: dict[str, np.ndarray], input_hw: tuple[int, int]) -> ScoreMap:
         """features[output_name]: float32 [N, 1, h, w] squared distances to the centre."""
         maps = features[self.output_name][:, 0].astype(np.float32) - np.float32(self.radius_sq)
-        image_scores = maps.reshape(len(maps), -1).max(axis=1)
-        return ScoreMap(image_scores.astype(np.float32), upsample_and_smooth(maps, input_hw, self.sigma))
+        return score_patch_maps(maps, input_hw, self.sigma)
 
 
 def pool_features(feats: np.ndarray, pooling: str) -> np.ndarray:

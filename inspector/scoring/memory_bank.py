@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inspector.scoring.base import upsample_and_smooth
+from inspector.scoring.base import score_patch_maps
 from inspector.types import ScoreMap
 
 
@@ -64,8 +64,7 @@ class MemoryBankScorer:
         self.sigma = float(smoothing_sigma)
         self.feature_name = feature_name
         self.bank_knn_index = bank_knn_index
-        self._bf16 = None  # Bf16NearestSearch, when the engine runs bf16
-        self.search_precision = "fp32"
+        self._bf16 = None  # Bf16NearestSearch, for bundles calibrated on a bf16 engine
 
     def set_search_precision(self, precision: str) -> None:
         """"bf16": the bf16 GEMM shortlist + exact fp32 distance (inspector/scoring/knn_bf16.py),
@@ -76,7 +75,10 @@ class MemoryBankScorer:
             self._bf16 = Bf16NearestSearch(self.bank)
         else:
             self._bf16 = None
-        self.search_precision = "bf16" if self._bf16 is not None else "fp32"
+
+    @property
+    def search_precision(self) -> str:
+        return "fp32" if self._bf16 is None else "bf16"
 
     @classmethod
     def from_bundle(cls, params: dict, arrays: dict[str, np.ndarray]) -> "MemoryBankScorer":
@@ -117,8 +119,5 @@ class MemoryBankScorer:
 
     def score(self, features: dict[str, np.ndarray], input_hw: tuple[int, int]) -> ScoreMap:
         maps, idx, q = self.patch_scores(features[self.feature_name])
-        if self.bank_knn_index is not None:
-            image_scores = self._reweighted(maps, idx, q)
-        else:
-            image_scores = maps.reshape(len(maps), -1).max(axis=1)
-        return ScoreMap(image_scores.astype(np.float32), upsample_and_smooth(maps, input_hw, self.sigma))
+        image_scores = self._reweighted(maps, idx, q) if self.bank_knn_index is not None else None
+        return score_patch_maps(maps, input_hw, self.sigma, image_scores)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inspector.scoring.base import upsample_and_smooth
+from inspector.scoring.base import score_patch_maps
 from inspector.types import ScoreMap
 
 
@@ -43,6 +43,4 @@ class PadimScorer:
         return np.sqrt(np.maximum(d2, 0.0)).T.reshape(n, h, w).astype(np.float32)
 
     def score(self, features: dict[str, np.ndarray], input_hw: tuple[int, int]) -> ScoreMap:
-        maps = self.patch_scores(features[self.feature_name])
-        image_scores = maps.reshape(len(maps), -1).max(axis=1)
-        return ScoreMap(image_scores.astype(np.float32), upsample_and_smooth(maps, input_hw, self.sigma))
+        return score_patch_maps(self.patch_scores(features[self.feature_name]), input_hw, self.sigma)

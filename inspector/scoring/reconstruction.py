@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inspector.scoring.base import upsample_and_smooth
+from inspector.scoring.base import score_patch_maps
 from inspector.types import ScoreMap
 
 
@@ -25,6 +25,4 @@ class AutoencoderScorer:
         return cls(smoothing_sigma=params.get("smoothing_sigma", 4.0), output_name=params.get("output_name", "patch_scores"))
 
     def score(self, features: dict[str, np.ndarray], input_hw: tuple[int, int]) -> ScoreMap:
-        maps = features[self.output_name][:, 0].astype(np.float32)
-        image_scores = maps.reshape(len(maps), -1).max(axis=1)
-        return ScoreMap(image_scores.astype(np.float32), upsample_and_smooth(maps, input_hw, self.sigma))
+        return score_patch_maps(features[self.output_name][:, 0].astype(np.float32), input_hw, self.sigma)

@@ -6,9 +6,9 @@ family's first one (bundles written before methods existed were all PatchCore).
 """
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
+
+from engines.registry import import_target
 
 SCORERS: dict[tuple[str, str], str] = {
     ("memory_bank", "patchcore"): "inspector.scoring.memory_bank:MemoryBankScorer",
@@ -30,8 +30,7 @@ def scorer_class(scorer_type: str, method: str | None = None):
     except KeyError:
         known = sorted(f"{t}/{m}" for t, m in SCORERS)
         raise KeyError(f"no scorer registered for type {scorer_type!r} method {method!r}; known: {known}") from None
-    module_name, _, cls_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+    return import_target(target)
 
 
 def scorer_from_bundle(scorer_type: str, params: dict, arrays: dict[str, np.ndarray]):

@@ -60,3 +60,13 @@ def data():
 def peak_is_at_defect(pixel_map: np.ndarray, tolerance: int = 16) -> bool:
     y, x = np.unravel_index(int(pixel_map.argmax()), pixel_map.shape)
     return abs(x - DEFECT_XY[0]) <= tolerance and abs(y - DEFECT_XY[1]) <= tolerance
+
+
+def head_scores(params: dict, arrays: dict, feats: np.ndarray) -> np.ndarray:
+    """A fitted head (Deep SVDD, autoencoder) run in torch on features: patch_scores [N, 1, h, w]."""
+    import torch
+
+    from engines.backbones.heads import load_head
+
+    with torch.no_grad():
+        return load_head(params["head"], arrays)(torch.from_numpy(feats)).numpy()

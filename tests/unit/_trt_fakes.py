@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import sys
 import types
 from dataclasses import dataclass, field
 
@@ -441,3 +442,12 @@ def _make_trt(gpu: FakeGpu):
                 Runtime, nptype, volume):
         setattr(trt, obj.__name__, obj)
     return trt
+
+
+def install(monkeypatch, gpu: FakeGpu) -> FakeGpu:
+    """Put the stand-in tensorrt / pycuda modules where the engine imports them (for one test)."""
+    trt, pkg, drv = gpu.modules()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "pycuda", pkg)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", drv)
+    return gpu

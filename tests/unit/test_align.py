@@ -12,17 +12,7 @@ import pytest
 
 from inspector.align import Aligner, AlignSpec, build_reference, to_grey, unalign_map
 from inspector.decode import FrameError
-from tests.conftest import TEST_SIZE, small_settings
-
-
-def _moved(image: np.ndarray, dx: float, dy: float, degrees: float) -> tuple[np.ndarray, np.ndarray]:
-    """The image shifted and turned about its centre, and the 2x3 matrix that did it."""
-    h, w = image.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    m[:, 2] += (dx, dy)
-    # Lanczos: a camera sees a turned part once; a blurrier resampling here would add blur that no
-    # real frame has, on top of the one resampling alignment does
-    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT_101), m
+from tests.conftest import TEST_SIZE, moved, small_settings
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +28,7 @@ def test_ecc_recovers_a_known_shift_and_turn(parts):
     assert failed == []
     aligner = Aligner(reference, AlignSpec())
     own = aligner.estimate(to_grey(parts[3]))  # each synthetic part has its own small jitter
-    frame, m = _moved(parts[3], 6, -4, 4.0)
+    frame, m = moved(parts[3], 6, -4, 4.0)
     warp = aligner.estimate(to_grey(frame))
     # the warp maps reference pixels to frame pixels, so it must be m after the part's own pose
     # (to within a pixel and half a degree); cv2's positive angle turns counter-clockwise on screen
@@ -62,7 +52,7 @@ def test_unrecognisable_frame_is_an_error_naming_alignment(parts):
 
 def test_shift_beyond_the_limit_is_refused(parts):
     reference, _ = build_reference([to_grey(p) for p in parts], AlignSpec())
-    frame, _ = _moved(parts[0], 10, 0, 0.0)
+    frame, _ = moved(parts[0], 10, 0, 0.0)
     Aligner(reference, AlignSpec()).estimate(to_grey(frame))  # within the default 15%
     with pytest.raises(FrameError, match="out of place.*max_shift"):
         Aligner(reference, AlignSpec(max_shift=0.03)).estimate(to_grey(frame))
@@ -86,24 +76,21 @@ def _inspect(pipeline, image):
 
 
 @pytest.fixture(scope="module")
-def aligned_and_plain(tmp_path_factory, golden_dir):
-    from calibration.calibrate import calibrate
+def aligned_and_plain(aligned_bundle_dir, bundle_dir):
+    """{align on?: (bundle dir, pipeline)}: the same golden parts calibrated with and without it."""
     from inspector.bundle import load_bundle
     from inspector.runtime import build_pipeline
+    from inspector.settings import Settings
 
-    out = {}
-    for align in (True, False):
-        s = small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE], "align": {"enabled": align}})
-        d = tmp_path_factory.mktemp(f"align{align}") / "bundle"
-        calibrate(s, golden_dir, d, progress=False)
-        out[align] = (d, build_pipeline(load_bundle(d), s.engine))
+    out = {align: (d, build_pipeline(load_bundle(d), Settings().engine))
+           for align, d in ((True, aligned_bundle_dir), (False, bundle_dir))}
     yield out
     for _, p in out.values():
         p.engine.close()
 
 
 def test_misplaced_good_part_passes_only_with_alignment(aligned_and_plain, part_images):
-    good, _ = _moved(part_images(), 5, -4, 3.0)
+    good, _ = moved(part_images(), 5, -4, 3.0)
     aligned, plain = aligned_and_plain[True][1], aligned_and_plain[False][1]
     assert _inspect(plain, good).kind.value == "fail"  # the pose alone looks like a defect
     v = _inspect(aligned, good)
@@ -114,8 +101,8 @@ def test_misplaced_defect_is_found_where_it_is_in_the_frame(aligned_and_plain, p
     pipeline = aligned_and_plain[True][1]
     defect = part_images("missing_hole")
     in_place = _inspect(pipeline, defect)
-    moved, m = _moved(defect, 9, -7, 3.0)
-    v = _inspect(pipeline, moved)
+    frame, m = moved(defect, 9, -7, 3.0)
+    v = _inspect(pipeline, frame)
     assert in_place.kind.value == "fail" and v.kind.value == "fail"
     # the hottest point of the map, in the frame's own pixels, moved with the part
     y0, x0 = np.unravel_index(np.argmax(in_place.pixel_map), in_place.pixel_map.shape)
@@ -174,9 +161,9 @@ def test_calibration_summary_and_report_of_an_aligned_bundle(tmp_path, golden_di
     assert result.manifest["engine"]["calibrated_precision"] in engine_line
 
 
-def test_a_part_turned_in_place_counts_as_turned_not_as_moved(parts):
+def test_a_part_turned_in_place_counts_as_turned_not_asmoved(parts):
     reference, _ = build_reference([to_grey(p) for p in parts], AlignSpec())
-    turned, _ = _moved(parts[2], 0, 0, 12.0)  # within max_rotation_deg 15, no shift at all
+    turned, _ = moved(parts[2], 0, 0, 12.0)  # within max_rotation_deg 15, no shift at all
     warp = Aligner(reference, AlignSpec()).estimate(to_grey(turned))
     assert abs(math.degrees(math.atan2(warp[1, 0], warp[0, 0]))) > 10
     with pytest.raises(FrameError, match="turned .* degrees"):

@@ -8,7 +8,7 @@ from calibration.fitters.autoencoder import AutoencoderFitter
 from engines.backbones.heads import load_head
 from inspector.scoring.reconstruction import AutoencoderScorer
 from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
-from tests.unit._scorer_data import data, features, peak_is_at_defect, preprocess
+from tests.unit._scorer_data import data, head_scores, features, peak_is_at_defect, preprocess
 
 TRAIN = {"epochs": 40, "batch_size": 2, "lr": 0.003, "patience": 6}
 
@@ -27,11 +27,6 @@ def _fit():
     return _CACHE["fit"]
 
 
-def _head_scores(params, arrays, feats):
-    with torch.no_grad():
-        return load_head(params["head"], arrays)(torch.from_numpy(feats)).numpy()
-
-
 def test_error_is_the_mean_squared_error_over_standardised_channels():
     params, arrays = _fit()
     head = load_head(params["head"], arrays)
@@ -45,7 +40,7 @@ def test_error_is_the_mean_squared_error_over_standardised_channels():
 def test_planted_defect_scores_above_every_good_part_and_points_at_it():
     params, arrays = _fit()
     _, test, _, labels = data()
-    sm = AutoencoderScorer.from_bundle(params, arrays).score({"patch_scores": _head_scores(params, arrays, test)},
+    sm = AutoencoderScorer.from_bundle(params, arrays).score({"patch_scores": head_scores(params, arrays, test)},
                                                              (TEST_SIZE, TEST_SIZE))
     assert sm.image_scores[labels == 1].min() > sm.image_scores[labels == 0].max()
     assert peak_is_at_defect(sm.pixel_maps[-1])
@@ -54,8 +49,8 @@ def test_planted_defect_scores_above_every_good_part_and_points_at_it():
 def test_batch_scores_equal_one_by_one():
     params, arrays = _fit()
     test = data()[1]
-    whole = _head_scores(params, arrays, test)
-    one = np.concatenate([_head_scores(params, arrays, test[i:i + 1]) for i in range(len(test))])
+    whole = head_scores(params, arrays, test)
+    one = np.concatenate([head_scores(params, arrays, test[i:i + 1]) for i in range(len(test))])
     np.testing.assert_allclose(one, whole, rtol=1e-4, atol=1e-6)
     scorer = AutoencoderScorer.from_bundle(params, arrays)
     sm = scorer.score({"patch_scores": whole}, (TEST_SIZE, TEST_SIZE))
@@ -95,5 +90,5 @@ def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle, golden_dir):
     np.testing.assert_allclose(ort_out, torch_out, rtol=1e-3, atol=1e-4)
     golden = read_golden(golden_dir, max_pixels=10**8)
     params, arrays = AutoencoderFitter(_settings(epochs=15).scorer, seed=0).fit(features(golden.images))
-    want = _head_scores(params, arrays, features(data()[2]))
+    want = head_scores(params, arrays, features(data()[2]))
     np.testing.assert_allclose(ort_out, want, rtol=2e-2, atol=2e-3)

@@ -8,19 +8,14 @@ import sys
 import pytest
 
 from tests.unit._engine_fixtures import INPUT_NAME, OUTPUT_NAMES, export_tiny_onnx
-from tests.unit._trt_fakes import FakeGpu
+from tests.unit._trt_fakes import FakeGpu, install
 from inspector.commands import build_engine
 from inspector.errors import BundleError, InspectorError
 
 
 @pytest.fixture
 def gpu(monkeypatch):
-    g = FakeGpu()
-    trt, pkg, drv = g.modules()
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "pycuda", pkg)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", drv)
-    return g
+    return install(monkeypatch, FakeGpu())
 
 
 @pytest.fixture

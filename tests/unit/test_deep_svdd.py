@@ -8,7 +8,7 @@ from calibration.fitters.deep_svdd import DeepSvddFitter
 from engines.backbones.heads import FeaturesWithHead, SvddHead, load_head
 from inspector.scoring.hypersphere import DeepSvddScorer
 from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
-from tests.unit._scorer_data import _net, data, features, peak_is_at_defect, preprocess
+from tests.unit._scorer_data import _net, data, head_scores, features, peak_is_at_defect, preprocess
 
 TRAIN = {"epochs": 4, "batch_size": 256, "patience": 3}
 
@@ -28,11 +28,6 @@ def _fit(seed=0, **svdd):
     return _CACHE[key]
 
 
-def _head_scores(params, arrays, feats):
-    with torch.no_grad():
-        return load_head(params["head"], arrays)(torch.from_numpy(feats)).numpy()
-
-
 def test_head_has_no_bias_and_the_centre_avoids_zero():
     params, arrays = _fit()
     head = load_head(params["head"], arrays)
@@ -43,7 +38,7 @@ def test_head_has_no_bias_and_the_centre_avoids_zero():
 def test_planted_defect_scores_above_every_good_part_and_points_at_it():
     params, arrays = _fit()
     _, test, _, labels = data()
-    sm = DeepSvddScorer.from_bundle(params, arrays).score({"patch_scores": _head_scores(params, arrays, test)},
+    sm = DeepSvddScorer.from_bundle(params, arrays).score({"patch_scores": head_scores(params, arrays, test)},
                                                           (TEST_SIZE, TEST_SIZE))
     assert sm.image_scores[labels == 1].min() > sm.image_scores[labels == 0].max()
     assert peak_is_at_defect(sm.pixel_maps[-1])
@@ -52,23 +47,23 @@ def test_planted_defect_scores_above_every_good_part_and_points_at_it():
 def test_training_pulls_golden_patches_towards_the_centre():
     params, arrays = _fit()
     golden = data()[0]
-    trained = _head_scores(params, arrays, golden).mean()
+    trained = head_scores(params, arrays, golden).mean()
     fresh = dict(arrays)
     torch.manual_seed(0)
     init = SvddHead(golden.shape[1], (256,), 64)
     for k, v in init.state_dict().items():
         if k.startswith("convs"):
             fresh["head." + k] = v.numpy()
-    assert trained < 0.5 * _head_scores(params, fresh, golden).mean()
+    assert trained < 0.5 * head_scores(params, fresh, golden).mean()
 
 
 def test_soft_boundary_keeps_about_nu_of_golden_patches_outside_the_radius():
     params, arrays = _fit(objective="soft_boundary", nu=0.2)
     assert params["radius_sq"] > 0
-    dist = _head_scores(params, arrays, data()[0]).ravel()
+    dist = head_scores(params, arrays, data()[0]).ravel()
     outside = float((dist > params["radius_sq"]).mean())
     assert 0.05 < outside < 0.4
-    sm = DeepSvddScorer.from_bundle(params, arrays).score({"patch_scores": _head_scores(params, arrays, data()[1])},
+    sm = DeepSvddScorer.from_bundle(params, arrays).score({"patch_scores": head_scores(params, arrays, data()[1])},
                                                           (TEST_SIZE, TEST_SIZE))
     assert sm.image_scores[-1] > sm.image_scores[:-1].max()
 
@@ -76,13 +71,13 @@ def test_soft_boundary_keeps_about_nu_of_golden_patches_outside_the_radius():
 def test_batch_scores_equal_one_by_one():
     params, arrays = _fit()
     scorer = DeepSvddScorer.from_bundle(params, arrays)
-    maps = _head_scores(params, arrays, data()[1])
+    maps = head_scores(params, arrays, data()[1])
     whole = scorer.score({"patch_scores": maps}, (TEST_SIZE, TEST_SIZE))
     for i in range(len(maps)):
         one = scorer.score({"patch_scores": maps[i:i + 1]}, (TEST_SIZE, TEST_SIZE))
         np.testing.assert_allclose(one.image_scores[0], whole.image_scores[i], rtol=1e-6)
         np.testing.assert_allclose(one.pixel_maps[0], whole.pixel_maps[i], rtol=1e-5, atol=1e-6)
-    one_head = np.concatenate([_head_scores(params, arrays, data()[1][i:i + 1]) for i in range(len(maps))])
+    one_head = np.concatenate([head_scores(params, arrays, data()[1][i:i + 1]) for i in range(len(maps))])
     np.testing.assert_allclose(one_head, maps, rtol=1e-4, atol=1e-5)
 
 
@@ -137,7 +132,7 @@ def test_bundle_round_trip_engines_and_in_memory_agree(svdd_bundle, golden_dir):
     golden = read_golden(golden_dir, max_pixels=10**8)
     params, arrays = DeepSvddFitter(_settings().scorer, seed=0).fit(features(golden.images))
     want = DeepSvddScorer.from_bundle(params, arrays).score(
-        {"patch_scores": _head_scores(params, arrays, features(data()[2]))}, (TEST_SIZE, TEST_SIZE)).image_scores
+        {"patch_scores": head_scores(params, arrays, features(data()[2]))}, (TEST_SIZE, TEST_SIZE)).image_scores
     np.testing.assert_allclose(got_ort, want, rtol=2e-2)
     assert got_ort[-1] > got_ort[:-1].max()
 

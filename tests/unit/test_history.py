@@ -20,8 +20,7 @@ from inspector.retention import prune
 from inspector.settings import RetentionConfig
 from inspector.storage.queries import HistoryFilter, get_inspection, iter_history, parse_when
 from inspector.storage.stats import Shift, compute_stats
-from tests.db_fixtures import (T0, db_url, fill_dataset, make_verdict, minutes, postgres_server,  # noqa: F401
-                               run_command, store)
+from tests.db_fixtures import T0, fill_dataset, make_verdict, minutes, run_command  # fixtures: conftest's plugin
 
 
 @pytest.fixture

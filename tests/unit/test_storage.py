@@ -13,7 +13,7 @@ from inspector.errors import DatabaseError
 from inspector.storage import ResultStore, StorageUnavailable
 from inspector.storage.models import DefectRegion, Inspection, ModelBundle
 from inspector.storage.queries import get_inspection
-from tests.db_fixtures import T0, db_url, make_verdict, minutes, postgres_server, store  # noqa: F401
+from tests.db_fixtures import T0, make_verdict  # fixtures (store, db_url...) come from conftest's plugin
 
 
 def test_record_and_read_back_with_regions(store):

@@ -11,7 +11,7 @@ from inspector.storage.database import make_engine
 from inspector.storage.migrations import MIGRATIONS, SCHEMA_VERSION, apply_pending
 from inspector.storage.models import Base
 from inspector.storage.queries import get_inspection
-from tests.db_fixtures import db_url, make_verdict, postgres_server, run_command  # noqa: F401
+from tests.db_fixtures import make_verdict, run_command  # fixtures (db_url...) come from conftest's plugin
 
 
 def _schema(engine):

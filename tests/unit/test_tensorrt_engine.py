@@ -11,17 +11,9 @@ import numpy as np
 import pytest
 
 from tests.unit._engine_fixtures import OUTPUT_NAMES, export_tiny_onnx, ort_reference, random_batch, tiny_spec
-from tests.unit._trt_fakes import FakeGpu
+from tests.unit._trt_fakes import FakeGpu, install
 from engines.base import Engine, EngineError, EngineUnavailable
 from engines.tensorrt_engine import TensorRTEngine, TensorRTEngineConfig
-
-
-def install(monkeypatch, gpu: FakeGpu) -> FakeGpu:
-    trt, pkg, drv = gpu.modules()
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setitem(sys.modules, "pycuda", pkg)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", drv)
-    return gpu
 
 
 @pytest.fixture

@@ -31,6 +31,9 @@ class InspectionPipeline:
         self.judge = judge
         self.bundle_id = bundle_id
         self.input_hw = (preprocessor.spec.height, preprocessor.spec.width)
+        # Pixel maps for passing frames too? Fails always get one (regions, heatmap). The daemon
+        # turns this off unless heatmaps are drawn for passes (output.heatmaps_for_passes).
+        self.maps_for_passes = True
 
     def error_verdict(self, frame: Frame, reason: str) -> Verdict:
         return Verdict(frame=frame, kind=VerdictKind.ERROR, score=None, threshold=self.judge.image_threshold,
@@ -78,7 +81,7 @@ class InspectionPipeline:
                 t0 = time.perf_counter()
                 score = float(scores.image_scores[k])
                 kind = self.judge.decide(score)
-                pmap = None if scores.pixel_maps is None else scores.pixel_maps[k]
+                pmap = (scores.pixel_map(k) if kind is VerdictKind.FAIL or self.maps_for_passes else None)
                 if pmap is not None and ex.transforms[k].align is not None:
                     pmap = unalign_map(pmap, ex.transforms[k].align)  # back to the frame's own pose
                 regions = self.judge.regions(pmap, ex.transforms[k]) if kind is VerdictKind.FAIL else ()

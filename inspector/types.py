@@ -1,7 +1,7 @@
 """Stage contracts: small frozen dataclasses holding numpy arrays (no torch here).
 
 Data flows one way: Source -Frame-> Preprocessor -tensor-> Engine -Features-> Scorer
--ScoreMap-> Judge -Verdict-> Writer.
+-ScoreMap (inspector/scoring/base.py)-> Judge -Verdict-> Writer.
 """
 from __future__ import annotations
 
@@ -64,15 +64,6 @@ class RoiTransform:
     original_w: int
     original_h: int
     align: Optional[tuple[float, ...]] = None
-
-
-@dataclass(frozen=True)
-class ScoreMap:
-    """image_scores: float32 [N]; pixel_maps: float32 [N, H, W] at the tensor's input size,
-    or None for image-level scorers."""
-
-    image_scores: np.ndarray
-    pixel_maps: Optional[np.ndarray]
 
 
 @dataclass(frozen=True)

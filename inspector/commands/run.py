@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     limit_blas_threads(settings.runtime.blas_threads)
     pipeline = build_pipeline(bundle, settings.engine, roi)
     pipeline.engine.warmup()
+    pipeline.maps_for_passes = settings.output.heatmaps_for_passes
     metrics = Metrics()
     metrics.set_engine_info(pipeline.engine.kind, pipeline.engine.precision)
     server = None

@@ -14,8 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from inspector.scoring.base import score_patch_maps
-from inspector.types import ScoreMap
+from inspector.scoring.base import ScoreMap, score_patch_maps
 
 
 class DeepSvddScorer:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from inspector.scoring.base import score_patch_maps
-from inspector.types import ScoreMap
+from inspector.scoring.base import ScoreMap, score_patch_maps
 
 
 class AutoencoderScorer:

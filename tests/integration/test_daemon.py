@@ -96,6 +96,7 @@ def test_daemon_end_to_end(daemon, part_images):
     by_name = {r["origin_name"]: r for r in rows(db)}
     assert by_name["backlog-good.png"]["verdict"] == "pass"
     assert by_name["good-1.png"]["verdict"] == "pass"
+    assert by_name["good-1.png"]["heatmap_path"] is None  # passes get none unless configured
     for bad in ("missing-2.png", "missing-1.png"):
         r = by_name[bad]
         assert r["verdict"] == "fail", dict(r)
@@ -160,3 +161,22 @@ def test_broken_bundle_fails_at_start_with_one_line(tmp_path):
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "no-such-bundle" in lines[0] and "inspector calibrate" in lines[0], p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_heatmaps_for_passes_when_configured(tmp_path, bundle_dir, part_images):
+    # the daemon skips pixel maps for passes unless they are drawn: with the option on, a pass
+    # gets its heatmap as a fail does
+    from tests.integration.daemon_helpers import Daemon, drop_image, make_workspace, wait_rows
+
+    ws = make_workspace(tmp_path, bundle_dir, output={"heatmaps_for_passes": True})
+    d = Daemon(ws).start()
+    try:
+        d.wait_ready()
+        drop_image(ws.inbox, "good.png", part_images())
+        drop_image(ws.inbox, "bad.png", part_images("missing_hole"))
+        by_name = {r["origin_name"]: r for r in wait_rows(ws, 2, daemon=d)}
+    finally:
+        d.stop()
+    assert by_name["good.png"]["verdict"] == "pass" and by_name["bad.png"]["verdict"] == "fail"
+    for r in by_name.values():
+        assert r["heatmap_path"] and cv2.imread(r["heatmap_path"]) is not None, dict(r)

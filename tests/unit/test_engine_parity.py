@@ -225,6 +225,29 @@ def test_batch_of_four_equals_four_single_calls(bundle, parts):
         np.testing.assert_allclose(w.pixel_map, s.pixel_map, rtol=1e-4, atol=1e-4)
 
 
+def test_without_pass_maps_only_fails_get_a_map_and_the_same_regions(bundle, parts):
+    # the daemon makes pixel maps only for what it draws or cuts into regions (fails, unless
+    # heatmaps for passes are configured): scores, verdicts and fail maps must not change
+    pipeline = build_pipeline(bundle, OnnxRuntimeEngineConfig(max_batch=4))
+    try:
+        frames = _frames(parts)
+        full = pipeline.inspect(frames)
+        pipeline.maps_for_passes = False
+        lean = pipeline.inspect(frames)
+    finally:
+        pipeline.engine.close()
+    kinds = [v.kind.value for v in full]
+    assert "pass" in kinds and "fail" in kinds, kinds
+    assert [v.kind for v in lean] == [v.kind for v in full]
+    for f, v in zip(full, lean):
+        assert v.score == f.score and f.pixel_map is not None
+        if v.kind.value == "fail":
+            np.testing.assert_array_equal(v.pixel_map, f.pixel_map)
+            assert v.regions == f.regions and v.regions
+        else:
+            assert v.pixel_map is None
+
+
 # ---------------------------------------------------------------- the inference worker's batching
 def _service(max_batch=4, batch_wait_ms=50.0):
     from inspector.service import InspectionService

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
@@ -65,7 +64,6 @@ class FolderSource:
         # the inbox as events and listings name it (as configured) and as resolved, computed once
         self._inbox_paths = {os.path.abspath(self.inbox), os.path.realpath(self.inbox)}
         self.max_pixels = max_pixels
-        self._complete: "queue.SimpleQueue[str]" = queue.SimpleQueue()  # paths with close/rename events
         self._pending: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, unchanged since)
         self._closed: set[str] = set()
         self._in_flight: set[str] = set()
@@ -83,7 +81,13 @@ class FolderSource:
         from watchdog.observers import Observer
 
         self._emit = emit
-        self._observer = Observer()
+        try:
+            # inotify: a file renamed in from another folder is then a "moved" event, so it is
+            # complete at once; by default watchdog calls it "created" (as if still being
+            # written), and a fresh frame moved in waited stable_seconds (0.5 s) for nothing
+            self._observer = Observer(generate_full_events=True)
+        except TypeError:  # observers of other platforms have no such option
+            self._observer = Observer()
         self._observer.schedule(_Handler(self), str(self.inbox), recursive=self.config.recursive)
         self._observer.daemon = True
         self._observer.start()
@@ -266,7 +270,8 @@ class _Handler:
             return
         kind = event.event_type
         if kind == "moved":
-            self.source.note(os.fsdecode(event.dest_path), complete=True)
+            if event.dest_path:  # "" when a file was renamed out of the inbox
+                self.source.note(os.fsdecode(event.dest_path), complete=True)
         elif kind == "closed":
             self.source.note(os.fsdecode(event.src_path), complete=True)
         elif kind in ("created", "modified"):

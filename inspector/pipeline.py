@@ -78,16 +78,18 @@ class InspectionPipeline:
             score_ms = _ms(t0) / n
             for k, i in enumerate(ex.ok):
                 f = ex.frames[i]
-                t0 = time.perf_counter()
                 score = float(scores.image_scores[k])
                 kind = self.judge.decide(score)
+                t0 = time.perf_counter()
                 pmap = (scores.pixel_map(k) if kind is VerdictKind.FAIL or self.maps_for_passes else None)
+                map_ms = _ms(t0)  # part of scoring: upsampling + smoothing this frame's map
+                t0 = time.perf_counter()
                 if pmap is not None and ex.transforms[k].align is not None:
                     pmap = unalign_map(pmap, ex.transforms[k].align)  # back to the frame's own pose
                 regions = self.judge.regions(pmap, ex.transforms[k]) if kind is VerdictKind.FAIL else ()
                 judge_ms = _ms(t0)
                 timings = {"decode": f.decode_ms, "preprocess": ex.pre_ms[k], "inference": ex.inference_ms,
-                           "scoring": score_ms, "judge": judge_ms}
+                           "scoring": score_ms + map_ms, "judge": judge_ms}
                 timings["total"] = sum(timings.values())
                 results[i] = Verdict(frame=f, kind=kind, score=score, threshold=self.judge.image_threshold,
                                      regions=regions, bundle_id=self.bundle_id, timings_ms=timings,

@@ -309,7 +309,7 @@ class InspectionService:
         if v.kind is VerdictKind.ERROR:
             log.info("%s %r error: %s", f.source, name, v.error)
         else:
-            log.info("%s %r %s score=%.4f thr=%.4f regions=%d %.1fms (file to row %.0fms)", f.source, name,
+            log.info("%s %r %s score=%.4f thr=%.4f regions=%d %.1fms (file to row %.1fms)", f.source, name,
                      v.kind.value, v.score, v.threshold, len(v.regions), total or 0.0, latency_ms)
 
     # ------------------------------------------------------------ lifecycle

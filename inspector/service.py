@@ -234,6 +234,7 @@ class InspectionService:
                 self._count(group[i])
         for v, dest in zip(group, dests):
             f = v.frame
+            stays = dest is None  # output.keep_in_inbox
             if f.origin_path and dest is not None:
                 try:
                     move_file(f.origin_path, dest)
@@ -241,9 +242,10 @@ class InspectionService:
                     log.warning("%s: vanished from the inbox before it could be moved",
                                 os.path.basename(f.origin_path))
                 except OSError as exc:
+                    stays = True  # the next start retries the move
                     log.error("%s: recorded, but cannot move to %s (%s)", os.path.basename(f.origin_path), dest,
                               exc.strerror)
-            self._finished(f)
+            self._finished(f, recorded_and_kept=stays)
 
     def _heatmap(self, v: Verdict) -> Optional[str]:
         if not self.layout.wants_heatmap(v):
@@ -288,10 +290,12 @@ class InspectionService:
             log.warning("%s: left in the inbox for the next start", v.frame.origin_path or v.frame.id)
             self._finished(v.frame)
 
-    def _finished(self, f: Frame) -> None:
+    def _finished(self, f: Frame, recorded_and_kept: bool = False) -> None:
+        """Hand the file back to its source; a recorded file that stays in the inbox is passed
+        with its key, so the source does not take it again while it is the same file."""
         src = self._by_source.get(f.source)
         if f.origin_path and hasattr(src, "finished"):
-            src.finished(f.origin_path)
+            src.finished(f.origin_path, recorded_key=f.key if recorded_and_kept else None)
 
     def _count(self, v: Verdict) -> None:
         f = v.frame

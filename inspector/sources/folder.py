@@ -74,6 +74,7 @@ class FolderSource:
         self._counts = {"frames_read": 0, "frames_emitted": 0, "errors": 0, "drops": 0, "reconnects": 0}
         self._backlog_done = threading.Event()
         self._backlog: set[str] = set()
+        self._recorded: dict[str, str] = {}  # path -> key of a recorded file left in the inbox
         self._wake = threading.Event()
 
     # -------------------------------------------------------------- public
@@ -105,13 +106,17 @@ class FolderSource:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def finished(self, path: str) -> None:
-        """The writer committed this file's row and moved it: forget it."""
+    def finished(self, path: str, recorded_key: Optional[str] = None) -> None:
+        """The writer is done with this file: forget it. ``recorded_key``: its row is committed
+        but the file stays in the inbox (output.keep_in_inbox, or a failed move); it is not
+        taken again while it is the same file (same key), only when replaced."""
         with self._lock:
             self._in_flight.discard(path)
             self._pending.pop(path, None)
             self._closed.discard(path)
             self._backlog.discard(path)
+            if recorded_key is not None:
+                self._recorded[path] = recorded_key
 
     def wait_backlog(self, timeout: float) -> bool:
         """True once the files present at start have been listed (queued for reading, oldest first)."""
@@ -155,6 +160,9 @@ class FolderSource:
         except OSError as exc:
             log.error("source %s: cannot list inbox %s (%s); will retry", self.name, self.inbox, exc.strerror)
             return
+        with self._lock:  # recorded files that have left the inbox since
+            for gone in self._recorded.keys() - set(paths):
+                del self._recorded[gone]
         for p in paths:
             self.note(p, complete=False)
 
@@ -172,6 +180,14 @@ class FolderSource:
                     self._pending.pop(path, None)
                     self._closed.discard(path)
                 continue
+            with self._lock:
+                kept = self._recorded.pop(path, None)
+                if kept is not None and kept == frame_key(path, st):  # recorded already: leave it be
+                    self._recorded[path] = kept
+                    self._pending.pop(path, None)
+                    self._closed.discard(path)
+                    continue
+                # (a different key: replaced by a new file of the same name, a new frame)
             if (st.st_size, st.st_mtime_ns) != (size, mtime):
                 # changed since we last looked: restart the stability clock
                 with self._lock:

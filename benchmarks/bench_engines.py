@@ -108,6 +108,24 @@ def score_with(bundle, config, items, images) -> dict:
             "_scores": scores, "_kinds": kinds}
 
 
+def _time_calls(fn, warm_up_arg, args, clock) -> dict:
+    """``fn(warm_up_arg)`` once, then ``fn(a)`` for each of ``args`` timed with ``clock``
+    (time.perf_counter: wall-clock; time.process_time: process CPU); ms per call."""
+    fn(warm_up_arg)
+    ts = []
+    for a in args:
+        t = clock()
+        fn(a)
+        ts.append((clock() - t) * 1e3)
+    return percentiles(ts)
+
+
+def _capped_bank(bank: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """``cap`` rows drawn from the golden patch distribution: bank rows resampled with small noise
+    (the search cost depends only on the sizes, the noise keeps argmin from being trivial)."""
+    return bank[rng.integers(0, len(bank), cap)] + rng.normal(0, 0.05, (cap, bank.shape[1])).astype(np.float32)
+
+
 def time_search(queries: np.ndarray, bank: np.ndarray, repeats: int, precision: str = "fp32") -> dict:
     """The scorer's nearest-row search for one frame's patches against ``bank``, at the given
     search precision (fp32: exact GEMM; bf16: bf16 GEMM + exact refine); ms per call."""
@@ -115,20 +133,13 @@ def time_search(queries: np.ndarray, bank: np.ndarray, repeats: int, precision: 
 
     scorer = MemoryBankScorer(bank)  # precomputes what the daemon's scorer precomputes
     scorer.set_search_precision(precision)
-    scorer.nearest(queries)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        scorer.nearest(queries)
-        ts.append((time.perf_counter() - t) * 1e3)
-    return percentiles(ts)
+    return _time_calls(scorer.nearest, queries, [queries] * repeats, time.perf_counter)
 
 
 def scoring_breakdown(bundle, images, cap: int, repeats: int) -> dict:
     """Memory-bank search vs upsample + blur, per frame (batch 1), with onnxruntime features;
     on the bundle's bank and on a bank of ``cap`` rows (the coreset cap) drawn from the golden
-    patch distribution (bank rows resampled with small noise: the search cost depends only on the
-    sizes, the noise keeps argmin from being trivial)."""
+    patch distribution (_capped_bank)."""
     from inspector.scoring.base import upsample_and_smooth
 
     pipeline = build_pipeline(bundle, engine_config(type="onnxruntime", max_batch=1))
@@ -140,8 +151,7 @@ def scoring_breakdown(bundle, images, cap: int, repeats: int) -> dict:
     n, d, h, w = feats.shape
     q = np.ascontiguousarray(feats.transpose(0, 2, 3, 1).reshape(-1, d), np.float32)
     bank = pipeline.scorer.bank
-    rng = np.random.default_rng(0)
-    capped = bank[rng.integers(0, len(bank), cap)] + rng.normal(0, 0.05, (cap, d)).astype(np.float32)
+    capped = _capped_bank(bank, cap, np.random.default_rng(0))
     maps = pipeline.scorer.patch_scores(feats)[0]
     up = []
     for _ in range(repeats):
@@ -166,20 +176,16 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
     from engines.registry import build_engine
     from inspector.scoring.base import upsample_and_smooth
     from inspector.scoring.memory_bank import MemoryBankScorer
+    from inspector.scoring.registry import scorer_from_bundle
 
     from threadpoolctl import threadpool_limits
-    pipeline = build_pipeline(bundle, engine_config(type="onnxruntime", max_batch=1))
-    pipeline.engine.close()
-    tensors = [pipeline.preprocessor.prepare(im)[0][None] for im in images[:count]]
+    pre = bundle.preprocessor()
+    scorer = scorer_from_bundle(bundle.scorer_type, bundle.scorer_params, bundle.arrays)
+    input_hw = (pre.spec.height, pre.spec.width)
+    tensors = [pre.prepare(im)[0][None] for im in images[:count]]
 
     def cpu_ms(fn, args) -> dict:
-        fn(args[0])
-        ts = []
-        for a in args:
-            t = time.process_time()
-            fn(a)
-            ts.append((time.process_time() - t) * 1e3)
-        return percentiles(ts)
+        return _time_calls(fn, args[0], args, time.process_time)
 
     out: dict[str, dict] = {"features_ms": {}}
     spec = bundle.engine_spec(max_batch=4)
@@ -196,11 +202,11 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
             out["features_ms"][name] = cpu_ms(engine.run, tensors)
         finally:
             engine.close()
-    d = int(pipeline.scorer.bank.shape[1])
+    bank = scorer.bank
+    d = int(bank.shape[1])
     rng = np.random.default_rng(0)
-    bank = pipeline.scorer.bank
-    capped = MemoryBankScorer(bank[rng.integers(0, len(bank), cap)] + rng.normal(0, 0.05, (cap, d)).astype(np.float32))
-    h, w = pipeline.input_hw[0] // 8, pipeline.input_hw[1] // 8
+    capped = MemoryBankScorer(_capped_bank(bank, cap, rng))
+    h, w = input_hw[0] // 8, input_hw[1] // 8
     queries = [rng.normal(0, 1, (h * w, d)).astype(np.float32) + bank[rng.integers(0, len(bank), h * w)]
                for _ in range(count)]
     limit = threadpool_limits(1)
@@ -219,7 +225,7 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
         finally:
             torch.set_num_threads(torch_threads)
         maps = rng.random((1, h, w), dtype=np.float32)
-        out["upsample_blur_ms"] = cpu_ms(lambda _: upsample_and_smooth(maps, pipeline.input_hw, pipeline.scorer.sigma),
+        out["upsample_blur_ms"] = cpu_ms(lambda _: upsample_and_smooth(maps, input_hw, scorer.sigma),
                                          list(range(count)))
     finally:
         cv2.setNumThreads(threads_cv)
@@ -236,9 +242,7 @@ def option_sweep(bundle, images, rounds: int = 30) -> dict:
     import onnxruntime as ort
 
     spec = bundle.engine_spec(max_batch=4)
-    pipeline = build_pipeline(bundle, engine_config(type="onnxruntime", max_batch=1))
-    pipeline.engine.close()
-    x = pipeline.preprocessor.prepare(images[0])[0][None]
+    x = bundle.preprocessor().prepare(images[0])[0][None]
     feeds = {spec.input_name: x}
     variants = {}
     levels = {"ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}

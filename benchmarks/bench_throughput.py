@@ -189,8 +189,7 @@ def single_frame_rate(bundle: Path, staged: list[Path], args) -> dict:
 def write_config(work: Path, bundle: Path, args) -> Path:
     import yaml
 
-    for d in ("inbox",):
-        (work / d).mkdir(parents=True, exist_ok=True)
+    (work / "inbox").mkdir(parents=True, exist_ok=True)
     cfg = {
         "bundle": str(bundle),
         "database": {"url": f"sqlite:///{work / 'inspector.db'}"},

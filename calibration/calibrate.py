@@ -38,12 +38,11 @@ from calibration.reference import golden_reference
 from calibration.thresholds import Threshold, quantile_margin_threshold
 from engines.backbones.export import export_onnx
 from engines.backbones.heads import build_head_network
-from engines.base import EngineSpec
+from engines.base import EngineSpec, normalise_precision
 from engines.registry import build_engine
 from inspector.bundle import ALIGN_REFERENCE
 from inspector.errors import InspectorError
 from inspector.preprocess import Preprocessor, PreprocessSpec
-from inspector.runtime import normalise_precision
 from inspector.scoring.registry import scorer_from_bundle, search_params
 from inspector.settings import Settings
 
@@ -91,17 +90,13 @@ def _enough_originals(golden: GoldenSet, minimum: int, message: str) -> int:
     return n
 
 
-# (fit indices, held-out indices); at least 1 held out and 1 fitted
-_split = split_rows
-
-
 def _split_originals(names: list[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(fit indices, held-out indices) over a golden set that may hold augmented copies: the
     split is drawn over the original images; held out are originals only, and the copies of a
-    held-out image are in neither set. Without copies this is exactly ``_split``."""
+    held-out image are in neither set. Without copies this is exactly ``split_rows``."""
     origins = [original_name(n) for n in names]
     unique = list(dict.fromkeys(origins))
-    _, hold = _split(len(unique), share, seed)
+    _, hold = split_rows(len(unique), share, seed)
     held = {unique[i] for i in hold}
     fit_idx = [i for i, o in enumerate(origins) if o not in held]
     hold_idx = [i for i, n in enumerate(names) if origins[i] in held and not is_augmented(n)]
@@ -109,16 +104,15 @@ def _split_originals(names: list[str], share: float, seed: int) -> tuple[np.ndar
 
 
 def _export_with_head(description: dict, params: dict, arrays: dict[str, np.ndarray], input_hw: tuple[int, int],
-                      workdir: Path) -> tuple[Path, dict, str]:
+                      workdir: Path) -> tuple[Path, dict]:
     """Export backbone + the fitted head as one ONNX network in ``workdir`` (with the head
-    weights beside it in arrays.npz, where the torch engine reads them); returns (onnx path,
-    network description for the manifest, output name)."""
+    weights beside it in arrays.npz, where the torch engine reads them), output
+    ``params["output_name"]``; returns (onnx path, network description for the manifest)."""
     net_description = {**description, "kind": "patch_features_head", "head": params["head"]}
     np.savez(workdir / "arrays.npz", **{k: v for k, v in arrays.items() if k.startswith("head.")})
     net = build_head_network(net_description, arrays=arrays)
-    output = params["output_name"]
-    onnx_path = export_onnx(net, workdir / "network.onnx", (3, *input_hw), INPUT_NAME, (output,))
-    return onnx_path, net_description, output
+    onnx_path = export_onnx(net, workdir / "network.onnx", (3, *input_hw), INPUT_NAME, (params["output_name"],))
+    return onnx_path, net_description
 
 
 def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
@@ -186,13 +180,15 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         head_export = None
         if "head" in params:
             head_export = _export_with_head(description, params, arrays, (height, width), workdir)
-            head_onnx, head_description, _ = head_export
+            head_onnx, head_description = head_export
             head_spec = EngineSpec(str(head_onnx), INPUT_NAME, (3, height, width), (params["output_name"],),
                                    network=head_description)
             head_engine = build_engine(settings.engine, head_spec)
-            held_outputs = run_images(head_engine, pre, [golden.images[i] for i in hold_idx],
-                                      batch=head_engine.spec.max_batch)
-            head_engine.close()
+            try:
+                held_outputs = run_images(head_engine, pre, [golden.images[i] for i in hold_idx],
+                                          batch=head_engine.spec.max_batch)
+            finally:
+                head_engine.close()
         else:
             held_outputs = {OUTPUT_NAME: feats[hold_idx]}
         held = scorer.score(held_outputs, (height, width))
@@ -216,8 +212,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         if "head" in params:  # the final head goes into the network the daemon runs
             if cal.refit_on_all:  # else the held-out step's export is this very network
                 head_export = _export_with_head(description, params, arrays, (height, width), workdir)
-            onnx_path, description, output = head_export
-            output_names = [output]
+            onnx_path, description = head_export
+            output_names = [params["output_name"]]
         manifest = {
             "preprocess": pspec.to_json(),
             "network": description,

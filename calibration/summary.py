@@ -58,8 +58,8 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
     near = []
     if r.holdout_maps is not None and len(r.holdout_names):
         order = np.argsort(np.abs(r.holdout_scores - r.image_threshold.value))[:6]
-        names = [r.holdout_names[i] for i in order]
-        for i, name in zip(order, names):
+        for i in order:
+            name = r.holdout_names[i]
             img = r.holdout_images[i]
             _, tr = pre.prepare(img)
             held_map = r.holdout_maps[i] if tr.align is None else unalign_map(r.holdout_maps[i], tr.align)

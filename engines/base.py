@@ -11,6 +11,19 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+# Engines report fp32 / fp16 / bf16; other spellings (OpenVINO's f32, numpy's float32) that an
+# older bundle or a third-party engine might carry are read as the same precision.
+PRECISION_NAMES = {"fp32": "fp32", "f32": "fp32", "float32": "fp32",
+                   "fp16": "fp16", "f16": "fp16", "float16": "fp16",
+                   "bf16": "bf16", "bfloat16": "bf16"}
+
+
+def normalise_precision(name: str) -> str:
+    """"f32" -> "fp32" etc.; an unknown name is returned lower-cased (and never equals a known one)."""
+    key = str(name).strip().lower()
+    return PRECISION_NAMES.get(key, key)
+
+
 class EngineUnavailable(RuntimeError):
     """The backend's libraries or hardware are missing on this machine; the message says
     what to install or where to run."""

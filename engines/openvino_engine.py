@@ -18,15 +18,14 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.base import EngineError, EngineSpec, EngineUnavailable, run_in_chunks, warm_up
+from engines.base import EngineError, EngineSpec, EngineUnavailable, normalise_precision, run_in_chunks, warm_up
 
 log = logging.getLogger(__name__)
 
-# config spelling -> OpenVINO's INFERENCE_PRECISION_HINT
-_OV_HINT = {"fp32": "f32", "f32": "f32", "bf16": "bf16"}
-# the compiled model's INFERENCE_PRECISION_HINT (ov.Type.get_type_name()) -> what engine.precision reports,
-# in the project's names (fp32 / bf16 / fp16), the same as the other engines
-_REPORTED = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+# the project's precision names (engines.base.normalise_precision) -> OpenVINO's INFERENCE_PRECISION_HINT;
+# the compiled model's hint (ov.Type.get_type_name(): f32 / bf16 / f16) is reported back through
+# normalise_precision, in the project's names (fp32 / bf16 / fp16), the same as the other engines
+_OV_HINT = {"fp32": "f32", "bf16": "bf16"}
 
 INSTALL_HINT = ("engine.type openvino needs OpenVINO, an inspector dependency that is missing here: "
                 "reinstall inspector (pip install -e .) or pip install openvino")
@@ -105,7 +104,7 @@ class OpenVinoEngine:
         model.reshape({spec.input_name: ov.PartialShape([ov.Dimension(1, config.max_batch), c, h, w])})
         # No CPU pinning: pinned inference threads fight the daemon's scoring, decoding and writing
         # threads for the same cores (as onnxruntime's did; see docs/BENCHMARKS.md)
-        props = {"INFERENCE_PRECISION_HINT": _OV_HINT[requested], "PERFORMANCE_HINT": "LATENCY",
+        props = {"INFERENCE_PRECISION_HINT": _OV_HINT[normalise_precision(requested)], "PERFORMANCE_HINT": "LATENCY",
                  "ENABLE_CPU_PINNING": False}
         if config.threads:
             props["INFERENCE_NUM_THREADS"] = config.threads
@@ -120,8 +119,8 @@ class OpenVinoEngine:
             raise EngineError(f"{spec.onnx_path} has no output(s) {missing}; it has {sorted(outputs)}")
         actual = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         name = actual.get_type_name() if hasattr(actual, "get_type_name") else str(actual)
-        self.precision = _REPORTED.get(name, name)
-        if self.precision != _REPORTED[_OV_HINT[requested]]:
+        self.precision = normalise_precision(name)
+        if self.precision != normalise_precision(requested):
             log.warning("OpenVINO: requested %s but the compiled model runs %s", config.precision, actual)
         log.info("OpenVINO %s on CPU: precision %s (requested %s), threads %s, PERFORMANCE_HINT LATENCY, batch 1..%d",
                  ov.__version__, self.precision, config.precision,

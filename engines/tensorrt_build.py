@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from engines.base import EngineError
-from engines.plan_cache import atomic_write_bytes
+from engines.atomicfile import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -96,18 +96,7 @@ class TensorRTEngine:
             from engines.tensorrt_build import make_trt_logger
 
             self._trt_logger = make_trt_logger(trt)
-            plan, self.precision = self._load_or_build(gpu_name, cc)
-            self._runtime = trt.Runtime(self._trt_logger)
-            self._engine = self._runtime.deserialize_cuda_engine(plan)
-            if self._engine is None and self.plan_status == "cached":
-                log.info("TensorRT plan: rebuilding, because the cached plan %s did not deserialize "
-                         "(see the TensorRT error above)", self.plan_path)
-                plan, self.precision = build_and_store(trt, self.spec, config, self._key, self.plan_path,
-                                                       self._trt_logger)
-                self.plan_status = "built"
-                self._engine = self._runtime.deserialize_cuda_engine(plan)
-            if self._engine is None:
-                raise EngineError("TensorRT could not deserialize the plan it just built (see TensorRT errors above)")
+            self._engine, self.precision = self._load_or_build(gpu_name, cc)
             self._context = self._engine.create_execution_context()
             self._bind()
             self._stream = cuda.Stream()
@@ -128,19 +117,34 @@ class TensorRTEngine:
             profile=plan_cache.profile_string(self.spec.input_shape, self.config.max_batch),
         )
 
-    def _load_or_build(self, gpu_name: str, cc: str) -> tuple[bytes, str]:
+    def _load_or_build(self, gpu_name: str, cc: str) -> tuple[object, str]:
+        """(deserialized ICudaEngine, precision) from the cached plan, or from one built and stored
+        now; a cached plan that does not deserialize (e.g. after a driver change) is rebuilt once.
+        Sets self._runtime, self.plan_path and self.plan_status."""
         onnx = Path(self.spec.onnx_path)
-        key = self._key = self.plan_key(gpu_name, cc)  # hashes the ONNX once; reused if the plan must be rebuilt
+        key = self.plan_key(gpu_name, cc)  # hashes the ONNX once; reused if the plan must be rebuilt
         plan_path = plan_cache.plan_path_for(onnx)
         self.plan_path = plan_path
         cached, reason = plan_cache.lookup(plan_path, key)
         if cached is not None:
             log.info("TensorRT plan cache hit: %s (%s)", plan_path, cached.effective_precision)
             self.plan_status = "cached"
-            return cached.plan, cached.effective_precision
-        log.info("TensorRT plan: building, because %s", reason)
-        self.plan_status = "built"
-        return build_and_store(self._trt, self.spec, self.config, key, plan_path, self._trt_logger)
+            plan, precision = cached.plan, cached.effective_precision
+        else:
+            log.info("TensorRT plan: building, because %s", reason)
+            self.plan_status = "built"
+            plan, precision = build_and_store(self._trt, self.spec, self.config, key, plan_path, self._trt_logger)
+        self._runtime = self._trt.Runtime(self._trt_logger)
+        engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None and self.plan_status == "cached":
+            log.info("TensorRT plan: rebuilding, because the cached plan %s did not deserialize "
+                     "(see the TensorRT error above)", plan_path)
+            plan, precision = build_and_store(self._trt, self.spec, self.config, key, plan_path, self._trt_logger)
+            self.plan_status = "built"
+            engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise EngineError("TensorRT could not deserialize the plan it just built (see TensorRT errors above)")
+        return engine, precision
 
     # ------------------------------------------------------------------ buffers
     def _bind(self) -> None:

@@ -26,12 +26,6 @@ def safe_name(name: str, max_len: int = 120) -> str:
     return base[-max_len:]
 
 
-def printable_name(name: str) -> str:
-    """``name`` as valid UTF-8 text: bytes that are not UTF-8 (kept by Python as surrogates) are
-    shown as ``\\xNN``. Identity for every valid name, so frame keys stay stable."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:10]
 

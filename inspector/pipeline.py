@@ -24,7 +24,8 @@ def _ms(t0: float) -> float:
 
 
 class InspectionPipeline:
-    def __init__(self, preprocessor: Preprocessor, engine: Engine, scorer, judge: Judge, bundle_id: str):
+    def __init__(self, preprocessor: Preprocessor, engine: Engine, scorer, judge: Judge, bundle_id: str, *,
+                 maps_for_passes: bool = True):
         self.preprocessor = preprocessor
         self.engine = engine
         self.scorer = scorer
@@ -33,7 +34,7 @@ class InspectionPipeline:
         self.input_hw = (preprocessor.spec.height, preprocessor.spec.width)
         # Pixel maps for passing frames too? Fails always get one (regions, heatmap). The daemon
         # turns this off unless heatmaps are drawn for passes (output.heatmaps_for_passes).
-        self.maps_for_passes = True
+        self.maps_for_passes = maps_for_passes
 
     def error_verdict(self, frame: Frame, reason: str) -> Verdict:
         return Verdict(frame=frame, kind=VerdictKind.ERROR, score=None, threshold=self.judge.image_threshold,
@@ -81,7 +82,7 @@ class InspectionPipeline:
                 score = float(scores.image_scores[k])
                 kind = self.judge.decide(score)
                 t0 = time.perf_counter()
-                pmap = (scores.pixel_map(k) if kind is VerdictKind.FAIL or self.maps_for_passes else None)
+                pmap = scores.pixel_map(k) if kind is VerdictKind.FAIL or self.maps_for_passes else None
                 map_ms = _ms(t0)  # part of scoring: upsampling + smoothing this frame's map
                 t0 = time.perf_counter()
                 if pmap is not None and ex.transforms[k].align is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from engines.base import EngineError, EngineUnavailable
+from engines.base import EngineError, EngineUnavailable, normalise_precision
 from engines.registry import build_engine
 from inspector.bundle import Bundle
 from inspector.errors import BundleError, InspectorError
@@ -38,19 +38,6 @@ def check_preprocess_matches(bundle: Bundle, settings) -> None:
 
 def _align_words(spec) -> str:
     return "off" if spec is None else ", ".join(f"{k} {v}" for k, v in spec.to_json().items())
-
-
-# Engines report fp32 / fp16 / bf16; other spellings (OpenVINO's f32, numpy's float32) that an
-# older bundle or a third-party engine might carry are read as the same precision.
-_PRECISION_NAMES = {"fp32": "fp32", "f32": "fp32", "float32": "fp32",
-                    "fp16": "fp16", "f16": "fp16", "float16": "fp16",
-                    "bf16": "bf16", "bfloat16": "bf16"}
-
-
-def normalise_precision(name: str) -> str:
-    """"f32" -> "fp32" etc.; an unknown name is returned lower-cased (and never equals a known one)."""
-    key = str(name).strip().lower()
-    return _PRECISION_NAMES.get(key, key)
 
 
 def check_precision(bundle: Bundle, engine) -> None:
@@ -89,7 +76,8 @@ def follow_bundle_precision(bundle: Bundle, engine_config):
     return engine_config.model_copy(update={"precision": want})
 
 
-def build_pipeline(bundle: Bundle, engine_config, roi_by_source: Optional[dict] = None) -> InspectionPipeline:
+def build_pipeline(bundle: Bundle, engine_config, roi_by_source: Optional[dict] = None, *,
+                   maps_for_passes: bool = True) -> InspectionPipeline:
     engine_config = follow_bundle_precision(bundle, engine_config)
     spec = bundle.engine_spec(max_batch=engine_config.max_batch)
     try:
@@ -110,4 +98,4 @@ def build_pipeline(bundle: Bundle, engine_config, roi_by_source: Optional[dict] 
     log.info("pipeline: bundle %s (%s), engine %s %s, input %dx%d, threshold %.4f%s", bundle.id, bundle.scorer_type,
              engine.kind, engine.precision, pre.spec.width, pre.spec.height, judge.image_threshold,
              f", kNN search {scorer.search_precision}" if hasattr(scorer, "search_precision") else "")
-    return InspectionPipeline(pre, engine, scorer, judge, bundle.id)
+    return InspectionPipeline(pre, engine, scorer, judge, bundle.id, maps_for_passes=maps_for_passes)

@@ -9,7 +9,6 @@ incident). SIGTERM/SIGINT stop the sources, drain the queues and exit.
 """
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import logging
@@ -26,7 +25,8 @@ from typing import Optional, Sequence
 from engines.atomicfile import atomic_write_bytes
 from inspector.heatmap import render_overlay, write_png_atomic
 from inspector.metrics import Metrics
-from inspector.outputs import OutputLayout, move_file, printable_name
+from inspector.names import printable_name
+from inspector.outputs import OutputLayout, move_file
 from inspector.pipeline import InspectionPipeline
 from inspector.storage import ResultStore, StorageUnavailable
 from inspector.systemd import SystemdNotifier
@@ -54,14 +54,6 @@ class _Incident:
         if self.since is not None:
             log.warning("%s: recovered after %.1fs", self.what, time.monotonic() - self.since)
             self.since = None
-
-
-def _storable(v: Verdict) -> Verdict:
-    """The verdict with an origin path the database can store as text (see printable_name)."""
-    f = v.frame
-    if not f.origin_path or printable_name(f.origin_path) == f.origin_path:
-        return v
-    return dataclasses.replace(v, frame=dataclasses.replace(f, origin_path=printable_name(f.origin_path)))
 
 
 class InspectionService:
@@ -225,7 +217,7 @@ class InspectionService:
             heatmap = self._retry(lambda: self._heatmap(v), self._disk_incident)
             if heatmap is False:
                 return self._abandon(group)
-            items.append((_storable(v), v.frame.key, heatmap, str(dests[i]) if dests[i] else None))
+            items.append((v, v.frame.key, heatmap, str(dests[i]) if dests[i] else None))
         if items:
             ok = self._retry(lambda: self.store.record_many(items), self._db_incident)
             if ok is False:

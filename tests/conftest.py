@@ -73,15 +73,25 @@ def fp32_bundle_dir(tmp_path_factory, golden_dir) -> Path:
     return out
 
 
+def aligned_settings():
+    """small_settings with preprocess.align on."""
+    return small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE], "align": {"enabled": True}})
+
+
 @pytest.fixture(scope="session")
-def aligned_bundle_dir(tmp_path_factory, golden_dir) -> Path:
-    """Like bundle_dir, with preprocess.align on."""
+def aligned_calibration(tmp_path_factory, golden_dir):
+    """The CalibrationResult of calibrating the golden parts with aligned_settings() (its bundle:
+    aligned_bundle_dir). Shared: write a report only into a copy of the bundle."""
     from calibration.calibrate import calibrate
 
     out = tmp_path_factory.mktemp("bundle_aligned") / "bundle"
-    calibrate(small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE], "align": {"enabled": True}}), golden_dir, out,
-              progress=False)
-    return out
+    return calibrate(aligned_settings(), golden_dir, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def aligned_bundle_dir(aligned_calibration) -> Path:
+    """Like bundle_dir, with preprocess.align on."""
+    return aligned_calibration.bundle_dir
 
 
 def moved(image: np.ndarray, dx: float, dy: float, degrees: float) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from calibration.fitters.training import floor_std
 from inspector.scoring.hypersphere import pool_features
 
 
@@ -24,8 +25,7 @@ class OcsvmFitter:
         c = self.config.ocsvm
         x = pool_features(features, c.pooling)
         mean = x.mean(0)
-        std = x.std(0)
-        std = np.maximum(std, max(1e-6, 1e-3 * float(std.mean())))
+        std = floor_std(x.std(0))
         z = (x - mean) / std
         # "scale" as scikit-learn defines it, computed here so the stored gamma is explicit
         gamma = 1.0 / (z.shape[1] * max(float(z.var()), 1e-12)) if c.gamma == "scale" else float(c.gamma)

@@ -107,11 +107,16 @@ def train(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, torch.Ten
     return TrainReport(epoch, best_epoch, best, train_loss)
 
 
+def floor_std(std: np.ndarray) -> np.ndarray:
+    """Per-channel std floored at max(1e-6, 1e-3 * its mean), so a constant channel does not
+    divide by ~0 when standardising; keeps ``std``'s dtype."""
+    return np.maximum(std, max(1e-6, 1e-3 * float(std.mean())))
+
+
 def feature_stats(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (floored) of patches float32 [P, D], for the Standardise buffer."""
     mean = patches.mean(0, dtype=np.float64)
-    std = patches.std(0, dtype=np.float64)
-    std = np.maximum(std, max(1e-6, 1e-3 * float(std.mean())))
+    std = floor_std(patches.std(0, dtype=np.float64))
     return mean.astype(np.float32), std.astype(np.float32)
 
 

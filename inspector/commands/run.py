@@ -95,9 +95,8 @@ def run(args: argparse.Namespace) -> int:
     notifier.status("loading engine")
     roi = {s.name: tuple(s.roi) for s in settings.sources if getattr(s, "roi", None)}
     limit_blas_threads(settings.runtime.blas_threads)
-    pipeline = build_pipeline(bundle, settings.engine, roi)
+    pipeline = build_pipeline(bundle, settings.engine, roi, maps_for_passes=settings.output.heatmaps_for_passes)
     pipeline.engine.warmup()
-    pipeline.maps_for_passes = settings.output.heatmaps_for_passes
     metrics = Metrics()
     metrics.set_engine_info(pipeline.engine.kind, pipeline.engine.precision)
     server = None

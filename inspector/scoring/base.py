@@ -1,7 +1,8 @@
 """The Scorer interface and the pieces every map-producing scorer shares."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional, Protocol
 
 import cv2
@@ -13,30 +14,27 @@ class ScoreMap:
     """A batch's scores. image_scores: float32 [N]. patch_maps: float32 [N, h, w], one score per
     feature-map cell, or None for image-level scorers.
 
-    Pixel maps (upsampled to ``input_hw`` and smoothed) are made on request, one frame at a
-    time: the daemon needs them only for the frames it draws or cuts into regions (the fails),
+    Pixel maps (upsampled to ``input_hw`` and smoothed) are made on request, for one frame or
+    for the whole batch: the daemon needs them only for the frames it draws or cuts into regions (the fails),
     and at 20 frames/s making them for every pass cost 0.3-0.5 ms a frame for nothing."""
 
     image_scores: np.ndarray
     patch_maps: Optional[np.ndarray] = None
     input_hw: tuple[int, int] = (0, 0)
     sigma: float = 0.0
-    _made: dict = field(default_factory=dict, repr=False)
 
     def pixel_map(self, k: int) -> Optional[np.ndarray]:
-        """float32 [H, W] for frame ``k``; None for image-level scorers."""
+        """float32 [H, W] for frame ``k`` (made on each call); None for image-level scorers."""
         if self.patch_maps is None:
             return None
-        if k not in self._made:
-            self._made[k] = upsample_and_smooth(self.patch_maps[k:k + 1], self.input_hw, self.sigma)[0]
-        return self._made[k]
+        return upsample_and_smooth(self.patch_maps[k:k + 1], self.input_hw, self.sigma)[0]
 
-    @property
+    @cached_property
     def pixel_maps(self) -> Optional[np.ndarray]:
-        """float32 [N, H, W] for the whole batch (calibration, benchmarks), or None."""
+        """float32 [N, H, W] for the whole batch (calibration, benchmarks), or None; made once."""
         if self.patch_maps is None:
             return None
-        return np.stack([self.pixel_map(k) for k in range(len(self.patch_maps))])
+        return upsample_and_smooth(self.patch_maps, self.input_hw, self.sigma)
 
 
 class Scorer(Protocol):

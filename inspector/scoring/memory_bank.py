@@ -56,24 +56,26 @@ class MemoryBankScorer:
     family = "memory_bank"
 
     def __init__(self, bank: np.ndarray, *, smoothing_sigma: float = 4.0, feature_name: str = "features",
-                 bank_knn_index: np.ndarray | None = None):
+                 bank_knn_index: np.ndarray | None = None, search: str = "fp32"):
         self.bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.bank_sq = np.einsum("ij,ij->i", self.bank, self.bank)
-        self.augmented = augmented_bank(self.bank, self.bank_sq)
         self.sigma = float(smoothing_sigma)
         self.feature_name = feature_name
         self.bank_knn_index = bank_knn_index
-        self._bf16 = None  # Bf16NearestSearch, for bundles calibrated on a bf16 engine
+        self.set_search_precision(search)
 
     def set_search_precision(self, precision: str) -> None:
         """"bf16": the bf16 GEMM shortlist + exact fp32 distance (inspector/scoring/knn_bf16.py),
-        for bundles calibrated on a bf16 engine; anything else: the exact fp32 search."""
+        for bundles calibrated on a bf16 engine; anything else: the exact fp32 search. Only the
+        chosen search's precomputed bank is kept."""
+        self._bf16 = None  # Bf16NearestSearch
+        self._augmented = None  # augmented_bank(), for the exact search
         if precision == "bf16":
             from inspector.scoring.knn_bf16 import Bf16NearestSearch
 
             self._bf16 = Bf16NearestSearch(self.bank)
         else:
-            self._bf16 = None
+            self._augmented = augmented_bank(self.bank, self.bank_sq)
 
     @property
     def search_precision(self) -> str:
@@ -82,17 +84,16 @@ class MemoryBankScorer:
     @classmethod
     def from_bundle(cls, params: dict, arrays: dict[str, np.ndarray]) -> "MemoryBankScorer":
         knn = arrays.get("bank_knn_index") if params.get("reweight") else None
-        scorer = cls(arrays["memory_bank"], smoothing_sigma=params.get("smoothing_sigma", 4.0),
-                     feature_name=params.get("feature_name", "features"), bank_knn_index=knn)
-        # how calibration searched (calibration/calibrate.py); bundles without the key search exactly
-        scorer.set_search_precision(params.get("search", "fp32"))
-        return scorer
+        # search: how calibration searched (calibration/calibrate.py); bundles without it search exactly
+        return cls(arrays["memory_bank"], smoothing_sigma=params.get("smoothing_sigma", 4.0),
+                   feature_name=params.get("feature_name", "features"), bank_knn_index=knn,
+                   search=params.get("search", "fp32"))
 
     def nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """queries float32 [P, D] -> (distance to the nearest bank row [P], its index [P])."""
         if self._bf16 is not None:
             return self._bf16.search(queries)
-        return nearest_distances(queries, self.bank, self.bank_sq, augmented=self.augmented)
+        return nearest_distances(queries, self.bank, self.bank_sq, augmented=self._augmented)
 
     def patch_scores(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """feats float32 [N, D, h, w] -> (patch distance maps [N, h, w], nn index [N, h*w], queries)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from inspector.decode import FrameError, read_image_file
-from inspector.outputs import printable_name
+from inspector.names import printable_name
 from inspector.settings import FolderSourceConfig
 from inspector.sources.base import Emit
 from inspector.types import Frame

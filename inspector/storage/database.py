@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModu
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspector.errors import DatabaseError
+from inspector.names import printable_name
 from inspector.storage import migrations
 from inspector.storage.models import DefectRegion, Inspection, ModelBundle
 
@@ -333,7 +334,8 @@ class ResultStore:
         row = dict(
             frame_key=frame_key,
             source=frame.source,
-            origin_name=os.path.basename(frame.origin_path) if frame.origin_path else None,
+            # text the column can hold, whatever bytes the file name has
+            origin_name=printable_name(os.path.basename(frame.origin_path)) if frame.origin_path else None,
             captured_at=_utc(frame.captured_at),
             recorded_at=datetime.now(timezone.utc),
             verdict=getattr(verdict.kind, "value", str(verdict.kind)),

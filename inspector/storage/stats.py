@@ -388,8 +388,12 @@ def _server_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], t
     aggs = [func.count().filter(inner.c.v == "pass"), func.count().filter(inner.c.v == "fail"),
             func.count().filter(inner.c.v.not_in(("pass", "fail")))]
     aggs += [func.percentile_cont(p / 100.0).within_group(inner.c.s) for p in PERCENTILES]
-    rows = conn.execute(select(inner.c.k, *aggs).group_by(inner.c.k)).all()
-    total = conn.execute(select(*aggs)).one()
+    # the groups and the total in one pass: GROUPING SETS ((k), ()); grouping(k) = 1 marks the
+    # total row (k itself can be NULL: a source or bundle left empty)
+    both = conn.execute(select(func.grouping(inner.c.k), inner.c.k, *aggs)
+                        .group_by(func.grouping_sets(inner.c.k, text("()")))).all()
+    rows = [r[1:] for r in both if r[0] == 0]
+    total = next(r[2:] for r in both if r[0] == 1)
 
     def nums(vals) -> list[float]:
         return [np.nan if v is None else float(v) for v in vals]

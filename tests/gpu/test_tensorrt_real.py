@@ -3,8 +3,6 @@ not import (CI, developer laptops); run on the line-side machine with ``pytest -
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ pytestmark = pytest.mark.gpu
 trt = pytest.importorskip("tensorrt")
 pytest.importorskip("pycuda.driver")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from tests.unit._engine_fixtures import OUTPUT_NAMES, export_tiny_onnx, ort_reference, random_batch, tiny_spec  # noqa: E402
 
 from engines.tensorrt_engine import TensorRTEngine, TensorRTEngineConfig  # noqa: E402

@@ -7,6 +7,7 @@
   never takes a write lock on the daemon's database.
 - :func:`drop_image`: write an image under a temporary name and ``os.replace`` it into the inbox,
   as a camera should.
+- :func:`hold_write_lock`: a second connection holding the SQLite write lock, as another writer would.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -26,8 +28,8 @@ import yaml
 
 from tests.conftest import daemon_env
 
-INSPECTION_COLUMNS = ("id", "frame_key", "origin_name", "verdict", "error_reason", "stored_path", "heatmap_path",
-                      "recorded_at", "captured_at")
+INSPECTION_COLUMNS = ("id", "frame_key", "origin_name", "verdict", "score", "threshold", "error_reason",
+                      "stored_path", "heatmap_path", "inference_ms", "total_ms", "recorded_at", "captured_at")
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Workspace:
     done: Path
     quarantine: Path
     heatmaps: Path
-    settings: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # the config as written to ``config``
 
     def inbox_files(self) -> list[str]:
         return sorted(os.listdir(self.inbox))
@@ -194,6 +196,19 @@ def rows(db: Path) -> list[dict]:
         con.close()
 
 
+@contextmanager
+def hold_write_lock(db: Path) -> Iterator[sqlite3.Connection]:
+    """Hold the SQLite write lock (BEGIN IMMEDIATE on a second connection, as another writer such as
+    a backup or ``inspector prune`` would) until the block ends, then roll back and close."""
+    locker = sqlite3.connect(str(db), timeout=5.0, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        yield locker
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+
 def row_count(db: Path) -> int:
     if not db.exists():
         return 0
@@ -225,6 +240,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, daemon: O
 def wait_rows(ws: Workspace, n: int, timeout: float = 60.0, daemon: Optional[Daemon] = None) -> list[dict]:
     wait_for(lambda: row_count(ws.db) >= n, timeout, f"{n} rows in {ws.db}", daemon)
     return rows(ws.db)
+
+
+def wait_row_named(ws: Workspace, name: str, timeout: float = 30.0, daemon: Optional[Daemon] = None) -> list[dict]:
+    """Wait until a row whose origin_name is ``name`` is recorded; returns every row of that name."""
+    wait_for(lambda: any(r["origin_name"] == name for r in rows(ws.db)), timeout, f"a row for {name!r}", daemon)
+    return [r for r in rows(ws.db) if r["origin_name"] == name]
 
 
 def wait_inbox_empty(ws: Workspace, timeout: float = 60.0, daemon: Optional[Daemon] = None) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.conftest import TEST_SIZE, moved
-from tests.integration.daemon_helpers import Daemon, drop_image, make_workspace, rows, wait_for
+from tests.integration.daemon_helpers import Daemon, drop_image, make_workspace, wait_rows
 
 
 def test_daemon_aligns_frames_and_refuses_unrecognisable_ones(tmp_path, aligned_bundle_dir, part_images):
@@ -21,8 +21,9 @@ def test_daemon_aligns_frames_and_refuses_unrecognisable_ones(tmp_path, aligned_
         drop_image(ws.inbox, "defect-moved.png", moved(part_images("missing_hole"), 5, -4, 3.0)[0])
         noise = np.random.default_rng(4).integers(0, 256, (TEST_SIZE, TEST_SIZE, 3), dtype=np.uint8)
         drop_image(ws.inbox, "not-a-part.png", noise)
-        wait_for(lambda: len(rows(ws.db)) == 3, 60, "three rows", daemon)
-        by_name = {r["origin_name"]: r for r in rows(ws.db)}
+        recorded = wait_rows(ws, 3, timeout=60, daemon=daemon)
+        assert len(recorded) == 3, recorded
+        by_name = {r["origin_name"]: r for r in recorded}
         assert by_name["good-moved.png"]["verdict"] == "pass", by_name["good-moved.png"]
         defect = by_name["defect-moved.png"]
         assert defect["verdict"] == "fail" and Path(defect["heatmap_path"]).is_file(), defect

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from tests.integration.daemon_helpers import (Daemon, drop_bytes, drop_image, encode, make_workspace, rows,
-                                              wait_for)
+                                              wait_for, wait_row_named)
+
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
@@ -101,9 +102,9 @@ def test_bad_file_is_quarantined_with_one_error_row(daemon: Daemon, case: str):
     path = put(ws.inbox)
     name = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # as stored
 
-    wait_for(lambda: any(r["origin_name"] == name for r in rows(ws.db)), 30, f"a row for {name!r}", daemon)
+    named = wait_row_named(ws, name, 30, daemon)
     took = time.monotonic() - t0
-    mine = [r for r in rows(ws.db) if r["id"] not in before and r["origin_name"] == name]
+    mine = [r for r in named if r["id"] not in before]
     assert len(mine) == 1, mine
     row = mine[0]
     assert row["verdict"] == "error", row
@@ -128,7 +129,6 @@ def test_bad_file_is_quarantined_with_one_error_row(daemon: Daemon, case: str):
 
     # the daemon is alive and still inspects a good frame
     good = drop_image(ws.inbox, f"good-after-{case}.png", _part(seed=hash(case) % 1000))
-    wait_for(lambda: any(r["origin_name"] == good.name for r in rows(ws.db)), 30, f"a row for {good.name}", daemon)
-    (g,) = [r for r in rows(ws.db) if r["origin_name"] == good.name]
+    (g,) = wait_row_named(ws, good.name, 30, daemon)
     assert g["verdict"] in ("pass", "fail"), g
     assert daemon.alive()

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import daemon_env
-from tests.integration.daemon_helpers import Daemon, drop_image, make_workspace, wait_for, wait_rows
+from tests.integration.daemon_helpers import (Daemon, drop_bytes, drop_image, encode, hold_write_lock, make_workspace,
+                                              row_count, wait_for, wait_rows)
 
 
 class NotifyListener(threading.Thread):
@@ -55,6 +56,20 @@ class NotifyListener(threading.Thread):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+WATCHDOG_USEC = 2_000_000  # 2 s: pings expected about every second
+
+
+def notify_env(listener: NotifyListener) -> dict:
+    """The daemon's environment as systemd sets it: $NOTIFY_SOCKET is the listener's socket, and the
+    watchdog is on at WATCHDOG_USEC (no $WATCHDOG_PID: an inherited one would name another process
+    and turn the daemon's watchdog off)."""
+    env = daemon_env()
+    env["NOTIFY_SOCKET"] = str(listener.path)
+    env["WATCHDOG_USEC"] = str(WATCHDOG_USEC)
+    env.pop("WATCHDOG_PID", None)
+    return env
+
+
 @pytest.fixture
 def listener():
     li = NotifyListener()
@@ -65,11 +80,7 @@ def listener():
 
 def test_ready_watchdog_status_stopping_in_order(tmp_path, bundle_dir, part_images, listener):
     ws = make_workspace(tmp_path, bundle_dir)
-    env = daemon_env()
-    env["NOTIFY_SOCKET"] = str(listener.path)
-    env["WATCHDOG_USEC"] = "2000000"  # 2 s: pings expected about every second
-    env.pop("WATCHDOG_PID", None)
-    daemon = Daemon(ws, env=env).start()
+    daemon = Daemon(ws, env=notify_env(listener)).start()
     try:
         wait_for(lambda: "READY=1" in listener.lines(), 60, "READY=1", daemon)
         t_ready = time.monotonic()
@@ -109,20 +120,11 @@ def test_ready_watchdog_status_stopping_in_order(tmp_path, bundle_dir, part_imag
 def test_watchdog_keeps_pinging_while_the_database_is_locked(tmp_path, bundle_dir, part_images, listener):
     """A locked database (a backup, `inspector prune` in another process) is waited out with the
     frames in the inbox; a systemd restart would not unlock it, so the watchdog must not fire."""
-    import sqlite3
-
-    from tests.integration.daemon_helpers import drop_bytes, encode, row_count
-
     n = 40  # more than the queues hold, so the inference worker blocks behind the writer
     ws = make_workspace(tmp_path, bundle_dir, database={"busy_timeout_s": 0.5})
-    env = daemon_env()
-    env["NOTIFY_SOCKET"] = str(listener.path)
-    env["WATCHDOG_USEC"] = "2000000"
-    daemon = Daemon(ws, env=env).start().wait_ready(60)
+    daemon = Daemon(ws, env=notify_env(listener)).start().wait_ready(60)
     try:
-        locker = sqlite3.connect(str(ws.db), timeout=5.0, isolation_level=None)
-        locker.execute("BEGIN IMMEDIATE")
-        try:
+        with hold_write_lock(ws.db):
             frames = [encode(part_images()) for _ in range(n)]
             for i, data in enumerate(frames):
                 drop_bytes(ws.inbox, f"p{i:02d}.png", data)
@@ -130,9 +132,6 @@ def test_watchdog_keeps_pinging_while_the_database_is_locked(tmp_path, bundle_di
             time.sleep(8.0)
             t_unlock = time.monotonic()
             assert row_count(ws.db) == 0
-        finally:
-            locker.execute("ROLLBACK")
-            locker.close()
         wait_rows(ws, n, timeout=60, daemon=daemon)
         assert daemon.terminate() == 0, daemon.tail()
     finally:

@@ -82,6 +82,22 @@ def assert_has_jet_heatmap(img: np.ndarray) -> None:
     assert dark_blue.sum() > 500 and red.sum() > 10, (int(dark_blue.sum()), int(red.sum()))
 
 
+def assert_report_renders(html: Path, tmp: Path, *, images: int, svgs: int, bar_bgr: tuple[int, int, int],
+                          tolerance: int) -> None:
+    """The report loads with all its ``images`` heatmaps decoded and ``svgs`` charts, and its
+    screenshot is not blank, shows a JET heatmap and more than 500 pixels of the chart bars' colour
+    (BGR, each channel within ``tolerance``)."""
+    dom = loaded_dom(html, tmp)
+    assert dom.get("image-count") == str(images) and dom.get("images-loaded") == "true", dom
+    assert dom.get("svg-count") == str(svgs), dom
+    img = screenshot(html, tmp)
+    assert_not_blank(img)
+    assert_has_jet_heatmap(img)
+    b, g, r = (img[..., i].astype(int) for i in range(3))
+    want_b, want_g, want_r = bar_bgr
+    assert ((abs(b - want_b) < tolerance) & (abs(g - want_g) < tolerance) & (abs(r - want_r) < tolerance)).sum() > 500
+
+
 def jet_heatmap(path: Path, seed: int, size: tuple[int, int] = (96, 128)) -> Path:
     """A real PNG heatmap: a Gaussian blob through OpenCV's JET colour map (BGR)."""
     rng = np.random.default_rng(seed)
@@ -106,15 +122,8 @@ def test_calibration_report_renders_in_chromium(tmp_path):
         summary={"golden images": "240"})
     html = write_calibration_report(tmp_path / "cal" / "report.html", data)
 
-    dom = loaded_dom(html, tmp_path)
-    assert dom.get("image-count") == "2" and dom.get("images-loaded") == "true", dom
-    assert dom.get("svg-count") == "1", dom
-    img = screenshot(html, tmp_path)
-    assert_not_blank(img)
-    assert_has_jet_heatmap(img)
-    # the histogram's blue bars (#4a90d9 at 0.8 opacity over white)
-    b, g, r = (img[..., i].astype(int) for i in range(3))
-    assert ((abs(b - 225) < 25) & (abs(g - 166) < 25) & (abs(r - 110) < 25)).sum() > 500
+    # the histogram's blue bars: #4a90d9 at 0.8 opacity over white
+    assert_report_renders(html, tmp_path, images=2, svgs=1, bar_bgr=(225, 166, 110), tolerance=25)
 
 
 def test_inspection_report_renders_in_chromium(tmp_path):
@@ -139,15 +148,8 @@ def test_inspection_report_renders_in_chromium(tmp_path):
     rc, _ = run_command(report_cmd, ["--db", str(tmp_path / "results.db"), "--out", str(html), "--top", "4"])
     assert rc == 0 and n_fail >= 4
 
-    dom = loaded_dom(html, tmp_path)
-    assert dom.get("image-count") == "4" and dom.get("images-loaded") == "true", dom
-    assert dom.get("svg-count") == "2", dom
-    img = screenshot(html, tmp_path)
-    assert_not_blank(img)
-    assert_has_jet_heatmap(img)
-    # the fails-per-source bars (#c0392b -> BGR (43, 57, 192))
-    b, g, r = (img[..., i].astype(int) for i in range(3))
-    assert ((abs(b - 43) < 20) & (abs(g - 57) < 20) & (abs(r - 192) < 20)).sum() > 500
+    # the fails-per-source bars: #c0392b
+    assert_report_renders(html, tmp_path, images=4, svgs=2, bar_bgr=(43, 57, 192), tolerance=20)
 
 
 def test_probe_notices_a_broken_image(tmp_path):

@@ -2,8 +2,11 @@
 back into the frame's own pixels, and what it buys end to end on misplaced parts."""
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import math
+import shutil
 from datetime import datetime, timezone
 
 import cv2
@@ -12,7 +15,7 @@ import pytest
 
 from inspector.align import Aligner, AlignSpec, build_reference, to_grey, unalign_map
 from inspector.decode import FrameError
-from tests.conftest import TEST_SIZE, moved, small_settings
+from tests.conftest import TEST_SIZE, aligned_settings, moved, small_settings
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +26,14 @@ def parts():
     return [make_part(rng, size=TEST_SIZE) for _ in range(8)]
 
 
-def test_ecc_recovers_a_known_shift_and_turn(parts):
-    reference, failed = build_reference([to_grey(p) for p in parts], AlignSpec())
+@pytest.fixture(scope="module")
+def built_reference(parts):
+    """build_reference of the parts with the default AlignSpec: (reference, [(index, reason) not registered])."""
+    return build_reference([to_grey(p) for p in parts], AlignSpec())
+
+
+def test_ecc_recovers_a_known_shift_and_turn(parts, built_reference):
+    reference, failed = built_reference
     assert failed == []
     aligner = Aligner(reference, AlignSpec())
     own = aligner.estimate(to_grey(parts[3]))  # each synthetic part has its own small jitter
@@ -43,15 +52,15 @@ def test_ecc_recovers_a_known_shift_and_turn(parts):
     assert after < 0.5 * before
 
 
-def test_unrecognisable_frame_is_an_error_naming_alignment(parts):
-    reference, _ = build_reference([to_grey(p) for p in parts], AlignSpec())
+def test_unrecognisable_frame_is_an_error_naming_alignment(built_reference):
+    reference, _ = built_reference
     noise = np.random.default_rng(0).integers(0, 256, (TEST_SIZE, TEST_SIZE), dtype=np.uint8)
     with pytest.raises(FrameError, match="^alignment: "):
         Aligner(reference, AlignSpec()).estimate(to_grey(noise))
 
 
-def test_shift_beyond_the_limit_is_refused(parts):
-    reference, _ = build_reference([to_grey(p) for p in parts], AlignSpec())
+def test_shift_beyond_the_limit_is_refused(parts, built_reference):
+    reference, _ = built_reference
     frame, _ = moved(parts[0], 10, 0, 0.0)
     Aligner(reference, AlignSpec()).estimate(to_grey(frame))  # within the default 15%
     with pytest.raises(FrameError, match="out of place.*max_shift"):
@@ -125,13 +134,10 @@ def test_bundle_keeps_the_reference_and_the_config_must_agree(aligned_and_plain)
     plain_config = small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE]})
     with pytest.raises(BundleError, match="preprocess.align motion euclidean.*the config says off"):
         check_preprocess_matches(bundle, plain_config)
-    check_preprocess_matches(bundle, small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE],
-                                                                "align": {"enabled": True}}))
+    check_preprocess_matches(bundle, aligned_settings())
 
 
 def test_bundle_without_its_reference_is_refused(aligned_and_plain, tmp_path):
-    import shutil
-
     from inspector.bundle import ALIGN_REFERENCE, ARRAYS, load_bundle
     from inspector.errors import BundleError
 
@@ -144,15 +150,13 @@ def test_bundle_without_its_reference_is_refused(aligned_and_plain, tmp_path):
         load_bundle(copy, verify_hashes=False)
 
 
-def test_calibration_summary_and_report_of_an_aligned_bundle(tmp_path, golden_dir):
-    import io
-
-    from calibration.calibrate import calibrate
+def test_calibration_summary_and_report_of_an_aligned_bundle(tmp_path, aligned_calibration):
     from calibration.summary import print_summary, write_report
 
-    settings = small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE], "align": {"enabled": True}})
-    result = calibrate(settings, golden_dir, tmp_path / "b", progress=False)
-    report = write_report(result, settings, None)  # near-threshold heatmaps need the bundle's reference
+    # write_report writes into the bundle's folder: the shared session bundle stays as it is
+    shutil.copytree(aligned_calibration.bundle_dir, tmp_path / "b")
+    result = dataclasses.replace(aligned_calibration, bundle_dir=tmp_path / "b")
+    report = write_report(result, aligned_settings(), None)  # near-threshold heatmaps need the bundle's reference
     assert report.is_file() and list((tmp_path / "b" / "report").glob("near-*.png"))
     out = io.StringIO()
     print_summary(result, report, out=out)
@@ -161,8 +165,8 @@ def test_calibration_summary_and_report_of_an_aligned_bundle(tmp_path, golden_di
     assert result.manifest["engine"]["calibrated_precision"] in engine_line
 
 
-def test_a_part_turned_in_place_counts_as_turned_not_asmoved(parts):
-    reference, _ = build_reference([to_grey(p) for p in parts], AlignSpec())
+def test_a_part_turned_in_place_counts_as_turned_not_asmoved(parts, built_reference):
+    reference, _ = built_reference
     turned, _ = moved(parts[2], 0, 0, 12.0)  # within max_rotation_deg 15, no shift at all
     warp = Aligner(reference, AlignSpec()).estimate(to_grey(turned))
     assert abs(math.degrees(math.atan2(warp[1, 0], warp[0, 0]))) > 10
@@ -196,7 +200,7 @@ def test_calibration_refuses_golden_images_that_do_not_register_to_each_other(tm
     rng = np.random.default_rng(2)
     for i in range(6):  # six unrelated "parts": at most the one picked as reference registers
         write_png(tmp_path / f"n{i}.png", rng.integers(0, 256, (TEST_SIZE, TEST_SIZE, 3), dtype=np.uint8))
-    settings = small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE], "align": {"enabled": True}})
+    settings = aligned_settings()
     with pytest.raises(InspectorError, match="images register to the golden reference .need 4.*align off"):
         calibrate(settings, tmp_path, tmp_path / "b", progress=False)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from calibration.augment import augment_golden, is_augmented, jitter, original_name
-from calibration.calibrate import _split, _split_originals
+from calibration.calibrate import _split_originals
+from calibration.fitters.training import split_rows
 from calibration.golden import GoldenSet
 from inspector.settings import AugmentConfig
 
@@ -71,7 +72,7 @@ def test_held_out_images_are_originals_and_their_copies_are_not_fitted():
     assert len(fit_idx) == (10 - len(held)) * 4
     # without copies, the split is the plain one
     plain = _golden(10)
-    for a, b in zip(_split_originals(plain.names, 0.3, 0), _split(10, 0.3, 0)):
+    for a, b in zip(_split_originals(plain.names, 0.3, 0), split_rows(10, 0.3, 0)):
         np.testing.assert_array_equal(a, b)
 
 

@@ -1,5 +1,7 @@
 """Feature autoencoder (reconstruction / autoencoder): planted outlier flagged at its place,
 batch == one-by-one, determinism, ONNX (engine) == torch, bundle round trip."""
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from calibration.fitters.autoencoder import AutoencoderFitter
 from engines.backbones.heads import load_head
 from inspector.scoring.reconstruction import AutoencoderScorer
 from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
-from tests.unit._scorer_data import data, head_scores, features, peak_is_at_defect, preprocess
+from tests.unit._scorer_data import data, head_scores, peak_is_at_defect, preprocess
 
 TRAIN = {"epochs": 40, "batch_size": 2, "lr": 0.003, "patience": 6}
 
@@ -18,13 +20,10 @@ def _settings(epochs=TRAIN["epochs"]):
                                   "autoencoder": {"training": {**TRAIN, "epochs": epochs}}}, engine=FP32_ENGINE)
 
 
-_CACHE = {}
-
-
+@functools.lru_cache(maxsize=1)
 def _fit():
-    if "fit" not in _CACHE:
-        _CACHE["fit"] = AutoencoderFitter(_settings().scorer, seed=0).fit(data()[0])
-    return _CACHE["fit"]
+    """(params, arrays) fitted on the golden features, once per process."""
+    return AutoencoderFitter(_settings().scorer, seed=0).fit(data()[0])
 
 
 def test_error_is_the_mean_squared_error_over_standardised_channels():
@@ -76,8 +75,7 @@ def ae_bundle(tmp_path_factory, golden_dir):
     return out
 
 
-def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle, golden_dir):
-    from calibration.golden import read_golden
+def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle):
     from engines.torch_engine import TorchEngineConfig
     from inspector.bundle import load_bundle
     from inspector.runtime import build_pipeline
@@ -88,7 +86,7 @@ def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle, golden_dir):
     ort_out = build_pipeline(bundle, _settings().engine).engine.run(x)["patch_scores"]
     torch_out = build_pipeline(bundle, TorchEngineConfig()).engine.run(x)["patch_scores"]
     np.testing.assert_allclose(ort_out, torch_out, rtol=1e-3, atol=1e-4)
-    golden = read_golden(golden_dir, max_pixels=10**8)
-    params, arrays = AutoencoderFitter(_settings(epochs=15).scorer, seed=0).fit(features(golden.images))
-    want = head_scores(params, arrays, features(data()[2]))
+    # the in-memory fitter on the same golden features (golden_dir holds data()'s golden parts)
+    params, arrays = AutoencoderFitter(_settings(epochs=15).scorer, seed=0).fit(data()[0])
+    want = head_scores(params, arrays, data()[1])
     np.testing.assert_allclose(ort_out, want, rtol=2e-2, atol=2e-3)

@@ -1,5 +1,7 @@
 """Deep SVDD (hypersphere / deep_svdd): bias-free head, centre rule, planted outlier flagged at
 its place, soft boundary, determinism, ONNX (engine) == torch, bundle round trip."""
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from calibration.fitters.deep_svdd import DeepSvddFitter
 from engines.backbones.heads import FeaturesWithHead, SvddHead, load_head
 from inspector.scoring.hypersphere import DeepSvddScorer
 from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
-from tests.unit._scorer_data import _net, data, head_scores, features, peak_is_at_defect, preprocess
+from tests.unit._scorer_data import _net, data, head_scores, peak_is_at_defect, preprocess
 
 TRAIN = {"epochs": 4, "batch_size": 256, "patience": 3}
 
@@ -18,14 +20,10 @@ def _settings(**svdd):
                                   "deep_svdd": {"training": TRAIN, **svdd}}, engine=FP32_ENGINE)
 
 
-_CACHE = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _fit(seed=0, **svdd):
-    key = (seed, tuple(sorted(svdd.items())))
-    if key not in _CACHE:
-        _CACHE[key] = DeepSvddFitter(_settings(**svdd).scorer, seed=seed).fit(data()[0])
-    return _CACHE[key]
+    """(params, arrays) fitted on the golden features; once per process for each (seed, settings)."""
+    return DeepSvddFitter(_settings(**svdd).scorer, seed=seed).fit(data()[0])
 
 
 def test_head_has_no_bias_and_the_centre_avoids_zero():
@@ -113,8 +111,7 @@ def svdd_bundle(tmp_path_factory, golden_dir):
     return out
 
 
-def test_bundle_round_trip_engines_and_in_memory_agree(svdd_bundle, golden_dir):
-    from calibration.golden import read_golden
+def test_bundle_round_trip_engines_and_in_memory_agree(svdd_bundle):
     from engines.torch_engine import TorchEngineConfig
     from inspector.bundle import load_bundle
     from inspector.runtime import build_pipeline
@@ -128,11 +125,11 @@ def test_bundle_round_trip_engines_and_in_memory_agree(svdd_bundle, golden_dir):
     got_ort = ort_pipe.scorer.score(ort_pipe.engine.run(x), (TEST_SIZE, TEST_SIZE)).image_scores
     got_torch = torch_pipe.scorer.score(torch_pipe.engine.run(x), (TEST_SIZE, TEST_SIZE)).image_scores
     np.testing.assert_allclose(got_ort, got_torch, rtol=1e-3)
-    # the in-memory fitter (same seed, same golden features) gives the same head and scores
-    golden = read_golden(golden_dir, max_pixels=10**8)
-    params, arrays = DeepSvddFitter(_settings().scorer, seed=0).fit(features(golden.images))
+    # the in-memory fitter (same seed, same golden features: golden_dir holds data()'s golden parts)
+    # gives the same head and scores
+    params, arrays = _fit()
     want = DeepSvddScorer.from_bundle(params, arrays).score(
-        {"patch_scores": head_scores(params, arrays, features(data()[2]))}, (TEST_SIZE, TEST_SIZE)).image_scores
+        {"patch_scores": head_scores(params, arrays, data()[1])}, (TEST_SIZE, TEST_SIZE)).image_scores
     np.testing.assert_allclose(got_ort, want, rtol=2e-2)
     assert got_ort[-1] > got_ort[:-1].max()
 

@@ -66,7 +66,6 @@ def test_batch_scores_equal_one_by_one_and_fit_is_deterministic():
 
 def test_bundle_round_trip_scores_equal_the_in_memory_fitter(tmp_path, golden_dir):
     from calibration.calibrate import calibrate
-    from calibration.golden import read_golden
     from inspector.bundle import load_bundle
     from inspector.runtime import build_pipeline
     from tests.unit._scorer_data import preprocess
@@ -76,10 +75,9 @@ def test_bundle_round_trip_scores_equal_the_in_memory_fitter(tmp_path, golden_di
     assert result.pixel_threshold is None and result.holdout_maps is None
     bundle = load_bundle(tmp_path / "b")
     assert bundle.pixel_threshold is None
-    golden = read_golden(golden_dir, max_pixels=10**8)
-    params, arrays = OcsvmFitter(settings.scorer, seed=0).fit(features(golden.images))
-    images = data()[2]
+    golden, test, images, _ = data()  # golden_dir holds data()'s golden parts
+    params, arrays = OcsvmFitter(settings.scorer, seed=0).fit(golden)
     pipe = build_pipeline(bundle, settings.engine)
     got = pipe.scorer.score(pipe.engine.run(preprocess(images)), (TEST_SIZE, TEST_SIZE)).image_scores
-    want = OcsvmScorer.from_bundle(params, arrays).score({"features": features(images)}, (TEST_SIZE, TEST_SIZE))
+    want = OcsvmScorer.from_bundle(params, arrays).score({"features": test}, (TEST_SIZE, TEST_SIZE))
     np.testing.assert_allclose(got, want.image_scores, rtol=1e-3, atol=1e-3)

@@ -7,7 +7,7 @@ from calibration.fitters.padim import PadimFitter
 from inspector.scoring.padim import PadimScorer
 from inspector.scoring.registry import scorer_from_bundle
 from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
-from tests.unit._scorer_data import data, features, peak_is_at_defect
+from tests.unit._scorer_data import data, peak_is_at_defect
 
 PADIM = {"type": "memory_bank", "method": "padim", "padim": {"n_channels": 64}}
 
@@ -69,7 +69,6 @@ def test_a_different_grid_is_refused_with_a_readable_error():
 
 def test_bundle_round_trip_scores_equal_the_in_memory_fitter(tmp_path, golden_dir):
     from calibration.calibrate import calibrate
-    from calibration.golden import read_golden
     from inspector.bundle import load_bundle
     from inspector.runtime import build_pipeline
     from tests.unit._scorer_data import preprocess
@@ -78,12 +77,11 @@ def test_bundle_round_trip_scores_equal_the_in_memory_fitter(tmp_path, golden_di
     calibrate(settings, golden_dir, tmp_path / "b", progress=False)
     bundle = load_bundle(tmp_path / "b")
     assert bundle.scorer_type == "memory_bank" and bundle.scorer_params["method"] == "padim"
-    golden = read_golden(golden_dir, max_pixels=10**8)
-    params, arrays = PadimFitter(settings.scorer, seed=0).fit(features(golden.images))
+    golden, test, images, _ = data()  # golden_dir holds data()'s golden parts
+    params, arrays = PadimFitter(settings.scorer, seed=0).fit(golden)
     for k in arrays:
         np.testing.assert_allclose(bundle.arrays[k], arrays[k], rtol=2e-3, atol=2e-3)
-    _, _, images, _ = data()
     pipe = build_pipeline(bundle, settings.engine)
     got = pipe.scorer.score(pipe.engine.run(preprocess(images)), (TEST_SIZE, TEST_SIZE)).image_scores
-    want = PadimScorer.from_bundle(params, arrays).score({"features": features(images)}, (TEST_SIZE, TEST_SIZE))
+    want = PadimScorer.from_bundle(params, arrays).score({"features": test}, (TEST_SIZE, TEST_SIZE))
     np.testing.assert_allclose(got, want.image_scores, rtol=2e-3)

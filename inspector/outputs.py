@@ -11,19 +11,38 @@ import hashlib
 import os
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 from typing import Optional
 
 from inspector.settings import OutputConfig
 from inspector.types import Verdict, VerdictKind
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+def _keep(c: str) -> bool:
+    # letters, combining marks and digits of any script, and a few plain punctuation marks;
+    # never separators, controls, or invisible/direction-changing format characters (Cf)
+    return c in "._+-" or unicodedata.category(c)[0] in "LMN"
+
+
+def _clean(part: str) -> str:
+    return re.sub("_+", "_", "".join(c if _keep(c) else "_" for c in part)).strip("._")
 
 
 def safe_name(name: str, max_len: int = 120) -> str:
-    """A file name safe to create anywhere: separators, dots-only and control chars replaced."""
-    base = _UNSAFE.sub("_", os.path.basename(name)).strip("._") or "frame"
-    return base[-max_len:]
+    """A file name safe to create anywhere, still recognisable: letters of any script (NFC) and
+    digits are kept, anything else becomes '_'; the extension is always kept; at most
+    ``max_len`` bytes of UTF-8, cut from the front so a camera's counter survives."""
+    base = unicodedata.normalize("NFC", os.path.basename(name))
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    stem, ext = _clean(stem), _clean(ext)[:16]  # an "extension" longer than that is not one
+    suffix = f".{ext}" if ext else ""
+    room = max_len - len(suffix.encode("utf-8"))
+    while len(stem.encode("utf-8")) > room:
+        stem = stem[1:]
+    return (stem.lstrip("._") or "frame") + suffix
 
 
 def short_hash(text: str) -> str:

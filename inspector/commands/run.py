@@ -45,7 +45,11 @@ def build_sources(settings):
         if cfg.type == "folder":
             from inspector.sources.folder import FolderSource
 
-            sources.append(FolderSource(cfg, max_pixels=settings.preprocess.max_pixels))
+            from inspector.statusfile import status_file_path
+
+            # the state folder keeps the "decoding now" marker that makes a killer file a poison pill
+            sources.append(FolderSource(cfg, max_pixels=settings.preprocess.max_pixels,
+                                        state_dir=status_file_path(settings).parent))
         else:
             from inspector.sources.stream import StreamSource
 
@@ -54,6 +58,15 @@ def build_sources(settings):
 
 
 def run(args: argparse.Namespace) -> int:
+    from inspector.pixel_limit import cap_opencv_pixels
+    from inspector.settings import load_settings
+
+    settings = load_settings(args.config)
+    # first, before anything loads cv2: OpenCV reads its decompression-bomb limit once, at load
+    if not cap_opencv_pixels(settings.preprocess.max_pixels):
+        log.warning("OpenCV was loaded before its pixel limit could be set; images whose size is not read "
+                    "from their header (PNM, JPEG 2000, ...) will be refused")
+
     from inspector.bundle import load_bundle
     from inspector.statusfile import status_file_path
     from inspector.heatmap import remove_partial_writes
@@ -62,12 +75,10 @@ def run(args: argparse.Namespace) -> int:
     from inspector.outputs import OutputLayout
     from inspector.runtime import build_pipeline, check_preprocess_matches
     from inspector.service import InspectionService
-    from inspector.settings import load_settings
     from inspector.storage import ResultStore, StorageUnavailable
     from inspector.storage.database import display_url
     from inspector.systemd import SystemdNotifier
 
-    settings = load_settings(args.config)
     logging.getLogger().setLevel(settings.logging.level)
     if not settings.sources:
         raise ConfigError(f"config {args.config}: no sources; add at least one under `sources:`")

@@ -6,6 +6,14 @@ A file is only read once it is complete:
 - a close-after-write (inotify IN_CLOSE_WRITE) or a rename into the inbox marks a file complete;
 - otherwise (no close event on this platform or filesystem) a file counts as complete once its
   size and mtime have not changed for ``stable_seconds``.
+A file that then does not decode (cut off, empty) may be a writer pausing mid-file, or closing
+and reopening it to append: it is retried, and becomes an ``error`` only once it has stayed
+unchanged for ``stable_seconds`` after a failed decode, with no write to it still open (inotify
+saw writes but no close-after-write; waited for at most ``OPEN_WRITE_MAX_WAIT``).
+Before decoding, the file's key is written to a marker in the state folder and removed after:
+a file that kills the process while being decoded (out of memory) is found there at the next
+start; on the ``POISON_STRIKES``-th such start it is quarantined without being decoded again,
+so one bad file cannot keep the daemon in a crash loop.
 A periodic rescan catches anything the event stream missed (inotify queue overflow), so no file
 is ever left behind. A file emitted stays "in flight" until the writer calls ``finished(path)``
 after committing its row and moving it; it is not emitted twice meanwhile.
@@ -13,6 +21,7 @@ after committing its row and moving it; it is not emitted twice meanwhile.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import os
 import threading
@@ -22,7 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from inspector.decode import FrameError, read_image_file
+from engines.atomicfile import atomic_write_bytes
+from inspector.decode import FrameError, IncompleteFrameError, read_image_file
 from inspector.names import printable_name
 from inspector.settings import FolderSourceConfig
 from inspector.sources.base import Emit
@@ -31,6 +41,11 @@ from inspector.types import Frame
 log = logging.getLogger(__name__)
 
 RESCAN_SECONDS = 2.0
+OPEN_WRITE_MAX_WAIT = 60.0  # a write seen without its close (missed inotify event?) is waited for at most this long
+# Kills during decoding before a file is quarantined unread. Two, not one: a SIGKILL or power cut
+# that happens to land during an ordinary decode must not cost a good part its verdict.
+POISON_STRIKES = 2
+_RETRY = object()  # _read: not decodable yet, look again later
 
 
 def frame_key(path: str, st: os.stat_result) -> str:
@@ -57,7 +72,7 @@ def name_problem(name: str) -> Optional[str]:
 
 
 class FolderSource:
-    def __init__(self, config: FolderSourceConfig, *, max_pixels: int):
+    def __init__(self, config: FolderSourceConfig, *, max_pixels: int, state_dir: Optional[Path] = None):
         self.config = config
         self.name = config.name
         self.inbox = Path(config.inbox)
@@ -76,6 +91,11 @@ class FolderSource:
         self._backlog: set[str] = set()
         self._recorded: dict[str, str] = {}  # path -> key of a recorded file left in the inbox
         self._wake = threading.Event()
+        self._writing: set[str] = set()  # written to (inotify) with no close-after-write since
+        self._failed: dict[str, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, first failed decode)
+        self._marker = (Path(state_dir) / f"decoding-{self.name.replace(os.sep, '_')}.json"
+                        if state_dir is not None else None)
+        self._suspect = self._load_marker()  # (key, strikes): being decoded when the last run died
 
     # -------------------------------------------------------------- public
     def start(self, emit: Emit) -> None:
@@ -115,6 +135,8 @@ class FolderSource:
             self._pending.pop(path, None)
             self._closed.discard(path)
             self._backlog.discard(path)
+            self._writing.discard(path)
+            self._failed.pop(path, None)
             if recorded_key is not None:
                 self._recorded[path] = recorded_key
 
@@ -134,13 +156,21 @@ class FolderSource:
             return True
         return not self.config.recursive and os.path.dirname(os.path.abspath(path)) not in self._inbox_paths
 
-    def note(self, path: str, complete: bool) -> None:
-        """Called from watchdog's thread: a file appeared, changed, closed or was renamed in."""
+    def note(self, path: str, complete: bool, writing: bool = False) -> None:
+        """Called from watchdog's thread: a file appeared, changed (``writing``), closed or was
+        renamed in (``complete``); and by the rescan."""
         if not complete and (path in self._pending or path in self._in_flight):
+            if writing:
+                with self._lock:
+                    self._writing.add(path)
             return  # known already (a rescan); skip the pattern checks
         if self.ignored(path):
             return
         with self._lock:
+            if complete:
+                self._writing.discard(path)
+            elif writing:
+                self._writing.add(path)
             if path in self._in_flight:
                 return
             if complete:
@@ -179,6 +209,8 @@ class FolderSource:
                 with self._lock:
                     self._pending.pop(path, None)
                     self._closed.discard(path)
+                    self._writing.discard(path)
+                    self._failed.pop(path, None)
                 continue
             with self._lock:
                 kept = self._recorded.pop(path, None)
@@ -238,6 +270,12 @@ class FolderSource:
             self._pending.pop(path, None)
             self._closed.discard(path)
         frame = self._read(path)
+        if frame is _RETRY:  # back to pending: the stability clock starts again now
+            with self._lock:
+                self._in_flight.discard(path)
+                size, mtime, _ = self._failed[path]
+                self._pending[path] = (size, mtime, time.monotonic())
+            return
         if frame is None:
             self.finished(path)
             return
@@ -250,7 +288,8 @@ class FolderSource:
         # stopping with a frame in hand: it stays in the inbox for the next start
         self.finished(path)
 
-    def _read(self, path: str) -> Optional[Frame]:
+    def _read(self, path: str):
+        """The frame (image or error), None if the file vanished, or _RETRY."""
         t0 = time.perf_counter()
         try:
             st = os.lstat(path)
@@ -258,13 +297,26 @@ class FolderSource:
             return None  # vanished (someone else took it): nothing to record
         key = frame_key(path, st)
         image, error = None, name_problem(os.path.basename(path))
-        try:
-            if error is None:
+        strikes = self._suspect[1] if self._suspect and self._suspect[0] == key else 0
+        if error is None and strikes >= POISON_STRIKES:
+            error = (f"{printable_name(os.path.basename(path))}: killed the daemon while decoding, {strikes} times "
+                     f"(out of memory?); quarantined without decoding it again")
+        elif error is None:
+            self._write_marker(key, strikes + 1)
+            try:
                 image = read_image_file(path, max_pixels=self.max_pixels)
-        except FrameError as exc:
-            error = str(exc)
-        except MemoryError:
-            error = f"{os.path.basename(path)}: too large to decode in memory"
+            except IncompleteFrameError as exc:
+                if self._retry_later(path):
+                    return _RETRY
+                error = str(exc)
+            except FrameError as exc:
+                error = str(exc)
+            except MemoryError:
+                error = f"{os.path.basename(path)}: too large to decode in memory"
+            finally:
+                self._clear_marker(key)
+        with self._lock:
+            self._failed.pop(path, None)
         with self._lock:
             self._counts["frames_read"] += 1
             if error:
@@ -273,6 +325,64 @@ class FolderSource:
         return Frame(id=uuid.uuid4().hex, source=self.name, captured_at=captured, image=image, origin_path=path,
                      key=key, error=error, decode_ms=(time.perf_counter() - t0) * 1000.0,
                      from_backlog=path in self._backlog)
+
+
+    def _retry_later(self, path: str) -> bool:
+        """A decode failed: is the file perhaps still being written? (Then it is retried.)"""
+        now = time.monotonic()
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        with self._lock:
+            first = self._failed.get(path)
+            if first is None or first[:2] != (st.st_size, st.st_mtime_ns):  # new content since: look again
+                self._failed[path] = (st.st_size, st.st_mtime_ns, now)
+                return True
+            if now - first[2] < self.config.stable_seconds:
+                return True
+            # unchanged for stable_seconds after a failed decode: an error, unless a write is open
+            return path in self._writing and now - first[2] < OPEN_WRITE_MAX_WAIT
+
+    # ---------------------------------------------- the "decoding now" marker (poison pill)
+    def _load_marker(self) -> Optional[tuple[str, int]]:
+        if self._marker is None:
+            return None
+        try:
+            data = json.loads(self._marker.read_text("utf-8"))
+            suspect = (str(data["key"]), int(data["strikes"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("source %s: unreadable decode marker %s; ignored", self.name, self._marker)
+            return None
+        log.warning("source %s: the last run ended while decoding %s (%d time(s)); %s", self.name,
+                    suspect[0].split("|")[0], suspect[1],
+                    "it will be quarantined" if suspect[1] >= POISON_STRIKES else "it is tried once more")
+        return suspect
+
+    def _write_marker(self, key: str, strikes: int) -> None:
+        if self._marker is None:
+            return
+        try:
+            # no fsync: it only has to outlive this process (an OOM kill), not the machine
+            atomic_write_bytes(self._marker, json.dumps({"key": key, "strikes": strikes}).encode("utf-8"),
+                               fsync=False)
+        except OSError as exc:
+            log.warning("source %s: cannot write decode marker %s (%s); a file that crashes the decoder "
+                        "would be decoded again at every start", self.name, self._marker, exc.strerror)
+            self._marker = None
+
+    def _clear_marker(self, key: str) -> None:
+        if self._suspect and self._suspect[0] == key:
+            self._suspect = None  # it decoded (or failed cleanly) this time: not a killer
+        if self._marker is not None:
+            try:
+                self._marker.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("source %s: cannot remove decode marker %s (%s)", self.name, self._marker, exc.strerror)
 
 
 class _Handler:
@@ -291,4 +401,4 @@ class _Handler:
         elif kind == "closed":
             self.source.note(os.fsdecode(event.src_path), complete=True)
         elif kind in ("created", "modified"):
-            self.source.note(os.fsdecode(event.src_path), complete=False)
+            self.source.note(os.fsdecode(event.src_path), complete=False, writing=True)

@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.daemon_helpers import (Daemon, drop_bytes, drop_image, encode, make_workspace, rows,
                                               wait_for, wait_row_named)
+from tests.unit.test_decode import gif_bomb
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -65,6 +66,12 @@ def _cases():
                            ["symbolic link"]),
         "newline_name": (lambda inbox: drop_bytes(inbox, "line1\nline2.png", good_png), ["newline"]),
         "dotdot_name": (lambda inbox: drop_bytes(inbox, "cam..\\..\\evil.png", good_png), ["'..'"]),
+        # image bombs in formats whose header the first check did not read (issue 11, item 5)
+        "gif_bomb_20000": (lambda inbox: drop_bytes(inbox, "bomb.gif", gif_bomb(20000, 20000)),
+                           ["gif header declares 20000x20000", "refused before decoding"]),
+        # a format decode.py reads no header of: bounded by OpenCV's own limit, which the daemon sets
+        "pgm_bomb_20000": (lambda inbox: drop_bytes(inbox, "bomb.pgm", b"P5\n20000 20000\n255\n" + bytes(4096)),
+                           ["declares more than 100000000 pixels", "refused before decoding"]),
         # not in the issue's list: a name that is not UTF-8 cannot even be stored as text
         "non_utf8_name": (lambda inbox: drop_bytes(inbox, os.fsdecode(b"cam-\xff\xfe.png"), good_png),
                           ["not valid UTF-8"]),
@@ -98,8 +105,8 @@ def test_bad_file_is_quarantined_with_one_error_row(daemon: Daemon, case: str):
     put, words = _cases()[case]
     before = {r["id"] for r in rows(ws.db)}
     hwm_before = _vm_hwm_kb(daemon.pid)
-    t0 = time.monotonic()
     path = put(ws.inbox)
+    t0 = time.monotonic()  # after put(): making the PNG bomb alone takes seconds on a busy machine
     name = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # as stored
 
     named = wait_row_named(ws, name, 30, daemon)
@@ -122,7 +129,7 @@ def test_bad_file_is_quarantined_with_one_error_row(daemon: Daemon, case: str):
     if case == "symlink_shadow":
         assert stored.is_symlink() and os.readlink(stored) == "/etc/shadow", "the link itself is quarantined"
         assert Path("/etc/shadow").is_file() and not Path("/etc/shadow").is_symlink(), "target untouched"
-    if case == "bomb_30000":
+    if case in ("bomb_30000", "gif_bomb_20000", "pgm_bomb_20000"):
         assert took < 10, f"bomb took {took:.1f}s to refuse"
         grew_mb = (_vm_hwm_kb(daemon.pid) - hwm_before) / 1024
         assert grew_mb < 100, f"peak RSS grew {grew_mb:.0f} MB: the bomb was decoded"
@@ -132,3 +139,35 @@ def test_bad_file_is_quarantined_with_one_error_row(daemon: Daemon, case: str):
     (g,) = wait_row_named(ws, good.name, 30, daemon)
     assert g["verdict"] in ("pass", "fail"), g
     assert daemon.alive()
+
+
+def test_file_that_killed_the_daemon_while_decoding_is_quarantined_at_the_next_start(tmp_path, bundle_dir):
+    """The poison pill, simulated honestly: no daemon is really killed by a bomb here (OpenCV's
+    limit now stops those before they allocate). Instead the state a run killed while decoding a
+    file leaves behind is made by hand — the file in the inbox and the decode marker naming it,
+    at its second such death — and the real daemon is started on it. Before the fix the daemon
+    decoded that file again at every start (a crash loop under a memory limit)."""
+    import json
+
+    from inspector.sources.folder import POISON_STRIKES, frame_key
+
+    ws = make_workspace(tmp_path, bundle_dir)
+    killer = drop_image(ws.inbox, "killer.png", _part(seed=11))
+    later = time.time() + 5
+    good = drop_image(ws.inbox, "after-killer.png", _part(seed=12))
+    os.utime(good, (later, later))  # behind the killer in the backlog
+    key = frame_key(str(killer), os.lstat(killer))
+    marker = ws.db.parent / "decoding-cam.json"  # the state folder: next to the SQLite database
+    marker.write_text(json.dumps({"key": key, "strikes": POISON_STRIKES}))
+    d = Daemon(ws).start()
+    try:
+        (row,) = wait_row_named(ws, "killer.png", 60, d)
+        assert row["verdict"] == "error" and "killed the daemon while decoding" in row["error_reason"], row
+        assert Path(row["stored_path"]).parent.parent == ws.quarantine
+        (g,) = wait_row_named(ws, "after-killer.png", 30, d)
+        assert g["verdict"] in ("pass", "fail"), g
+        assert "will be quarantined" in d.log_text()
+        wait_for(lambda: not marker.exists(), 10, "the decode marker to be cleared", d)
+        assert d.terminate() == 0, d.tail()
+    finally:
+        d.stop()

@@ -1,4 +1,5 @@
-"""`inspector bench`: calibrate on train/good, score test/*, report AUROC and stage timings."""
+"""`inspector bench`: calibrate on train/good, score test/*, report image and pixel AUROC, the
+escape rate at the calibrated threshold and at stated false-reject rates, and stage timings."""
 from __future__ import annotations
 
 import json
@@ -11,13 +12,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from calibration.calibrate import calibrate
-from calibration.evaluation import auroc, mvtec_test_set, percentiles
+from calibration.evaluation import auroc, mvtec_test_set, operating_point, percentiles, threshold_at_frr
 from calibration.golden import GoldenSet, read_golden
+from calibration.pixel_auroc import FramePixelAuroc, load_mask_at_frame
 from inspector.bundle import load_bundle
 from inspector.decode import FrameError, read_image_file
 from inspector.maththreads import limit_blas_threads
@@ -26,6 +27,8 @@ from inspector.settings import Settings, engine_config, load_settings
 from inspector.types import Frame
 
 STAGES = ("decode", "preprocess", "inference", "scoring", "judge", "total")
+# false-reject rates (shares of the test good images) at which the escape rate is reported
+FRR_TARGETS = (0.005, 0.01, 0.02)
 
 
 def _settings(config: Optional[Path], engine_type: Optional[str]) -> Settings:
@@ -35,18 +38,9 @@ def _settings(config: Optional[Path], engine_type: Optional[str]) -> Settings:
     return settings
 
 
-def _gt_at_input(mask_path: Optional[Path], shape_hw: tuple[int, int], tr, input_hw: tuple[int, int]) -> np.ndarray:
-    """Ground truth (bool) cropped to the ROI and resized to the network input, like the map."""
-    H, W = input_hw
-    if mask_path is None:
-        return np.zeros((H, W), bool)
-    m = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        return np.zeros((H, W), bool)
-    if m.shape != shape_hw:
-        m = cv2.resize(m, (shape_hw[1], shape_hw[0]), interpolation=cv2.INTER_NEAREST)
-    m = m[tr.roi_y:tr.roi_y + tr.roi_h, tr.roi_x:tr.roi_x + tr.roi_w]
-    return cv2.resize(m, (W, H), interpolation=cv2.INTER_NEAREST) > 0
+def _round(x: Optional[float]) -> Optional[float]:
+    """4 decimals; None for a metric that could not be computed (NaN: a class missing)."""
+    return None if x is None or x != x else round(float(x), 4)
 
 
 def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: Optional[str] = None,
@@ -75,10 +69,10 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
         limit_blas_threads(settings.runtime.blas_threads)  # score as the daemon does
         pipeline = build_pipeline(bundle, settings.engine)
         pipeline.engine.warmup()
-        input_hw = pipeline.input_hw
         items = mvtec_test_set(dataset)
         labels, scores, kinds = [], [], []
-        pix_scores, pix_labels, pix_kinds = [], [], []
+        pixels = FramePixelAuroc()
+        masks_used, masks_resized, masks_unusable = 0, [], []
         timings: dict[str, list[float]] = {s: [] for s in STAGES}
         errors = []
         for item in tqdm(items, desc="scoring test images", unit="img", disable=not progress):
@@ -100,26 +94,40 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
             kinds.append(item.defect)
             for s in STAGES:
                 timings[s].append(v.timings_ms.get(s, 0.0))
-            if v.pixel_map is not None and (item.mask is not None or item.label == 0):
-                gt = _gt_at_input(item.mask, img.shape[:2], v.transform, input_hw)
-                # subsample 2x2 to keep memory flat on big test sets; AUROC is unaffected in practice
-                pix_scores.append(v.pixel_map[::2, ::2].ravel())
-                pix_labels.append(gt[::2, ::2].ravel())
-                pix_kinds.append(item.defect)
+            if v.pixel_map is None:
+                continue
+            if item.label == 0:
+                pixels.add("good", v.pixel_map, v.transform, None)
+                continue
+            name = f"{item.defect}/{item.path.name}"
+            gt = load_mask_at_frame(item.mask, img.shape[:2])
+            if gt.problem:  # left out of pixel AUROC: its defect pixels would count as normal ones
+                masks_unusable.append({"image": name, "problem": gt.problem})
+                continue
+            masks_used += 1
+            if gt.resized:
+                masks_resized.append(name)
+            pixels.add(item.defect, v.pixel_map, v.transform, gt.mask)
         pipeline.engine.close()
-        labels_a, scores_a = np.array(labels), np.array(scores)
+        labels_a, scores_a, kinds_a = np.array(labels), np.array(scores, np.float64), np.array(kinds)
+        good, defective = scores_a[labels_a == 0], scores_a[labels_a == 1]
+        thr = bundle.image_threshold
+        at_frr = [{"target_false_reject_rate": x, **operating_point(good, defective, threshold_at_frr(good, x))}
+                  for x in FRR_TARGETS] if good.size else []
+        thr_1pct = next((op["threshold"] for op in at_frr if op["target_false_reject_rate"] == 0.01), None)
         per_defect = {}
         for kind in sorted(set(kinds) - {"good"}):
-            sel = np.array([k in ("good", kind) for k in kinds])
-            per_defect[kind] = round(auroc(labels_a[sel], scores_a[sel]), 4)
-        per_defect_pixel = {}
-        for kind in sorted(set(pix_kinds) - {"good"}):
-            sel = [i for i, k in enumerate(pix_kinds) if k in ("good", kind)]
-            lab = np.concatenate([pix_labels[i] for i in sel])
-            if lab.any():
-                per_defect_pixel[kind] = round(auroc(lab, np.concatenate([pix_scores[i] for i in sel])), 4)
-        thr = bundle.image_threshold
-        pred = scores_a > thr
+            sel = (kinds_a == "good") | (kinds_a == kind)
+            px = pixels.result({kind})
+            per_defect[kind] = {
+                "images": int((kinds_a == kind).sum()),
+                "image_auroc": _round(auroc(labels_a[sel], scores_a[sel])),
+                "pixel_auroc": _round(px.auroc),
+                "escape_rate_at_threshold": operating_point(good, scores_a[kinds_a == kind], thr)["escape_rate"],
+                "escape_rate_at_1pct_frr": operating_point(good, scores_a[kinds_a == kind], thr_1pct)["escape_rate"]
+                if thr_1pct is not None else None,
+            }
+        px = pixels.result()
         result = {
             "dataset": str(dataset),
             "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -133,14 +141,19 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
             "augmented_copies": cal.augmented_copies,
             "test_images": len(labels),
             "test_errors": errors,
-            "image_auroc": round(auroc(labels_a, scores_a), 4),
-            "pixel_auroc": round(auroc(np.concatenate(pix_labels), np.concatenate(pix_scores)), 4)
-            if pix_scores and any(l.any() for l in pix_labels) else None,
-            "per_defect_image_auroc": per_defect,
-            "per_defect_pixel_auroc": per_defect_pixel,
+            "image_auroc": _round(auroc(labels_a, scores_a)),
+            "pixel_auroc": _round(px.auroc),
+            "pixel_auroc_detail": {"resolution": "frame", "method": f"rank-sum over {pixels.bins} score bins",
+                                   "error_bound": px.error_bound, "defect_pixels": px.defect_pixels,
+                                   "pixels": px.pixels},
+            "masks": {"used": masks_used, "resized": masks_resized, "unusable": masks_unusable},
+            "masks_unusable": len(masks_unusable),
+            "per_defect": per_defect,
+            "per_defect_image_auroc": {k: d["image_auroc"] for k, d in per_defect.items()},
+            "per_defect_pixel_auroc": {k: d["pixel_auroc"] for k, d in per_defect.items() if d["pixel_auroc"] is not None},
             "threshold": thr,
-            "at_threshold": {"false_reject_rate": round(float(pred[labels_a == 0].mean()), 4) if (labels_a == 0).any() else None,
-                             "escape_rate": round(float((~pred[labels_a == 1]).mean()), 4) if (labels_a == 1).any() else None},
+            "at_threshold": operating_point(good, defective, thr),
+            "at_false_reject_rate": at_frr,
             "fit_seconds": round(fit_seconds, 2),
             "calibration_stage_seconds": {k: round(v, 2) for k, v in cal.stage_seconds.items()},
             "bank_size": cal.bank_size,
@@ -159,16 +172,69 @@ def write_json_result(path: Path, result: dict) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+def _f(x: Optional[float], digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:g}%"
+
+
+def _counts(op: dict) -> str:
+    return (f"rejects {op['false_rejects']}/{op['good_images']} good, "
+            f"escapes {op['escapes']}/{op['defective_images']} defective")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return [fmt(header)] + [fmt(r) for r in rows]
+
+
+def _unusable_masks(unusable: list[dict], show: int = 5) -> str:
+    """The first few unusable masks by name (the JSON lists them all)."""
+    if not unusable:
+        return ""
+    names = ", ".join(f"{m['image']} ({m['problem']})" for m in unusable[:show])
+    more = f" and {len(unusable) - show} more (all in the JSON)" if len(unusable) > show else ""
+    return f", {len(unusable)} unusable (left out of pixel AUROC): {names}{more}"
+
+
 def format_result(r: dict) -> str:
-    lines = [
-        f"dataset       {r['dataset']}  ({r['train_images']} train, {r['test_images']} test images)",
+    """The summary `inspector bench` prints: one table row with the operating point, the same per
+    defect type, then the details (thresholds, masks it could not use, model, timings)."""
+    at, ops = r["at_threshold"], r["at_false_reject_rate"]
+    escape = lambda op: f"{_f(op['escape_rate'], 3)} ({_f(op['false_reject_rate'], 3)})"
+    header = ["dataset", "image AUROC", "pixel AUROC", "escape@thr (FRR)"] + \
+        [f"escape@{_pct(op['target_false_reject_rate'])} (FRR)" for op in ops] + \
+        ["masks unusable", "fit s", "ms/frame"]
+    row = [Path(r["dataset"]).name, _f(r["image_auroc"]), _f(r["pixel_auroc"]), escape(at)] + \
+        [escape(op) for op in ops] + \
+        [str(r["masks_unusable"]), f"{r['fit_seconds']:.1f}", f"{r['per_image_ms']['total']['median']:.1f}"]
+    lines = _table(header, [row])
+    lines += ["escape: share of defective test images passed (score <= threshold); @thr at the calibrated threshold,",
+              "@x% at the smallest threshold rejecting at most x% of the test good images; (FRR) the rate reached"]
+    per = r["per_defect"]
+    if per:
+        lines.append("")
+        lines += _table(["defect type", "images", "image AUROC", "pixel AUROC", "escape @thr", "escape @1% FRR"],
+                        [[k, str(d["images"]), _f(d["image_auroc"]), _f(d["pixel_auroc"]),
+                          _f(d["escape_rate_at_threshold"], 3), _f(d["escape_rate_at_1pct_frr"], 3)]
+                         for k, d in per.items()])
+    px = r["pixel_auroc_detail"]
+    lines += [
+        "",
+        f"dataset       {r['dataset']}  ({r['train_images']} train, {r['test_images']} test images: "
+        f"{at['good_images']} good, {at['defective_images']} defective)",
         f"model         {r['backbone']} {r['input']}, {r['scorer']}, engine {r['engine']}"
         + (f", bank {r['bank_size']}" if r["bank_size"] else ""),
-        f"image AUROC   {r['image_auroc']:.4f}   per defect: " + ", ".join(f"{k} {v:.3f}" for k, v in r["per_defect_image_auroc"].items()),
-        (f"pixel AUROC   {r['pixel_auroc']:.4f}   per defect: "
-         + ", ".join(f"{k} {v:.3f}" for k, v in r.get("per_defect_pixel_auroc", {}).items()))
-        if r["pixel_auroc"] is not None else "pixel AUROC   - (no masks)",
-        f"at threshold  {r['threshold']:.4f}: false rejects {r['at_threshold']['false_reject_rate']}, escapes {r['at_threshold']['escape_rate']}",
+        f"thresholds    calibrated {r['threshold']:.4f} ({_counts(at)})"
+        + "".join(f"; {_pct(op['target_false_reject_rate'])} FRR {op['threshold']:.4f} ({_counts(op)})" for op in ops),
+        f"pixel AUROC   at frame resolution, {px['defect_pixels']} defect of {px['pixels']} pixels"
+        + (f", binned (error < {px['error_bound']:.1e})" if px["error_bound"] is not None else ""),
+        f"masks         {r['masks']['used']} used" + (f", {len(r['masks']['resized'])} resized to the frame"
+                                                       if r["masks"]["resized"] else "")
+        + _unusable_masks(r["masks"]["unusable"]),
         f"fit           {r['fit_seconds']:.1f}s (" + ", ".join(f"{k} {v}s" for k, v in r["calibration_stage_seconds"].items()) + ")",
         "per image ms  " + "  ".join(f"{s} {v['median']:.1f}/{v['p95']:.1f}" for s, v in r["per_image_ms"].items()) + "   (median/p95)",
     ]

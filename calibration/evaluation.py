@@ -1,6 +1,7 @@
 """Scoring a labelled dataset (MVTec AD layout) and the metrics that say how well it went."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -30,6 +31,38 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     ranks[order] = np.repeat(avg, ends - starts)
     rank_sum = ranks[labels].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+# -- operating points --------------------------------------------------------------------------
+# A part is rejected when its score is above the threshold (the judge's rule), so a defective
+# part scored at or below it escapes.
+
+def threshold_at_frr(good_scores, max_frr: float) -> float:
+    """The smallest threshold at which at most ``max_frr`` (a share, 0.01 = 1%) of the good scores
+    are above it: with n good scores, k = floor(max_frr * n) of them may be rejected, and the
+    threshold is the (k+1)-th largest good score. With 20 good images 0.5% allows no reject at all
+    (k = 0: the largest good score); ties can make the false-reject rate it achieves lower."""
+    good = np.sort(np.asarray(good_scores, np.float64).ravel())[::-1]
+    if not 0.0 <= max_frr < 1.0:
+        raise ValueError(f"false-reject rate {max_frr} is not a share in [0, 1)")
+    if good.size == 0:
+        raise ValueError("no good scores to set a threshold from")
+    k = math.floor(max_frr * good.size + 1e-9)  # + 1e-9: 0.29 * 100 is 28.999... in floating point
+    return float(good[k])
+
+
+def operating_point(good_scores, defect_scores, threshold: float) -> dict:
+    """Counts and rates at one threshold: false rejects among the good images (score above it) and
+    escapes among the defective ones (score at or below it)."""
+    good = np.asarray(good_scores, np.float64).ravel()
+    bad = np.asarray(defect_scores, np.float64).ravel()
+    rejects = int((good > threshold).sum())
+    escapes = int((bad <= threshold).sum())
+    return {"threshold": float(threshold),
+            "false_rejects": rejects, "good_images": int(good.size),
+            "false_reject_rate": round(rejects / good.size, 4) if good.size else None,
+            "escapes": escapes, "defective_images": int(bad.size),
+            "escape_rate": round(escapes / bad.size, 4) if bad.size else None}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """Calibrate on an MVTec-layout dataset's train/good and score every test image.
 
-Prints image AUROC, pixel AUROC (where ground-truth masks exist; computed at the network input
-resolution), fit time, and the median and p95 per-image time of each stage and end to end;
---out writes the same as JSON. Dataset layout: train/good, test/good, test/<defect>,
-ground_truth/<defect>/<stem>_mask.png.
+Prints one row per dataset: image AUROC, pixel AUROC (at each frame's own resolution, against
+masks at that resolution), the escape rate (defective test images scored at or below the
+threshold, i.e. passed) at the calibrated threshold with the false-reject rate it gives on the
+test good images, the escape rate at 0.5/1/2% false rejects (with the rate actually reached),
+how many masks could not be used, fit time and ms per frame; then the same per defect type and
+the details. --out writes all of it as JSON. Dataset layout: train/good, test/good,
+test/<defect>, ground_truth/<defect>/<stem>_mask.png.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from engines.backbones.export import export_onnx
-from engines.backbones.patch_features import PatchFeatureNet, build_patch_feature_net
+from engines.backbones.patch_features import AGGREGATIONS, PatchFeatureNet, build_patch_feature_net
 from engines.backbones.weights import resolve_weights_path
 from engines.hashing import file_sha256
 from inspector.preprocess import Preprocessor
@@ -27,6 +27,7 @@ def network_description(backbone_config) -> dict:
         "weights_sha256": file_sha256(weights),
         "feature_dim": backbone_config.feature_dim,
         "layers": "stride 8 + stride 16, 3x3 average aggregation",
+        "aggregation": AGGREGATIONS[0],
         "stride": 8,
     }
 

@@ -3,6 +3,12 @@ averaged over its 3x3 neighbourhood (PatchCore's local aggregation), the stride-
 to stride 8, concatenated, and optionally reduced to ``feature_dim`` channels by averaging
 adjacent channels (a fixed 1x1 conv, so it exports to ONNX/TensorRT as one layer).
 
+The 3x3 average counts the zero padding at the map's border (``aggregation: zero_padded``, as
+PatchCore's reference code and anomalib do): border cells come out shrunk, which keeps the
+frame's edge, different in every crop, from scoring as a defect (docs/BENCHMARKS.md, issue 12).
+Bundles made before that averaged over the cells inside the map only (``edge_mean``); their
+description says so and they are rebuilt the same way.
+
 Input: RGB float32 NCHW in [0, 1] (the backbone's own normalisation is inside the graph).
 Output "features": float32 [N, D, H/8, W/8].
 """
@@ -19,6 +25,7 @@ from engines.backbones.resnet import RESNET_VARIANTS, ResNet
 from engines.backbones.weights import load_into, resolve_weights_path
 
 BACKBONES = tuple(sorted([*LITE_VARIANTS, *RESNET_VARIANTS]))
+AGGREGATIONS = ("zero_padded", "edge_mean")  # the first is what new bundles use
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -35,8 +42,11 @@ def channel_average_matrix(in_dim: int, out_dim: int) -> torch.Tensor:
 
 
 class PatchFeatureNet(nn.Module):
-    def __init__(self, backbone: str = "efficientnet_lite0", feature_dim: Optional[int] = None):
+    def __init__(self, backbone: str = "efficientnet_lite0", feature_dim: Optional[int] = None,
+                 aggregation: str = AGGREGATIONS[0]):
         super().__init__()
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown feature aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
         if backbone in LITE_VARIANTS:
             self.backbone = EfficientNetLite(backbone)
             s8 = [s for s in self.backbone.stages if s.stride == 8][-1]
@@ -60,7 +70,7 @@ class PatchFeatureNet(nn.Module):
             self.reduce.weight.requires_grad_(False)
         else:
             self.reduce = nn.Identity()
-        self.aggregate = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        self.aggregate = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=aggregation == "zero_padded")
 
     def stage_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (x - self.mean) / self.std
@@ -79,8 +89,10 @@ class PatchFeatureNet(nn.Module):
 
 def build_patch_feature_net(description: dict) -> PatchFeatureNet:
     """Build the network from its JSON description (as stored in a bundle manifest) and load
-    its weights. Keys: backbone, weights (path or None for the packaged ones), feature_dim."""
-    net = PatchFeatureNet(description["backbone"], description.get("feature_dim"))
+    its weights. Keys: backbone, weights (path or None for the packaged ones), feature_dim,
+    aggregation (absent in bundles made before it existed: those averaged inside the map)."""
+    net = PatchFeatureNet(description["backbone"], description.get("feature_dim"),
+                          description.get("aggregation", "edge_mean"))
     path = resolve_weights_path(description["backbone"], description.get("weights"))
     load_into(net.backbone, path)
     return net.eval()

@@ -32,8 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from calibration.augment import augment_golden, is_augmented, original_name
-from calibration.detectability import Detectability, defect_sizes, estimate_detectability
 from calibration.bundle import write_bundle
+from calibration.detectability import Detectability, defect_sizes, estimate_detectability
 from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features,
                                   network_description, run_images)
 from calibration.fitters.registry import build_fitter

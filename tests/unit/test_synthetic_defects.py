@@ -112,3 +112,15 @@ def test_perlin_noise_is_smooth_and_seeded():
     assert n1.std() > 0.05
     # smooth: neighbouring values differ far less than the field's range
     assert np.abs(np.diff(n1, axis=0)).mean() < 0.1 * (n1.max() - n1.min())
+
+
+def test_defects_stay_inside_the_roi(parts):
+    """preprocess.roi (x, y, w, h): only that part of the frame is inspected, so defects go there."""
+    synth = DefectSynthesizer(parts, seed=0, roi=(64, 10, 60, 110))
+    for kind in KINDS:
+        for i in range(len(parts)):
+            d = synth.make(i, kind, 8)
+            ys, xs = np.nonzero(d.mask)
+            assert xs.min() >= 64 - 4 * 8 and 64 <= np.median(xs) < 124 and 10 <= np.median(ys) < 120
+    with pytest.raises(ValueError, match="ROI"):
+        synth.make(0, "spot", 40)  # more than half the 60 px wide ROI

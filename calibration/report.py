@@ -66,8 +66,8 @@ def _detectability_html(d: Optional[dict]) -> str:
     rows = [row(kind, rates) for kind, rates in d["by_kind"].items()] + [row("all kinds", d["by_size"], True)]
     real = d.get("real_defects")
     extra = (f"<p>Your defect images (--defects): {_pct(real)} found.</p>" if real else "")
-    left = (f"<p>Left out (larger than half the image or ROI): {escape(', '.join(map(str, d['sizes_left_out'])))} px.</p>"
-            if d.get("sizes_left_out") else "")
+    left_out = ", ".join(map(str, d.get("sizes_left_out") or []))
+    left = f"<p>Left out (larger than half the image or ROI): {escape(left_out)} px.</p>" if left_out else ""
     return (f"<p>{escape(d['statement'])}.</p><table>{head}{''.join(rows)}</table>{extra}{left}"
             f"<p>Synthetic defects pasted into the held-out golden images (which the model was not fitted on), "
             f"each changing its pixels by at least {d['min_contrast']:g} grey levels on average; sizes in frame "

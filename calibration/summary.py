@@ -41,8 +41,12 @@ def _threshold_lines(t: Threshold, held: np.ndarray) -> list[str]:
                 f"{spread})",
                 f"false rejects expected ~{expected_frr(t) * 100:.2f}% of good parts "
                 f"(normal fit {t.normal_frr * 100:.2f}%, held-out {t.empirical_frr * 100:.1f}%)"]
-    how = ("their empirical quantile" if t.tail_model == "empirical"
-           else f"a {t.tail_model} fit, not below their empirical quantile")
+    if t.tail_model == "empirical":
+        how = "their empirical quantile"
+    elif t.value <= float(np.quantile(held, 1 - t.false_reject_budget)):
+        how = f"their empirical quantile, above a {t.tail_model} fit's"
+    else:
+        how = f"a {t.tail_model} fit, above their empirical quantile"
     above = round(t.empirical_frr * t.n)
     return [f"threshold     {t.value:.4f}  (false-reject budget {t.false_reject_budget * 100:g}%: {how}, "
             f"{t.n} held-out scores; {spread})",

@@ -271,7 +271,7 @@ class DefectSynthesizer:
     def _spot(self, i, size, rng):
         cx, cy = self._centre(i, size / 2, rng)
         m = self._blank(i)
-        axes = (max(1, int(round(size / 2 * rng.uniform(0.85, 1.15)))), max(1, int(round(size / 2 * rng.uniform(0.85, 1.15)))))
+        axes = tuple(max(1, int(round(size / 2 * rng.uniform(0.85, 1.15)))) for _ in range(2))
         cv2.ellipse(m, (int(round(cx)), int(round(cy))), axes, rng.uniform(0, 180), 0, 360, 1, -1)
         mask = m.astype(bool)
         box = _box(mask)

@@ -123,12 +123,10 @@ def budget_threshold(scores: np.ndarray, budget: float) -> Threshold:
         value = float(s.max()) + max(abs(float(s.max())) * 1e-3, 1e-6)
     above = int((s > value).sum())
     normal = 1.0 - NormalDist(float(s.mean()), sd).cdf(value) if sd > 0 else 0.0
-    if model == "empirical":
+    if model == "empirical" or sd == 0:
         expected = above / s.size
-    elif model == "lognormal":
-        expected = 1.0 - lognormal.cdf(math.log(value))
-    else:
-        expected = normal
+    else:  # the model's (1-b) quantile, or above it the data's own (1-b) quantile: b either way
+        expected = budget
     return Threshold(value=float(value), quantile=p, margin=0.0, n=int(s.size), empirical_frr=above / s.size,
                      normal_frr=float(normal), rule="budget", false_reject_budget=float(budget),
                      tail_model=model, expected_frr=float(expected),

@@ -9,9 +9,13 @@
    autoencoder) return its description in params["head"] and its weights as ``head.*`` arrays:
    the backbone + head is exported as ONE ONNX network (output ``patch_scores``) and the
    held-out images are scored through the engine, as the daemon will;
-4. image threshold = Q_q + margin * (Q_q - median) of held-out image scores; pixel threshold the
-   same rule on the maxima of the held-out smoothed maps (so a good part rarely shows a region);
-5. optionally refit on all images; write the bundle (+ report.html).
+4. image threshold by calibration.threshold.rule: ``budget`` (default: rejects
+   calibration.false_reject_budget of good parts, calibration/thresholds.py) or ``quantile_margin``
+   (Q_q + margin * (Q_q - median)) of held-out image scores; pixel threshold the same rule on the
+   maxima of the held-out smoothed maps (so a good part rarely shows a region);
+5. escape rates: synthetic defects pasted into the held-out images (and the --defects images)
+   scored the same way, counted against the image threshold (calibration/detectability.py);
+6. optionally refit on all images; write the bundle (+ report.html).
 """
 from __future__ import annotations
 
@@ -29,18 +33,20 @@ from tqdm import tqdm
 
 from calibration.augment import augment_golden, is_augmented, original_name
 from calibration.bundle import write_bundle
+from calibration.detectability import Detectability, defect_sizes, estimate_detectability
 from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features,
                                   network_description, run_images)
 from calibration.fitters.registry import build_fitter
 from calibration.fitters.training import split_rows
 from calibration.golden import GoldenSet, list_images, read_golden
 from calibration.reference import golden_reference
-from calibration.thresholds import Threshold, quantile_margin_threshold
+from calibration.thresholds import Threshold, budget_threshold, quantile_margin_threshold
 from engines.backbones.export import export_onnx
 from engines.backbones.heads import build_head_network
 from engines.base import EngineSpec, normalise_precision
 from engines.registry import build_engine
 from inspector.bundle import ALIGN_REFERENCE
+from inspector.decode import FrameError
 from inspector.errors import InspectorError
 from inspector.preprocess import Preprocessor, PreprocessSpec
 from inspector.scoring.registry import scorer_from_bundle, search_params
@@ -66,6 +72,7 @@ class CalibrationResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
     augmented_copies: int = 0  # how many of images_used are jittered copies (calibrate --augment)
+    detectability: Optional[Detectability] = None  # escape rates at the image threshold (None: not estimated)
 
 
 class _Bar:
@@ -116,10 +123,15 @@ def _export_with_head(description: dict, params: dict, arrays: dict[str, np.ndar
 
 
 def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
-              golden: Optional[GoldenSet] = None, augment: Optional[int] = None) -> CalibrationResult:
+              golden: Optional[GoldenSet] = None, augment: Optional[int] = None,
+              defects_dir: Optional[str | Path] = None) -> CalibrationResult:
     """Fit the configured scorer on ``golden_dir`` (or the given ``golden`` set) and write the
     bundle to ``out_dir``. augment: jittered copies per golden image (None: calibration.augment.copies;
-    ignored when ``golden`` already holds copies)."""
+    ignored when ``golden`` already holds copies). defects_dir: known-defect images, whose escape
+    rate at the threshold goes into the bundle beside the synthetic defects'."""
+    if defects_dir is not None and not Path(defects_dir).is_dir():
+        raise InspectorError(f"defects folder {defects_dir}: not found; pass --defects with a folder of "
+                             f"known-defect images, or leave it out")
     bar = _Bar(progress)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -154,6 +166,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
     pre = Preprocessor(pspec, reference=reference)
     description = network_description(settings.backbone)
     workdir = Path(tempfile.mkdtemp(prefix="inspector-calibrate-"))
+    head_engine = None  # the held-out network with a trained head, when the scorer has one
     try:
         onnx_path, feature_dim = export_feature_network(description, (height, width), workdir / "backbone.onnx")
         description["feature_dim"] = feature_dim
@@ -183,22 +196,28 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
             head_onnx, head_description = head_export
             head_spec = EngineSpec(str(head_onnx), INPUT_NAME, (3, height, width), (params["output_name"],),
                                    network=head_description)
-            head_engine = build_engine(settings.engine, head_spec)
-            try:
-                held_outputs = run_images(head_engine, pre, [golden.images[i] for i in hold_idx],
-                                          batch=head_engine.spec.max_batch)
-            finally:
-                head_engine.close()
+            head_engine = build_engine(settings.engine, head_spec)  # closed after the escape rates
+            held_outputs = run_images(head_engine, pre, [golden.images[i] for i in hold_idx],
+                                      batch=head_engine.spec.max_batch)
         else:
             held_outputs = {OUTPUT_NAME: feats[hold_idx]}
         held = scorer.score(held_outputs, (height, width))
         held_scores = held.image_scores.astype(np.float64)
         held_max = (held.pixel_maps.reshape(len(hold_idx), -1).max(1) if held.pixel_maps is not None
                     else np.array([], np.float64))
-        rule = cal.threshold
-        thr_image = quantile_margin_threshold(held_scores, rule.quantile, rule.margin)
-        thr_pixel = quantile_margin_threshold(held_max, rule.quantile, rule.margin) if held_max.size else None
+        thr_image = _threshold(held_scores, cal)
+        thr_pixel = _threshold(held_max, cal) if held_max.size else None
         times["thresholds"] = time.perf_counter() - t0
+
+        # --- escape rates at that threshold: synthetic defects in the held-out images, --defects
+        t0 = time.perf_counter()
+        detectability = _detectability(
+            _image_scorer(head_engine or engine, pre, scorer, (height, width)),
+            [golden.images[i] for i in hold_idx], thr_image.value, settings, defects_dir, bar)
+        if head_engine is not None:
+            head_engine.close()
+            head_engine = None
+        times["detectability"] = time.perf_counter() - t0
 
         if cal.refit_on_all:
             t0 = time.perf_counter()
@@ -226,6 +245,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
             "golden": {"folder": str(golden_dir), "images": len(golden.images), "skipped": [n for n, _ in golden.skipped],
                        "sha256": golden.sha256, "holdout": len(hold_idx), "refit_on_all": cal.refit_on_all,
                        "seed": cal.seed, "augmented_copies": len(golden.images) - originals},
+            "detectability": detectability.to_json() if detectability is not None else None,
             "metrics": {"heldout_scores": [round(float(s), 6) for s in held_scores],
                         "heldout_map_maxima": [round(float(s), 6) for s in held_max],
                         "seconds": {k: round(v, 3) for k, v in times.items()}},
@@ -236,6 +256,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         bundle_id = write_bundle(out_dir, manifest, arrays, onnx_path)
         times["write"] = time.perf_counter() - t0
     finally:
+        if head_engine is not None:  # calibration failed between the held-out scores and the escape rates
+            head_engine.close()
         shutil.rmtree(workdir, ignore_errors=True)  # also when calibration fails
     bank = arrays.get("memory_bank")
     return CalibrationResult(
@@ -244,8 +266,60 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held_scores, holdout_map_maxima=held_max,
         holdout_maps=held.pixel_maps, holdout_images=[golden.images[i] for i in hold_idx],
         image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
-        stage_seconds=times, manifest=manifest,
+        stage_seconds=times, manifest=manifest, detectability=detectability,
     )
+
+
+def _threshold(scores: np.ndarray, cal) -> Threshold:
+    """calibration.threshold.rule applied to held-out scores (calibration/thresholds.py)."""
+    if cal.threshold.rule == "budget":
+        return budget_threshold(scores, cal.false_reject_budget)
+    return quantile_margin_threshold(scores, cal.threshold.quantile, cal.threshold.margin)
+
+
+def _image_scorer(engine, pre: Preprocessor, scorer, input_hw: tuple[int, int]):
+    """images -> image scores along the held-out images' path (this engine, preprocessing and
+    scorer). A frame the preprocessor refuses (it does not register to the golden reference)
+    scores +inf: the daemon records an error for it, never a pass."""
+    def score(images: list) -> np.ndarray:
+        scores = np.full(len(images), np.inf)
+        usable = []
+        for k, image in enumerate(images):
+            try:
+                pre.prepare(image)
+            except FrameError:
+                continue
+            usable.append(k)
+        if usable:
+            outputs = run_images(engine, pre, [images[k] for k in usable], batch=engine.spec.max_batch)
+            scores[usable] = scorer.score(outputs, input_hw).image_scores
+        return scores
+
+    return score
+
+
+def _detectability(score_images, held_images: list, threshold: float, settings: Settings,
+                   defects_dir: Optional[str | Path], bar: _Bar) -> Optional[Detectability]:
+    """Escape rates by defect size (calibration/detectability.py); None when
+    calibration.synthetic_defects is 0 and there is no defects folder."""
+    cal = settings.calibration
+    real = None
+    if defects_dir is not None:
+        found = read_golden(defects_dir, max_pixels=settings.preprocess.max_pixels)
+        for _, reason in found.skipped:
+            log.warning("defect image skipped: %s", reason)
+        real = found.images
+    if not cal.synthetic_defects and real is None:
+        return None
+    sizes = defect_sizes(cal.min_defect_px) if cal.synthetic_defects else []
+    with bar(None, "escape rates on synthetic defects") as pb:
+        result = estimate_detectability(score_images, held_images, threshold, sizes, max_images=cal.synthetic_defects,
+                                        seed=cal.seed, roi=settings.preprocess.roi, real_defects=real)
+        pb.update(sum(r.n for r in result.by_size.values()) + (result.real.n if result.real else 0))
+    for size in result.sizes_left_out:
+        log.warning("synthetic defects of %d px do not fit the %s: no escape rate for that size "
+                    "(lower calibration.min_defect_px)", size, "ROI" if settings.preprocess.roi else "images")
+    return result
 
 
 def _fit(fitter, feats: np.ndarray, bar: _Bar, desc: str):

@@ -1,7 +1,7 @@
 """The calibration report: one self-contained HTML file (inline SVG, base64 images) that shows
 why the threshold is where it is: the held-out golden score histogram with the threshold line
-(and defect scores when there were any), the images nearest the threshold with their heatmaps,
-stage times and a summary."""
+(and defect scores when there were any), what it lets through (escape rates of synthetic defects
+by size and kind), the images nearest the threshold with their heatmaps, stage times and a summary."""
 from __future__ import annotations
 
 import base64
@@ -29,6 +29,9 @@ class CalibrationReportData:
     stage_times: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
     bundle_id: str = ""
     summary: dict[str, str] = field(default_factory=dict)
+    false_reject_upper_95: Optional[float] = None  # what the held-out counts alone show (budget rule)
+    false_reject_budget: Optional[float] = None
+    detectability: Optional[dict] = None  # Detectability.to_json(): escape rates by size and kind
 
 
 def _png_data_uri(path: Optional[str]) -> Optional[str]:
@@ -40,6 +43,35 @@ def _png_data_uri(path: Optional[str]) -> Optional[str]:
     if not data.startswith(b"\x89PNG"):
         return None
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _pct(rate: dict) -> str:
+    if not rate or not rate.get("n"):
+        return "-"
+    return f'{100 * rate["found"] / rate["n"]:.0f} % <small>({rate["found"]}/{rate["n"]})</small>'
+
+
+def _detectability_html(d: Optional[dict]) -> str:
+    """The escape-rate table: share of synthetic defects found, by kind (rows) and size (columns)."""
+    if not d:
+        return "<p>not measured (calibration.synthetic_defects: 0)</p>"
+    sizes = [r["size_px"] for r in d["by_size"]]
+
+    def row(name: str, rates: list, bold: bool = False) -> str:
+        at = {r["size_px"]: r for r in rates}
+        cells = "".join(f"<td>{'<b>' if bold else ''}{_pct(at.get(s))}{'</b>' if bold else ''}</td>" for s in sizes)
+        return f"<tr><th>{escape(name)}</th>{cells}</tr>"
+
+    head = "<tr><th>defects found</th>" + "".join(f"<th>{s} px</th>" for s in sizes) + "</tr>"
+    rows = [row(kind, rates) for kind, rates in d["by_kind"].items()] + [row("all kinds", d["by_size"], True)]
+    real = d.get("real_defects")
+    extra = (f"<p>Your defect images (--defects): {_pct(real)} found.</p>" if real else "")
+    left_out = ", ".join(map(str, d.get("sizes_left_out") or []))
+    left = f"<p>Left out (larger than half the image or ROI): {escape(left_out)} px.</p>" if left_out else ""
+    return (f"<p>{escape(d['statement'])}.</p><table>{head}{''.join(rows)}</table>{extra}{left}"
+            f"<p>Synthetic defects pasted into the held-out golden images (which the model was not fitted on), "
+            f"each changing its pixels by at least {d['min_contrast']:g} grey levels on average; sizes in frame "
+            f"pixels; found = image score above the threshold. The rest escape.</p>")
 
 
 def render_calibration_report(data: CalibrationReportData) -> str:
@@ -57,10 +89,13 @@ def render_calibration_report(data: CalibrationReportData) -> str:
         "bundle": data.bundle_id,
         "image threshold": f"{data.threshold:.6g}",
         "pixel threshold": "-" if data.pixel_threshold is None else f"{data.pixel_threshold:.6g}",
-        "expected false-reject rate": f"{100 * data.expected_false_reject_rate:.2f} %",
+        "expected false-reject rate": f"{100 * data.expected_false_reject_rate:.2f} %"
+        + (f" (budget {100 * data.false_reject_budget:g} %)" if data.false_reject_budget is not None else ""),
         "held-out golden images": str(len(scores)),
         "held-out golden above threshold": f"{over} ({100 * over / len(scores):.1f} %)" if scores else "-",
     }
+    if data.false_reject_upper_95 is not None:
+        rows["false-reject rate the held-out images alone show (95 %)"] = f"<= {100 * data.false_reject_upper_95:.1f} %"
     if defects:
         rows["defect images caught"] = f"{caught} of {len(defects)} ({100 * caught / len(defects):.1f} %)"
     rows.update({str(k): str(v) for k, v in data.summary.items()})
@@ -87,6 +122,7 @@ justify-content:center;background:#f4f4f4;color:#777;border:1px dashed #bbb}}fig
 <h1>Calibration report: {escape(data.bundle_id)}</h1><p>Written {escape(written)}.</p>
 <table>{summary}</table>
 <h2>Score distribution</h2>{svg}
+<h2>Escape rates by defect size</h2>{_detectability_html(data.detectability)}
 <h2>Images nearest the threshold</h2><div class="near">{''.join(cards) or '<p>none</p>'}</div>
 <h2>Stage times</h2><table>{times or '<tr><td>-</td></tr>'}</table>
 </body></html>

@@ -8,8 +8,10 @@ from typing import Optional
 import numpy as np
 
 from calibration.calibrate import CalibrationResult
+from calibration.detectability import Detectability
 from calibration.golden import read_golden
 from calibration.report import CalibrationReportData, write_calibration_report
+from calibration.thresholds import Threshold
 from inspector.heatmap import render_overlay, write_png_atomic
 from inspector.align import unalign_map
 
@@ -25,6 +27,40 @@ def _engine_line(manifest: dict) -> str:
             + "  (thresholds hold at this precision only)")
 
 
+def expected_frr(t: Threshold) -> float:
+    """The false-reject rate the summary and report state for a threshold."""
+    if t.rule == "budget":
+        return t.expected_frr
+    return max(t.normal_frr, t.empirical_frr)
+
+
+def _threshold_lines(t: Threshold, held: np.ndarray) -> list[str]:
+    spread = f"held-out range {held.min():.4f}..{held.max():.4f}"
+    if t.rule != "budget":
+        return [f"threshold     {t.value:.4f}  (Q{t.quantile:g} + {t.margin:g} x spread of {t.n} held-out scores; "
+                f"{spread})",
+                f"false rejects expected ~{expected_frr(t) * 100:.2f}% of good parts "
+                f"(normal fit {t.normal_frr * 100:.2f}%, held-out {t.empirical_frr * 100:.1f}%)"]
+    if t.tail_model == "empirical":
+        how = "their empirical quantile"
+    elif t.value <= float(np.quantile(held, 1 - t.false_reject_budget)):
+        how = f"their empirical quantile, above a {t.tail_model} fit's"
+    else:
+        how = f"a {t.tail_model} fit, above their empirical quantile"
+    above = round(t.empirical_frr * t.n)
+    return [f"threshold     {t.value:.4f}  (false-reject budget {t.false_reject_budget * 100:g}%: {how}, "
+            f"{t.n} held-out scores; {spread})",
+            f"false rejects expected ~{t.expected_frr * 100:.2f}% of good parts; {above} of {t.n} held-out above, "
+            f"so the held-out images alone show <= {t.frr_upper_95 * 100:.1f}% (95% confidence)"]
+
+
+def _detectability_line(d: Optional[Detectability]) -> Optional[str]:
+    if d is None:
+        return None
+    return (f"escapes       {d.statement()}  (synthetic scratches, spots, missing, foreign and texture patches "
+            f"in the held-out images; by kind in the report)")
+
+
 def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) -> None:
     ti, tp = r.image_threshold, r.pixel_threshold
     lines = [
@@ -34,11 +70,9 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
            if r.augmented_copies else ""),
         f"memory bank   {r.bank_size} patches" if r.bank_size else None,
         _engine_line(r.manifest),
-        f"threshold     {ti.value:.4f}  (Q{ti.quantile:g} + {ti.margin:g} x spread of {ti.n} held-out scores; "
-        f"held-out range {r.holdout_scores.min():.4f}..{r.holdout_scores.max():.4f})",
-        f"false rejects expected ~{max(ti.normal_frr, ti.empirical_frr) * 100:.2f}% of good parts "
-        f"(normal fit {ti.normal_frr * 100:.2f}%, held-out {ti.empirical_frr * 100:.1f}%)",
+        *_threshold_lines(ti, r.holdout_scores),
         f"pixel thresh  {tp.value:.4f}" if tp else None,
+        _detectability_line(r.detectability),
         "time          " + ", ".join(f"{k} {v:.1f}s" for k, v in r.stage_seconds.items()),
     ]
     for name, reason in r.images_skipped:
@@ -74,7 +108,10 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
         heldout_scores=[float(s) for s in r.holdout_scores],
         threshold=r.image_threshold.value,
         pixel_threshold=r.pixel_threshold.value if r.pixel_threshold else None,
-        expected_false_reject_rate=max(r.image_threshold.normal_frr, r.image_threshold.empirical_frr),
+        expected_false_reject_rate=expected_frr(r.image_threshold),
+        false_reject_upper_95=r.image_threshold.frr_upper_95,
+        false_reject_budget=r.image_threshold.false_reject_budget,
+        detectability=r.detectability.to_json() if r.detectability is not None else None,
         defect_scores=defect_scores,
         near_threshold=near,
         stage_times=r.stage_seconds,

@@ -246,10 +246,13 @@ class AugmentConfig(_Strict):
 
 
 class ThresholdConfig(_Strict):
-    """threshold = Q_q(held-out golden scores) + margin * (Q_q - median). See README."""
+    """rule budget (default): the threshold rejects calibration.false_reject_budget of good parts
+    (calibration/thresholds.py budget_threshold). rule quantile_margin: threshold =
+    Q_q(held-out golden scores) + margin * (Q_q - median). See README."""
 
-    quantile: float = Field(0.99, gt=0.5, le=1.0)
-    margin: float = Field(0.10, ge=0.0, le=10.0)
+    rule: Literal["budget", "quantile_margin"] = "budget"
+    quantile: float = Field(0.99, gt=0.5, le=1.0)  # quantile_margin only
+    margin: float = Field(0.10, ge=0.0, le=10.0)  # quantile_margin only
 
 
 class CalibrationConfig(_Strict):
@@ -258,6 +261,12 @@ class CalibrationConfig(_Strict):
     refit_on_all: bool = True
     seed: int = 0
     threshold: ThresholdConfig = ThresholdConfig()
+    # share of good parts the image threshold may reject (threshold.rule budget)
+    false_reject_budget: float = Field(0.01, gt=0.0, lt=0.5)
+    # the smallest defect that matters, in frame pixels: escape rates are measured at 1x, 2x, 4x it
+    min_defect_px: int = Field(8, ge=1, le=4096)
+    # synthetic defect images scored for those escape rates (at most); 0: no estimate
+    synthetic_defects: int = Field(120, ge=0, le=10000)
     augment: AugmentConfig = AugmentConfig()
 
 

@@ -1,7 +1,9 @@
 """Fit a model bundle from golden (defect-free) images.
 
 Reads every image in --golden (png, jpg, bmp, tif; grey or colour; any size), holds a share out,
-fits the scorer on the rest, sets the image and pixel thresholds from the held-out scores, refits
+fits the scorer on the rest, sets the image and pixel thresholds from the held-out scores (by
+default so that calibration.false_reject_budget of good parts fail), measures the escape rate of
+synthetic defects of calibration.min_defect_px and larger pasted into the held-out images, refits
 on all (calibration.refit_on_all), and writes BUNDLE/manifest.json, arrays.npz, backbone.onnx and
 report.html. Settings come from --config (sections preprocess, backbone, scorer, calibration,
 engine); without one, the defaults.
@@ -21,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--golden", required=True, type=Path, help="folder of defect-free images")
     p.add_argument("--out", required=True, type=Path, help="bundle directory to write (replaced if it exists)")
     p.add_argument("--config", type=Path, help="YAML config (preprocess/backbone/scorer/calibration/engine sections)")
-    p.add_argument("--defects", type=Path, help="optional folder of known-defect images: their scores go in the report")
+    p.add_argument("--defects", type=Path, help="optional folder of known-defect images: their escape rate at the "
+                                                "threshold goes into the bundle and the summary, their scores in the report")
     p.add_argument("--augment", type=int, metavar="N",
                    help="N jittered copies per golden image, for few golden samples (default: calibration.augment.copies); "
                         "thresholds are still set on original images only")
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config) if args.config else Settings()
     try:
-        result = calibrate(settings, args.golden, args.out, progress=not args.quiet, augment=args.augment)
+        result = calibrate(settings, args.golden, args.out, progress=not args.quiet, augment=args.augment,
+                           defects_dir=args.defects)
     except (OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, InspectorError):
             raise

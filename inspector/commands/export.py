@@ -11,7 +11,7 @@ from pathlib import Path
 from inspector.commands.history import add_filter_arguments, filter_from_args, write_csv
 from inspector.errors import InspectorError
 from inspector.storage.locate import add_db_arguments, open_store
-from inspector.storage.queries import HISTORY_COLUMNS, iter_history, iter_regions, to_jsonable
+from inspector.storage.vocabulary import HISTORY_COLUMNS
 
 REGION_COLUMNS = ("id", "inspection_id", "x", "y", "w", "h", "area", "peak_score", "image_w", "image_h",
                   "captured_at", "source")
@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from inspector.storage.queries import iter_history, iter_regions, to_jsonable  # SQLAlchemy: only once it runs
+
     out: Path = args.to
     if out.exists() and any(out.iterdir()):
         raise InspectorError(f"--to {out}: folder is not empty; pick a new one")

@@ -10,10 +10,16 @@ import argparse
 import csv
 import json
 import sys
-from typing import IO, Iterable, Optional
+from typing import IO, TYPE_CHECKING, Iterable, Optional
 
 from inspector.storage.locate import add_db_arguments, open_store
-from inspector.storage.queries import HISTORY_COLUMNS, VERDICTS, HistoryFilter, iter_history, parse_when, to_jsonable
+from inspector.storage.vocabulary import HISTORY_COLUMNS, VERDICTS
+
+if TYPE_CHECKING:
+    from inspector.storage.queries import HistoryFilter
+
+# SQLAlchemy (inspector.storage.queries) is imported only when a command runs, so a mistyped
+# option is answered at once.
 
 TABLE_COLUMNS = ("id", "captured_at", "source", "origin_name", "verdict", "score", "threshold", "region_count",
                  "error_reason")
@@ -32,6 +38,8 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def filter_from_args(args: argparse.Namespace) -> HistoryFilter:
+    from inspector.storage.queries import HistoryFilter, parse_when
+
     since = parse_when(args.since) if getattr(args, "since", None) else None
     until = parse_when(args.until) if getattr(args, "until", None) else None
     return HistoryFilter(since=since, until=until, verdict=getattr(args, "verdict", None),
@@ -53,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fmt(v) -> str:
+    from inspector.storage.queries import to_jsonable
+
     if v is None:
         return ""
     if isinstance(v, float):
@@ -72,6 +82,8 @@ def write_table(rows: Iterable[dict], out: IO[str]) -> int:
 
 
 def write_csv(rows: Iterable[dict], out: IO[str], columns=HISTORY_COLUMNS) -> int:
+    from inspector.storage.queries import to_jsonable
+
     w = csv.writer(out, lineterminator="\n")
     w.writerow(columns)
     n = 0
@@ -82,6 +94,8 @@ def write_csv(rows: Iterable[dict], out: IO[str], columns=HISTORY_COLUMNS) -> in
 
 
 def write_json(rows: Iterable[dict], out: IO[str], *, lines: bool) -> int:
+    from inspector.storage.queries import to_jsonable
+
     n = 0
     if not lines:
         out.write("[")
@@ -112,6 +126,8 @@ def run(args: argparse.Namespace, out: Optional[IO[str]] = None) -> int:
 
             raise InspectorError("--page needs a --limit greater than 0")
         offset = (max(args.page, 1) - 1) * limit
+    from inspector.storage.queries import iter_history
+
     store = open_store(args, read_only=True)
     try:
         rows = iter_history(store, flt, limit=limit, offset=offset, oldest_first=args.oldest_first)

@@ -9,15 +9,18 @@ import os
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from inspector.commands.history import add_filter_arguments, filter_from_args
 from inspector.commands.stats import shifts_from_settings, zone_from
 from inspector.errors import InspectorError
-from inspector.storage.charts import bar_chart, line_chart
 from inspector.storage.locate import add_db_arguments, load_config, open_store
-from inspector.storage.queries import HistoryFilter, iso_utc, iter_history, parse_when
-from inspector.storage.stats import TOTAL_KEY, compute_stats
+
+if TYPE_CHECKING:
+    from inspector.storage.queries import HistoryFilter
+
+# numpy and SQLAlchemy (charts, queries, stats) are imported only when the report is built, so a
+# mistyped option is answered at once.
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}
@@ -69,6 +72,10 @@ def _table(rows) -> str:
 
 
 def build_report(store, flt: HistoryFilter, *, by: str, shifts, tz, top: int, title: str) -> str:
+    from inspector.storage.charts import bar_chart, line_chart
+    from inspector.storage.queries import HistoryFilter, iso_utc, iter_history
+    from inspector.storage.stats import TOTAL_KEY, compute_stats
+
     time_rows = compute_stats(store, by, flt, shifts=shifts, tz=tz)
     buckets = [r for r in time_rows if r.key != TOTAL_KEY]
     total = time_rows[-1]
@@ -103,6 +110,8 @@ yield <b>{yield_txt}</b>.</p>
 
 
 def run(args: argparse.Namespace) -> int:
+    from inspector.storage.queries import HistoryFilter, parse_when
+
     settings = load_config(args)
     flt = filter_from_args(args)
     if flt.since is None:

@@ -9,7 +9,6 @@ from typing import IO, Optional
 
 from inspector.errors import InspectorError
 from inspector.storage.locate import add_db_arguments, open_store
-from inspector.storage.queries import get_inspection, to_jsonable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Optional[IO[str]] = None) -> int:
+    from inspector.storage.queries import get_inspection, to_jsonable  # SQLAlchemy: only once it runs
+
     out = out or sys.stdout
     store = open_store(args, read_only=True)
     try:

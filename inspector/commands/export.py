@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,14 @@ from inspector.storage.vocabulary import HISTORY_COLUMNS
 
 REGION_COLUMNS = ("id", "inspection_id", "x", "y", "w", "h", "area", "peak_score", "image_w", "image_h",
                   "captured_at", "source")
+
+
+def copy_for_export(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` with its times but a new file's mode (the umask's, as for anything
+    handed to someone else), not the source's: shutil.copy2 would carry a 0600 over."""
+    shutil.copyfile(src, dst)
+    st = os.stat(src)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                             missing += 1
                             continue
                         fails_dir.mkdir(exist_ok=True)
-                        shutil.copy2(p, fails_dir / f"{row['id']}-{p.name}")
+                        copy_for_export(p, fails_dir / f"{row['id']}-{p.name}")
                         copied += 1
     finally:
         store.close()

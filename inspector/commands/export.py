@@ -9,10 +9,10 @@ import os
 import shutil
 from pathlib import Path
 
-from inspector.commands.history import add_filter_arguments, filter_from_args, write_csv
+from inspector.commands.history import add_filter_arguments, csv_cell, filter_from_args, write_csv
 from inspector.errors import InspectorError
 from inspector.storage.locate import add_db_arguments, open_store
-from inspector.storage.vocabulary import HISTORY_COLUMNS
+from inspector.storage.fields import HISTORY_COLUMNS
 
 REGION_COLUMNS = ("id", "inspection_id", "x", "y", "w", "h", "area", "peak_score", "image_w", "image_h",
                   "captured_at", "source")
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inspector.storage.queries import iter_history, iter_regions, to_jsonable  # SQLAlchemy: only once it runs
+    from inspector.storage.queries import iter_history, iter_regions  # SQLAlchemy: only once it runs
 
     out: Path = args.to
     if out.exists() and any(out.iterdir()):
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             w.writerow(REGION_COLUMNS)
             n_regions = 0
             for r in iter_regions(store, flt):
-                w.writerow(["" if r[c] is None else to_jsonable(r[c]) for c in REGION_COLUMNS])
+                w.writerow([csv_cell(r[c]) for c in REGION_COLUMNS])
                 n_regions += 1
         if not args.no_files:
             fail_flt = flt.__class__(**{**flt.__dict__, "verdict": "fail"}) if flt.verdict in (None, "fail") else None

@@ -12,8 +12,9 @@ import json
 import sys
 from typing import IO, TYPE_CHECKING, Iterable, Optional
 
+from inspector.names import display_text
+from inspector.storage.fields import HISTORY_COLUMNS, VERDICTS, to_jsonable
 from inspector.storage.locate import add_db_arguments, open_store
-from inspector.storage.vocabulary import HISTORY_COLUMNS, VERDICTS
 
 if TYPE_CHECKING:
     from inspector.storage.queries import HistoryFilter
@@ -60,14 +61,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oldest-first", action="store_true", help="oldest first instead of newest first")
 
 
-def _fmt(v) -> str:
-    from inspector.storage.queries import to_jsonable
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
+
+def _fmt(v) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(to_jsonable(v))
+    return display_text(str(to_jsonable(v)))
+
+
+def csv_cell(v):
+    """One CSV cell: numbers as they are; text with its control characters escaped (names are
+    shown, not interpreted) and, when it would start a formula, prefixed with ``'`` as
+    spreadsheets expect."""
+    if v is None:
+        return ""
+    v = to_jsonable(v)
+    if not isinstance(v, str):
+        return v
+    v = display_text(v)
+    return "'" + v if v.startswith(FORMULA_STARTS) else v
 
 
 def write_table(rows: Iterable[dict], out: IO[str]) -> int:
@@ -82,20 +98,16 @@ def write_table(rows: Iterable[dict], out: IO[str]) -> int:
 
 
 def write_csv(rows: Iterable[dict], out: IO[str], columns=HISTORY_COLUMNS) -> int:
-    from inspector.storage.queries import to_jsonable
-
     w = csv.writer(out, lineterminator="\n")
     w.writerow(columns)
     n = 0
     for r in rows:
-        w.writerow(["" if r[c] is None else to_jsonable(r[c]) for c in columns])
+        w.writerow([csv_cell(r[c]) for c in columns])
         n += 1
     return n
 
 
 def write_json(rows: Iterable[dict], out: IO[str], *, lines: bool) -> int:
-    from inspector.storage.queries import to_jsonable
-
     n = 0
     if not lines:
         out.write("[")

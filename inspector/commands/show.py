@@ -8,6 +8,7 @@ import sys
 from typing import IO, Optional
 
 from inspector.errors import InspectorError
+from inspector.names import display_text
 from inspector.storage.locate import add_db_arguments, open_store
 
 
@@ -33,8 +34,8 @@ def run(args: argparse.Namespace, out: Optional[IO[str]] = None) -> int:
         return 0
     regions = rec.pop("regions")
     width = max(len(k) for k in rec)
-    for k, v in rec.items():
-        out.write(f"{k.ljust(width)}  {'' if v is None else to_jsonable(v)}\n")
+    for k, v in rec.items():  # stored text as it was recorded, shown with its control characters escaped
+        out.write(f"{k.ljust(width)}  {'' if v is None else display_text(str(to_jsonable(v)))}\n")
     out.write(f"\n{len(regions)} defect region(s) (original pixels)\n")
     if regions:
         out.write("  #      x      y      w      h     area  peak_score\n")

@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from inspector.errors import InspectorError
 from inspector.storage.locate import add_db_arguments, load_config, open_store
-from inspector.storage.vocabulary import GROUP_BYS, STATS_COLUMNS
-from inspector.commands.history import add_filter_arguments, filter_from_args
+from inspector.storage.fields import GROUP_BYS, STATS_COLUMNS
+from inspector.commands.history import add_filter_arguments, csv_cell, filter_from_args
+from inspector.names import display_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,14 +81,14 @@ def write_rows(rows: Sequence[StatsRow], fmt: str, out: IO[str]) -> None:
         w = csv.writer(out, lineterminator="\n")
         w.writerow(STATS_COLUMNS)
         for r in rows:
-            w.writerow(["" if v is None else v for v in (r.as_dict()[c] for c in STATS_COLUMNS)])
+            w.writerow([csv_cell(v) for v in (r.as_dict()[c] for c in STATS_COLUMNS)])
         return
     if fmt == "json":
         json.dump([r.as_dict() for r in rows], out, indent=1)
         out.write("\n")
         return
     header = ("key", "total", "pass", "fail", "error", "yield%", "p50", "p95", "p99")
-    cells = [[r.key, str(r.total), str(r.passed), str(r.failed), str(r.errors),
+    cells = [[display_text(str(r.key)), str(r.total), str(r.passed), str(r.failed), str(r.errors),
               "-" if r.yield_pct is None else f"{r.yield_pct:.2f}", _fmt(r.p50), _fmt(r.p95), _fmt(r.p99)]
              for r in rows]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(header)]

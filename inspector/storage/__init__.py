@@ -1,7 +1,7 @@
 """The results database: SQLAlchemy models, the writer/reader ``ResultStore``, queries, migrations.
 
 Never imports cv2 or torch (checked by tests/unit/test_storage_imports.py). The names below are
-loaded on first use, so a command that only parses its arguments (``locate``, ``vocabulary``)
+loaded on first use, so a command that only parses its arguments (``locate``, ``fields``)
 does not pay for importing SQLAlchemy.
 """
 from __future__ import annotations

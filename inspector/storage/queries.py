@@ -15,7 +15,7 @@ from sqlalchemy import Select, and_, exists, select
 from inspector.errors import InspectorError
 from inspector.storage.database import ResultStore, translate_errors
 from inspector.storage.models import DefectRegion, Inspection, ModelBundle
-from inspector.storage.vocabulary import HISTORY_COLUMNS, VERDICTS
+from inspector.storage.fields import HISTORY_COLUMNS, VERDICTS, iso_utc, to_jsonable
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
@@ -141,20 +141,6 @@ def get_inspection(store: ResultStore, inspection_id: int) -> Optional[dict[str,
         bundle = s.get(ModelBundle, row.bundle_id) if row.bundle_id else None
         out["bundle_path"] = bundle.path if bundle else None
         return out
-
-
-def to_jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso_utc(value)
-    return value
-
-
-def iso_utc(dt: Optional[datetime]) -> Optional[str]:
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 __all__ = [

@@ -32,7 +32,7 @@ from inspector.errors import InspectorError
 from inspector.storage.database import ResultStore, translate_errors
 from inspector.storage.models import Inspection
 from inspector.storage.queries import VERDICTS, HistoryFilter
-from inspector.storage.fields import GROUP_BYS, STATS_COLUMNS
+from inspector.storage.fields import GROUP_BYS, STATS_COLUMNS  # noqa: F401 - STATS_COLUMNS re-exported
 
 GroupBy = Literal["hour", "day", "shift", "source", "bundle"]
 PERCENTILES = (50.0, 95.0, 99.0)

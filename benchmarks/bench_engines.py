@@ -257,8 +257,9 @@ def option_sweep(bundle, images, rounds: int = 30) -> dict:
         variants[f"onnxruntime threads {threads or 'auto'} spin {spin} {level}"] = \
             (lambda sess: lambda: sess.run(list(spec.output_names), feeds))(sess)
     try:
-        import openvino as ov
+        from engines.openvino_engine import import_openvino
 
+        ov = import_openvino()  # (telemetry off)
         core = ov.Core()
         c, h, w = spec.input_shape
         for prec in ("f32", "bf16"):

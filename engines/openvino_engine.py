@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import sys
 from typing import Literal
 
 import numpy as np
@@ -49,10 +50,24 @@ class OpenVinoEngineConfig(BaseModel):
     max_batch: int = Field(4, ge=1, le=64)
 
 
+def import_openvino():
+    """``import openvino``, with its telemetry off. On import OpenVINO's model-conversion tools
+    start ``openvino_telemetry``, which takes a missing consent file for consent: it writes a
+    client id under ``~/intel`` and posts an event to Google Analytics from a forked process. The
+    tools fall back to a built-in no-op stub when that package cannot be imported, so it is
+    marked unimportable (a ``None`` entry in ``sys.modules``) before openvino is first imported.
+    Every import of openvino in this project goes through here."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_capabilities() -> tuple[str, ...]:
     """OpenVINO's OPTIMIZATION_CAPABILITIES of this CPU (asked once per process)."""
-    import openvino as ov
+    ov = import_openvino()
 
     return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
@@ -81,7 +96,7 @@ class OpenVinoEngine:
 
     def __init__(self, spec: EngineSpec, config: OpenVinoEngineConfig):
         try:
-            import openvino as ov
+            ov = import_openvino()
         except ImportError as exc:
             raise EngineUnavailable(f"{INSTALL_HINT} [{exc}]") from None
         self.config = config

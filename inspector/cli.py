@@ -15,6 +15,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
+from inspector.names import display_text
+
 # (command, module, one-line help). Order is the order shown in --help.
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("demo", "inspector.commands.demo", "make synthetic parts, calibrate, run the daemon over them, show the history"),
@@ -35,6 +37,15 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 
 class _CleanExit(Exception):
     pass
+
+
+class SafeFormatter(logging.Formatter):
+    """Log lines with control characters escaped (``\\x1b``, ``\\u202e``): a file name logged by any
+    module cannot repaint the terminal, forge a line of the journal or reverse what is shown.
+    A traceback, appended after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's naming
+        return display_text(super().formatMessage(record))
 
 
 def named_command(argv: Sequence[str]) -> Optional[str]:
@@ -74,11 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._module.run(args) or 0)
     except InspectorError as exc:
         # Expected, user-fixable problems: one line, no traceback (systemd shows it as is).
-        print(f"inspector {args.command}: error: {exc}", file=sys.stderr)
+        print(f"inspector {args.command}: error: {display_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

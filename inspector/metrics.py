@@ -293,9 +293,16 @@ class Metrics:
 
 
 # ---------------------------------------------------------------- HTTP
+# An HTTP/1.0 scrape takes milliseconds; these bound what idle or slow clients can hold.
+MAX_CONNECTIONS = 16  # connections handled at once (a thread each); more wait in the listen backlog
+TIMEOUT_S = 3.0  # per socket read/write: an idle or trickling client is disconnected after this
+LISTEN_BACKLOG = 64
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "inspector-metrics"
     metrics: Metrics  # set on the subclass made per server
+    timeout = TIMEOUT_S  # StreamRequestHandler applies it to the connection's socket; set per server
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0]
@@ -323,19 +330,52 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once: the accept loop waits for a
+    free slot (new clients queue in the listen backlog) instead of starting a thread per client."""
+
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
+    max_connections = MAX_CONNECTIONS
+
+    def server_activate(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._stopping = threading.Event()
+        super().server_activate()
+
+    def process_request(self, request, client_address) -> None:
+        while not self._slots.acquire(timeout=0.2):
+            if self._stopping.is_set():
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)  # starts the handler thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class MetricsServer:
     """Serves ``metrics`` at ``http://<listen>/metrics`` from a daemon thread.
 
     ``listen``: host:port as in :func:`parse_listen`; port 0 picks a free port (see
-    :attr:`address` after :meth:`start`).
+    :attr:`address` after :meth:`start`). ``max_connections`` and ``timeout_s`` bound what
+    clients can hold (see :data:`MAX_CONNECTIONS`, :data:`TIMEOUT_S`).
     """
 
-    def __init__(self, metrics: Metrics, listen: str = "127.0.0.1:9464") -> None:
+    def __init__(self, metrics: Metrics, listen: str = "127.0.0.1:9464", *,
+                 max_connections: int = MAX_CONNECTIONS, timeout_s: float = TIMEOUT_S) -> None:
+        if max_connections < 1 or timeout_s <= 0:
+            raise ValueError("max_connections must be >= 1 and timeout_s > 0")
         self.metrics = metrics
+        self.max_connections = max_connections
+        self.timeout_s = timeout_s
         self.host, self.port = parse_listen(listen, allow_port_zero=True)
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -350,12 +390,13 @@ class MetricsServer:
     def start(self) -> None:
         if self._server is not None:
             return
-        handler = type("MetricsHandler", (_Handler,), {"metrics": self.metrics})
-        server_cls = _Server
+        handler = type("MetricsHandler", (_Handler,), {"metrics": self.metrics, "timeout": self.timeout_s})
+        attrs: dict = {"max_connections": self.max_connections}
         if ":" in self.host:
             import socket
 
-            server_cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+            attrs["address_family"] = socket.AF_INET6
+        server_cls = type("MetricsHTTPServer", (_Server,), attrs)
         self._server = server_cls((self.host, self.port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="metrics-http", daemon=True)
@@ -368,6 +409,7 @@ class MetricsServer:
     def stop(self) -> None:
         if self._server is None:
             return
+        self._server._stopping.set()  # an accept loop waiting for a free slot gives up
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:

@@ -5,10 +5,10 @@ object.
 from __future__ import annotations
 
 import os
+import reprlib
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
                       model_validator)
 
@@ -16,6 +16,7 @@ from engines.onnxruntime_engine import OnnxRuntimeEngineConfig
 from engines.openvino_engine import OpenVinoEngineConfig
 from engines.tensorrt_engine import TensorRTEngineConfig
 from engines.torch_engine import TorchEngineConfig
+from inspector.config_file import parse_config_yaml, read_config_text
 from inspector.errors import ConfigError
 from inspector.metrics import MetricsConfig
 from inspector.sources.stream_config import StreamSourceConfig
@@ -303,7 +304,7 @@ def _parse_hhmm(v):
         hh, mm = str(v).split(":")
         return _dt.time(int(hh), int(mm))
     except ValueError:
-        raise ValueError(f"{v!r} is not a time; write \"HH:MM\" (24-hour, quoted)") from None
+        raise ValueError(f"{quote_value(v)} is not a time; write \"HH:MM\" (24-hour, quoted)") from None
 
 
 class ShiftConfig(_Strict):
@@ -331,7 +332,7 @@ def _parse_bytes(v):
 
     m = _re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(v))
     if not m or m.group(2).lower() not in _BYTE_UNITS:
-        raise ValueError(f"{v!r} is not a size; write e.g. 500MB, 20GiB or a number of bytes")
+        raise ValueError(f"{quote_value(v)} is not a size; write e.g. 500MB, 20GiB or a number of bytes")
     return int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
 
 
@@ -394,7 +395,7 @@ class Settings(_Strict):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{v!r} is not a known IANA time zone (e.g. UTC, Europe/Berlin)") from None
+            raise ValueError(f"{quote_value(v)} is not a known IANA time zone (e.g. UTC, Europe/Berlin)") from None
         return v
 
     @model_validator(mode="after")
@@ -409,24 +410,47 @@ class Settings(_Strict):
 _TAGS = {"folder", "stream", "memory_bank", "hypersphere", "reconstruction", "onnxruntime", "torch", "tensorrt", "openvino"}
 
 
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 60
+_QUOTE.maxlist = _QUOTE.maxtuple = _QUOTE.maxdict = _QUOTE.maxset = 4
+_QUOTE.maxlevel = 2
+MAX_QUOTED = 80
+
+
+def quote_value(value) -> str:
+    """A bad value as an error message quotes it: repr, at most ``MAX_QUOTED`` characters (built
+    from a bounded repr, so a huge value is never rendered whole)."""
+    text = _QUOTE.repr(value)
+    return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED - 3] + "..."
+
+
+MAX_ERRORS_SHOWN = 3
+MAX_MESSAGE = 200
+
+
 def _format_validation_error(path: str, exc: ValidationError) -> str:
     parts = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors[:MAX_ERRORS_SHOWN]:
         # pydantic puts the union tag in the location (sources.0.folder.inbox): drop it
-        loc = ".".join(str(p) for p in err["loc"] if p not in _TAGS)
+        loc = ".".join(str(p) if len(str(p)) <= 40 else quote_value(str(p)) for p in err["loc"] if p not in _TAGS)
         kind = err["type"]
         value = err.get("input")
         msg = err["msg"]
         if kind == "extra_forbidden":
             msg = "unknown key (check spelling; see config/inspector.example.yaml)"
         elif kind == "literal_error":
-            msg = f"{value!r} is not allowed; {msg.replace('Input should be', 'expected')}"
+            msg = f"{quote_value(value)} is not allowed; {msg.replace('Input should be', 'expected')}"
         elif kind == "union_tag_invalid":
             ctx = err.get("ctx") or {}
-            msg = f"type {ctx.get('tag')!r} is not allowed; expected one of {ctx.get('expected_tags')}"
+            msg = f"type {quote_value(ctx.get('tag'))} is not allowed; expected one of {ctx.get('expected_tags')}"
         elif not isinstance(value, (dict, list)):
-            msg = f"{value!r}: {msg}"
+            msg = f"{quote_value(value)}: {msg}"
+        if len(msg) > MAX_MESSAGE:
+            msg = msg[:MAX_MESSAGE - 3] + "..."
         parts.append(f"{loc}: {msg}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - MAX_ERRORS_SHOWN} more")
     return f"config {path}: " + "; ".join(parts)
 
 
@@ -495,17 +519,5 @@ def settings_from_dict(data: dict, *, base_dir: Path, origin: str = "<dict>") ->
 def load_settings(path: str | os.PathLike) -> Settings:
     """Read and validate a YAML config. Raises ConfigError with one readable line."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config {p}: file not found; pass --config with an existing YAML file "
-                          "(see config/inspector.example.yaml)") from None
-    except OSError as exc:
-        raise ConfigError(f"config {p}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"config {p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    data = parse_config_yaml(read_config_text(p), str(p))
     return settings_from_dict(data, base_dir=p.resolve().parent, origin=str(p))

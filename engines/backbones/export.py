@@ -3,11 +3,12 @@ OpenVINO and TensorRT 10's parser all take)."""
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+
+from engines.atomicfile import mkstemp_like_open
 
 OPSET = 17
 
@@ -19,7 +20,7 @@ def export_onnx(module: torch.nn.Module, path: str | Path, input_shape: tuple[in
     module = module.eval()
     dummy = torch.zeros(1, *input_shape, dtype=torch.float32)
     axes = {input_name: {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
+    fd, tmp = mkstemp_like_open(path.parent, ".export-", ".onnx")
     os.close(fd)
     try:
         with torch.no_grad(), warnings.catch_warnings():

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from inspector.storage.database import ResultStore, display_url
 from inspector.storage.locate import add_db_arguments, resolve_db_url
-from inspector.storage.migrations import SCHEMA_VERSION, upgrade
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from inspector.storage.database import ResultStore, display_url  # SQLAlchemy: only once it runs
+    from inspector.storage.migrations import SCHEMA_VERSION, upgrade
+
     url = resolve_db_url(args)
     if args.action == "version":
         store = ResultStore(url, read_only=True)

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 from pathlib import Path
 
-from inspector.commands.history import add_filter_arguments, filter_from_args, write_csv
+from inspector.commands.history import add_filter_arguments, csv_cell, filter_from_args, write_csv
 from inspector.errors import InspectorError
 from inspector.storage.locate import add_db_arguments, open_store
-from inspector.storage.queries import HISTORY_COLUMNS, iter_history, iter_regions, to_jsonable
+from inspector.storage.fields import HISTORY_COLUMNS
 
 REGION_COLUMNS = ("id", "inspection_id", "x", "y", "w", "h", "area", "peak_score", "image_w", "image_h",
                   "captured_at", "source")
+
+
+def copy_for_export(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` with its times but a new file's mode (the umask's, as for anything
+    handed to someone else), not the source's: shutil.copy2 would carry a 0600 over."""
+    shutil.copyfile(src, dst)
+    st = os.stat(src)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from inspector.storage.queries import iter_history, iter_regions  # SQLAlchemy: only once it runs
+
     out: Path = args.to
     if out.exists() and any(out.iterdir()):
         raise InspectorError(f"--to {out}: folder is not empty; pick a new one")
@@ -41,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             w.writerow(REGION_COLUMNS)
             n_regions = 0
             for r in iter_regions(store, flt):
-                w.writerow(["" if r[c] is None else to_jsonable(r[c]) for c in REGION_COLUMNS])
+                w.writerow([csv_cell(r[c]) for c in REGION_COLUMNS])
                 n_regions += 1
         if not args.no_files:
             fail_flt = flt.__class__(**{**flt.__dict__, "verdict": "fail"}) if flt.verdict in (None, "fail") else None
@@ -56,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                             missing += 1
                             continue
                         fails_dir.mkdir(exist_ok=True)
-                        shutil.copy2(p, fails_dir / f"{row['id']}-{p.name}")
+                        copy_for_export(p, fails_dir / f"{row['id']}-{p.name}")
                         copied += 1
     finally:
         store.close()

@@ -10,10 +10,17 @@ import argparse
 import csv
 import json
 import sys
-from typing import IO, Iterable, Optional
+from typing import IO, TYPE_CHECKING, Iterable, Optional
 
+from inspector.names import display_text
+from inspector.storage.fields import HISTORY_COLUMNS, VERDICTS, to_jsonable
 from inspector.storage.locate import add_db_arguments, open_store
-from inspector.storage.queries import HISTORY_COLUMNS, VERDICTS, HistoryFilter, iter_history, parse_when, to_jsonable
+
+if TYPE_CHECKING:
+    from inspector.storage.queries import HistoryFilter
+
+# SQLAlchemy (inspector.storage.queries) is imported only when a command runs, so a mistyped
+# option is answered at once.
 
 TABLE_COLUMNS = ("id", "captured_at", "source", "origin_name", "verdict", "score", "threshold", "region_count",
                  "error_reason")
@@ -32,6 +39,8 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def filter_from_args(args: argparse.Namespace) -> HistoryFilter:
+    from inspector.storage.queries import HistoryFilter, parse_when
+
     since = parse_when(args.since) if getattr(args, "since", None) else None
     until = parse_when(args.until) if getattr(args, "until", None) else None
     return HistoryFilter(since=since, until=until, verdict=getattr(args, "verdict", None),
@@ -52,12 +61,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oldest-first", action="store_true", help="oldest first instead of newest first")
 
 
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _fmt(v) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(to_jsonable(v))
+    return display_text(str(to_jsonable(v)))
+
+
+def csv_cell(v):
+    """One CSV cell: numbers as they are; text with its control characters escaped (names are
+    shown, not interpreted) and, when it would start a formula, prefixed with ``'`` as
+    spreadsheets expect."""
+    if v is None:
+        return ""
+    v = to_jsonable(v)
+    if not isinstance(v, str):
+        return v
+    v = display_text(v)
+    return "'" + v if v.startswith(FORMULA_STARTS) else v
 
 
 def write_table(rows: Iterable[dict], out: IO[str]) -> int:
@@ -76,7 +102,7 @@ def write_csv(rows: Iterable[dict], out: IO[str], columns=HISTORY_COLUMNS) -> in
     w.writerow(columns)
     n = 0
     for r in rows:
-        w.writerow(["" if r[c] is None else to_jsonable(r[c]) for c in columns])
+        w.writerow([csv_cell(r[c]) for c in columns])
         n += 1
     return n
 
@@ -112,6 +138,8 @@ def run(args: argparse.Namespace, out: Optional[IO[str]] = None) -> int:
 
             raise InspectorError("--page needs a --limit greater than 0")
         offset = (max(args.page, 1) - 1) * limit
+    from inspector.storage.queries import iter_history
+
     store = open_store(args, read_only=True)
     try:
         rows = iter_history(store, flt, limit=limit, offset=offset, oldest_first=args.oldest_first)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 
 from inspector.errors import InspectorError
-from inspector.retention import prune
-from inspector.settings import RetentionConfig
 from inspector.storage.locate import add_db_arguments, load_config, open_store
 
 
@@ -23,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from inspector.retention import prune  # SQLAlchemy and pydantic: only once it runs
+    from inspector.settings import RetentionConfig
+
     settings = load_config(args)
     base = settings.retention if settings is not None else RetentionConfig()
     overrides = {k: getattr(args, k) for k in ("max_age_days", "max_file_age_days", "max_frame_bytes",

@@ -9,15 +9,19 @@ import os
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from inspector.commands.history import add_filter_arguments, filter_from_args
 from inspector.commands.stats import shifts_from_settings, zone_from
 from inspector.errors import InspectorError
-from inspector.storage.charts import bar_chart, line_chart
+from inspector.names import display_text
 from inspector.storage.locate import add_db_arguments, load_config, open_store
-from inspector.storage.queries import HistoryFilter, iso_utc, iter_history, parse_when
-from inspector.storage.stats import TOTAL_KEY, compute_stats
+
+if TYPE_CHECKING:
+    from inspector.storage.queries import HistoryFilter
+
+# numpy and SQLAlchemy (charts, queries, stats) are imported only when the report is built, so a
+# mistyped option is answered at once.
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}
@@ -62,13 +66,17 @@ def _table(rows) -> str:
     def f(v):
         return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
-    body = "".join("<tr>" + "".join(f"<td>{escape(f(v))}</td>" for v in (
+    body = "".join("<tr>" + "".join(f"<td>{escape(display_text(f(v)))}</td>" for v in (
         r.key, r.total, r.passed, r.failed, r.errors, None if r.yield_pct is None else round(r.yield_pct, 2),
         r.p50, r.p95, r.p99)) + "</tr>" for r in rows)
     return f"<table>{head}{body}</table>"
 
 
 def build_report(store, flt: HistoryFilter, *, by: str, shifts, tz, top: int, title: str) -> str:
+    from inspector.storage.charts import bar_chart, line_chart
+    from inspector.storage.queries import HistoryFilter, iso_utc, iter_history
+    from inspector.storage.stats import TOTAL_KEY, compute_stats
+
     time_rows = compute_stats(store, by, flt, shifts=shifts, tz=tz)
     buckets = [r for r in time_rows if r.key != TOTAL_KEY]
     total = time_rows[-1]
@@ -83,7 +91,8 @@ def build_report(store, flt: HistoryFilter, *, by: str, shifts, tz, top: int, ti
     for r in fails:
         uri = thumbnail_data_uri(r["heatmap_path"]) or thumbnail_data_uri(r["stored_path"])
         img = f'<img src="{uri}" alt="heatmap {r["id"]}">' if uri else '<div class="noimg">(no heatmap on disk)</div>'
-        cards.append(f'<figure>{img}<figcaption>#{r["id"]} {escape(r["source"])} {escape(r["origin_name"] or "")}'
+        cards.append(f'<figure>{img}<figcaption>#{r["id"]} {escape(display_text(r["source"]))} '
+                     f'{escape(display_text(r["origin_name"] or ""))}'
                      f'<br>score {r["score"]:.4g} at {escape(iso_utc(r["captured_at"]) or "")}</figcaption></figure>')
     period = f"{iso_utc(flt.since) or 'start'} to {iso_utc(flt.until) or 'now'}"
     yield_txt = "-" if total.yield_pct is None else f"{total.yield_pct:.2f} %"
@@ -103,6 +112,8 @@ yield <b>{yield_txt}</b>.</p>
 
 
 def run(args: argparse.Namespace) -> int:
+    from inspector.storage.queries import HistoryFilter, parse_when
+
     settings = load_config(args)
     flt = filter_from_args(args)
     if flt.since is None:

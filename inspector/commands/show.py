@@ -8,8 +8,8 @@ import sys
 from typing import IO, Optional
 
 from inspector.errors import InspectorError
+from inspector.names import display_text
 from inspector.storage.locate import add_db_arguments, open_store
-from inspector.storage.queries import get_inspection, to_jsonable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Optional[IO[str]] = None) -> int:
+    from inspector.storage.queries import get_inspection, to_jsonable  # SQLAlchemy: only once it runs
+
     out = out or sys.stdout
     store = open_store(args, read_only=True)
     try:
@@ -32,8 +34,8 @@ def run(args: argparse.Namespace, out: Optional[IO[str]] = None) -> int:
         return 0
     regions = rec.pop("regions")
     width = max(len(k) for k in rec)
-    for k, v in rec.items():
-        out.write(f"{k.ljust(width)}  {'' if v is None else to_jsonable(v)}\n")
+    for k, v in rec.items():  # stored text as it was recorded, shown with its control characters escaped
+        out.write(f"{k.ljust(width)}  {'' if v is None else display_text(str(to_jsonable(v)))}\n")
     out.write(f"\n{len(regions)} defect region(s) (original pixels)\n")
     if regions:
         out.write("  #      x      y      w      h     area  peak_score\n")

@@ -13,16 +13,23 @@ import json
 import sys
 from datetime import time, timezone
 from pathlib import Path
-from typing import IO, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Optional, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-import numpy as np
 
 from inspector.errors import InspectorError
 from inspector.storage.locate import add_db_arguments, load_config, open_store
-from inspector.storage.queries import HistoryFilter, iter_regions
-from inspector.storage.stats import GROUP_BYS, STATS_COLUMNS, Shift, StatsRow, compute_stats
-from inspector.commands.history import add_filter_arguments, filter_from_args
+from inspector.storage.fields import GROUP_BYS, STATS_COLUMNS
+from inspector.commands.history import add_filter_arguments, csv_cell, filter_from_args
+from inspector.names import display_text
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from inspector.storage.queries import HistoryFilter
+    from inspector.storage.stats import Shift, StatsRow
+
+# numpy and SQLAlchemy (inspector.storage.stats/queries) are imported only when the command runs,
+# so a mistyped option is answered at once.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def shifts_from_settings(settings) -> tuple[Shift, ...]:
+    from inspector.storage.stats import Shift
+
     if settings is None:
         return ()
     out = []
@@ -72,14 +81,14 @@ def write_rows(rows: Sequence[StatsRow], fmt: str, out: IO[str]) -> None:
         w = csv.writer(out, lineterminator="\n")
         w.writerow(STATS_COLUMNS)
         for r in rows:
-            w.writerow(["" if v is None else v for v in (r.as_dict()[c] for c in STATS_COLUMNS)])
+            w.writerow([csv_cell(v) for v in (r.as_dict()[c] for c in STATS_COLUMNS)])
         return
     if fmt == "json":
         json.dump([r.as_dict() for r in rows], out, indent=1)
         out.write("\n")
         return
     header = ("key", "total", "pass", "fail", "error", "yield%", "p50", "p95", "p99")
-    cells = [[r.key, str(r.total), str(r.passed), str(r.failed), str(r.errors),
+    cells = [[display_text(str(r.key)), str(r.total), str(r.passed), str(r.failed), str(r.errors),
               "-" if r.yield_pct is None else f"{r.yield_pct:.2f}", _fmt(r.p50), _fmt(r.p95), _fmt(r.p99)]
              for r in rows]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(header)]
@@ -92,6 +101,8 @@ def region_density(regions, *, size: tuple[int, int]) -> tuple[np.ndarray, int]:
     """Accumulate region boxes, normalised by each frame's size, on a float32 [h, w] canvas
     (``size`` = (w, h)). Regions of frames without a recorded size are skipped; returns the
     canvas and how many boxes were drawn."""
+    import numpy as np
+
     cw, ch = size
     acc = np.zeros((ch, cw), np.float32)
     n = 0
@@ -110,6 +121,9 @@ def region_density(regions, *, size: tuple[int, int]) -> tuple[np.ndarray, int]:
 
 def write_density_png(store, flt: HistoryFilter, out_png: Path, outline: Optional[Path]) -> int:
     import cv2  # commands may use OpenCV; storage never does
+    import numpy as np
+
+    from inspector.storage.queries import HistoryFilter, iter_regions
 
     base = None
     if outline is not None:
@@ -140,6 +154,8 @@ def write_density_png(store, flt: HistoryFilter, out_png: Path, outline: Optiona
 
 
 def run(args: argparse.Namespace, out: Optional[IO[str]] = None) -> int:
+    from inspector.storage.stats import compute_stats
+
     out = out or sys.stdout
     settings = load_config(args)
     tz = zone_from(args, settings)

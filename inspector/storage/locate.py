@@ -5,10 +5,12 @@ Shared by history/show/stats/export/report/prune/db so they all accept the same 
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from inspector.errors import InspectorError
-from inspector.storage.database import ResultStore, normalise_url
+
+if TYPE_CHECKING:
+    from inspector.storage.database import ResultStore
 
 
 def add_db_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +30,8 @@ def load_config(args: argparse.Namespace):
 
 
 def resolve_db_url(args: argparse.Namespace, settings=None) -> str:
+    from inspector.storage.database import normalise_url  # SQLAlchemy: only once a command runs
+
     db: Optional[str] = getattr(args, "db", None)
     if db:
         return normalise_url(db)
@@ -40,6 +44,8 @@ def resolve_db_url(args: argparse.Namespace, settings=None) -> str:
 
 def open_store(args: argparse.Namespace, *, read_only: bool = True, settings=None) -> ResultStore:
     """Open and schema-check the database named by --db/--config."""
+    from inspector.storage.database import ResultStore
+
     store = ResultStore(resolve_db_url(args, settings), read_only=read_only)
     try:
         store.ensure_schema()

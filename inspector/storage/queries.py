@@ -15,8 +15,8 @@ from sqlalchemy import Select, and_, exists, select
 from inspector.errors import InspectorError
 from inspector.storage.database import ResultStore, translate_errors
 from inspector.storage.models import DefectRegion, Inspection, ModelBundle
+from inspector.storage.fields import HISTORY_COLUMNS, VERDICTS, iso_utc, to_jsonable
 
-VERDICTS = ("pass", "fail", "error")
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -74,14 +74,6 @@ class HistoryFilter:
             cond.append(exists().where(and_(DefectRegion.inspection_id == Inspection.id,
                                             DefectRegion.area >= self.region_area_min)))
         return stmt.where(*cond) if cond else stmt
-
-
-# Columns of a history listing, in output order (CSV header = these names).
-HISTORY_COLUMNS = (
-    "id", "captured_at", "source", "origin_name", "verdict", "score", "threshold", "region_count",
-    "bundle_id", "error_reason", "total_ms", "image_w", "image_h", "heatmap_path", "stored_path",
-    "frame_key", "recorded_at",
-)
 
 
 def history_select(flt: HistoryFilter, *, limit: Optional[int] = None, offset: int = 0,
@@ -149,20 +141,6 @@ def get_inspection(store: ResultStore, inspection_id: int) -> Optional[dict[str,
         bundle = s.get(ModelBundle, row.bundle_id) if row.bundle_id else None
         out["bundle_path"] = bundle.path if bundle else None
         return out
-
-
-def to_jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso_utc(value)
-    return value
-
-
-def iso_utc(dt: Optional[datetime]) -> Optional[str]:
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 __all__ = [

@@ -32,9 +32,9 @@ from inspector.errors import InspectorError
 from inspector.storage.database import ResultStore, translate_errors
 from inspector.storage.models import Inspection
 from inspector.storage.queries import VERDICTS, HistoryFilter
+from inspector.storage.fields import GROUP_BYS, STATS_COLUMNS  # noqa: F401 - STATS_COLUMNS re-exported
 
 GroupBy = Literal["hour", "day", "shift", "source", "bundle"]
-GROUP_BYS: tuple[str, ...] = ("hour", "day", "shift", "source", "bundle")
 PERCENTILES = (50.0, 95.0, 99.0)
 TOTAL_KEY = "TOTAL"
 _VERDICT_CODE = {"pass": 0, "fail": 1, "error": 2}
@@ -68,9 +68,6 @@ class StatsRow:
         d = {k: getattr(self, k) for k in ("key", "total", "passed", "failed", "errors", "yield_pct",
                                             "p50", "p95", "p99")}
         return d
-
-
-STATS_COLUMNS = ("key", "total", "passed", "failed", "errors", "yield_pct", "p50", "p95", "p99")
 
 
 def _minute_table(shifts: Sequence[Shift]) -> tuple[np.ndarray, np.ndarray]:

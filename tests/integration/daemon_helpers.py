@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import yaml
 
+from inspector.instance_lock import INBOX_LOCK_NAME
 from tests.conftest import daemon_env
 
 INSPECTION_COLUMNS = ("id", "frame_key", "origin_name", "verdict", "score", "threshold", "error_reason",
@@ -44,7 +45,8 @@ class Workspace:
     settings: dict = field(default_factory=dict)  # the config as written to ``config``
 
     def inbox_files(self) -> list[str]:
-        return sorted(os.listdir(self.inbox))
+        """What is in the inbox, but the daemon's own lock file."""
+        return sorted(n for n in os.listdir(self.inbox) if n != INBOX_LOCK_NAME)
 
     def output_files(self) -> list[Path]:
         """Every frame file in done/ and quarantine/ (symlinks included, not followed)."""

@@ -1,11 +1,16 @@
 """The SQLite file deleted or replaced under an open ResultStore (issue 11, item 2): the store
-tells, so the daemon stops before committing rows to an unlinked inode."""
+tells, so the daemon stops before committing rows to an unlinked inode. And check_writable
+(item 10): a database that reads but cannot take a write is told apart at start-up."""
 from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 
-from inspector.storage import ResultStore
+import pytest
+
+from inspector.errors import DatabaseError
+from inspector.storage import ResultStore, StorageUnavailable
 
 
 def test_deleted_database_file_is_noticed(tmp_path):
@@ -46,3 +51,27 @@ def test_in_memory_and_untouched_files_are_fine(tmp_path):
     store.ensure_schema()
     store.close()
     assert store.replaced_file() is None  # nothing deleted: a closed pool is not a replaced file
+
+
+def test_check_writable_passes_on_a_writable_database(store):
+    """SQLite and PostgreSQL (db_url runs both): the probe write is rolled back, nothing changes."""
+    store.check_writable()
+    assert store.schema_version() is not None
+
+
+def test_check_writable_refuses_a_database_that_only_reads(tmp_path):
+    """An immutable SQLite file (chattr +i: not even root may write it) opens and reads fine."""
+    db = tmp_path / "inspector.db"
+    ResultStore(f"sqlite:///{db}").ensure_schema()
+    proc = subprocess.run(["chattr", "+i", str(db)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"needs chattr +i (root with CAP_LINUX_IMMUTABLE on a filesystem with the flag): {proc.stderr}")
+    store = ResultStore(f"sqlite:///{db}")
+    try:
+        assert store.schema_version() is not None  # reads work
+        with pytest.raises(DatabaseError) as exc:
+            store.check_writable()
+        assert not isinstance(exc.value, StorageUnavailable) and "readonly" in str(exc.value)
+    finally:
+        store.close()
+        subprocess.run(["chattr", "-i", str(db)], check=True)

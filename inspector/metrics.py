@@ -15,6 +15,7 @@ stream_drops_total{source}            counter    frames a stream dropped (pipeli
 stream_connected{source}              gauge      1 while a stream source is delivering
 engine_info{type,precision}           gauge      1 for the engine in use
 start_time_seconds                    gauge      unix time the daemon started
+stalled                               gauge      1 while frames wait and nothing was committed for runtime.stall_seconds
 ====================================  =========  ============================================
 """
 from __future__ import annotations
@@ -241,9 +242,12 @@ class Metrics:
                                  ("type", "precision"), self._lock)
         self.start_time_seconds = Gauge(f"{p}start_time_seconds", "Unix time the daemon started.", (), self._lock)
         self.start_time_seconds.set(time.time())
+        self.stalled = Gauge(f"{p}stalled", "1 while frames wait and nothing was committed for runtime.stall_seconds.",
+                             (), self._lock)
+        self.stalled.set(0)
         self._families: tuple[_Family, ...] = (
             self.frames_total, self.stage_latency_seconds, self.queue_depth, self.stream_reconnects_total,
-            self.stream_drops_total, self.stream_connected, self.engine_info, self.start_time_seconds,
+            self.stream_drops_total, self.stream_connected, self.engine_info, self.start_time_seconds, self.stalled,
         )
         self._collectors: list[Callable[[], None]] = []
 

@@ -6,6 +6,7 @@ can never write outside the output folders.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -93,7 +94,8 @@ def move_file(src: str, dest: Path) -> Path:
     gives the inbox watcher a plain delete event: watchdog holds every event queued behind an
     unmatched rename-out for 0.5 s, which would delay picking up the next frame. If we crash
     between link and unlink, the restart finds the same inode already at ``dest`` and only
-    unlinks. Filesystems without hard links: rename. Across filesystems: copy + fsync + unlink.
+    unlinks. Filesystems without hard links: rename. Across filesystems: copy to a ``.part`` file +
+    fsync + rename + unlink; a failed copy (disk full) removes its ``.part`` and raises, the caller retries.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -104,10 +106,16 @@ def move_file(src: str, dest: Path) -> Path:
     except OSError as exc:
         if exc.errno == errno.EXDEV:
             tmp = dest.with_name(f".{dest.name}.part")
-            shutil.copyfile(src, tmp, follow_symlinks=False)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
+            try:
+                shutil.copyfile(src, tmp, follow_symlinks=False)
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, dest)
+            except BaseException:
+                # a full disk must not keep a partial copy per frame (more space gone, and litter)
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         elif exc.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
             os.replace(src, dest)
             return dest

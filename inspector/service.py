@@ -4,8 +4,12 @@ verdict already waiting in one transaction, then the file moves).
 
 A file leaves the inbox only after its row is committed, so a crash at any moment loses nothing;
 a restart finds the row by the file's key and only finishes the move, so nothing is counted
-twice. A locked database or a full disk keeps the frame in hand and retries (logged once per
-incident). SIGTERM/SIGINT stop the sources, drain the queues and exit.
+twice. A locked database, a full disk or an unwritable output folder keeps the frame in hand and
+retries (logged once per incident). Frames waiting with nothing committed for ``stall_seconds``
+is a stall: status and metrics say so, and the systemd watchdog is no longer fed, so systemd
+restarts the service. A database file deleted or replaced under the daemon stops it (exit 1)
+before anything more is committed to the old file. SIGTERM/SIGINT stop the sources, drain the
+queues and exit.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import queue
 import signal
 import threading
 import time
+import traceback
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,31 +41,68 @@ log = logging.getLogger("inspector.service")
 
 _STOP = object()  # sentinel through the verdict queue
 GROUP_COMMIT_MAX = 16  # verdicts already waiting are committed in one transaction
+# errors of output files that can clear while we wait (space freed, remount, permissions or a
+# folder fixed): retried, once-per-incident logging; anything else is a per-frame error
+_RETRYABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.ENOTDIR)
 
 
 class _Incident:
     """Logs a recurring problem once when it starts and once when it clears, not per frame."""
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, progress: Optional["_Progress"] = None):
         self.what = what
         self.since: Optional[float] = None
+        self.progress = progress
 
     def hit(self, detail: str) -> None:
+        if self.progress is not None:
+            self.progress.last_error = f"{self.what}: {detail}"
         if self.since is None:
             self.since = time.monotonic()
             log.error("%s: %s; frames stay in the inbox and are retried", self.what, detail)
 
     def clear(self) -> None:
         if self.since is not None:
-            log.warning("%s: recovered after %.1fs", self.what, time.monotonic() - self.since)
+            log.info("%s: recovered after %.1fs", self.what, time.monotonic() - self.since)
             self.since = None
+
+
+class _Progress:
+    """Frames taken from the sources and not yet through the writer, and when the writer last got
+    one through: a stall is frames waiting with no progress for ``stall_seconds``."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.waiting = 0
+        self._since = time.monotonic()  # the last frame through, or when frames began to wait
+        self.last_error: Optional[str] = None
+
+    def taken(self) -> None:
+        with self._lock:
+            if self.waiting == 0:
+                self._since = time.monotonic()
+            self.waiting += 1
+
+    def not_taken(self) -> None:
+        with self._lock:
+            self.waiting -= 1
+
+    def through(self) -> None:
+        with self._lock:
+            self.waiting -= 1
+            self._since = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds without progress while frames wait (0 when none wait)."""
+        with self._lock:
+            return time.monotonic() - self._since if self.waiting else 0.0
 
 
 class InspectionService:
     def __init__(self, pipeline: InspectionPipeline, store: ResultStore, sources: Sequence, layout: OutputLayout,
                  *, max_batch: int, batch_wait_ms: float, queue_size: int, status_path: Optional[Path] = None,
                  notifier: Optional[SystemdNotifier] = None, metrics: Optional[Metrics] = None,
-                 periodic: Sequence = ()):
+                 periodic: Sequence = (), stall_seconds: float = 60.0):
         self.pipeline = pipeline
         self.store = store
         self.sources = list(sources)
@@ -81,16 +123,24 @@ class InspectionService:
         self._last: Optional[str] = None
         self._latencies: deque[float] = deque(maxlen=500)
         self._started = datetime.now(timezone.utc)
-        self._db_incident = _Incident("results database unavailable")
-        self._disk_incident = _Incident("cannot write output files")
+        self.stall_seconds = stall_seconds
+        self._progress = _Progress()
+        self._stalled = False
+        self._fatal: Optional[str] = None  # why the daemon must exit non-zero (the database file is gone)
+        self._give_up_at: Optional[float] = None  # stopping: when retries give up
+        self._db_incident = _Incident("results database unavailable", self._progress)
+        self._disk_incident = _Incident("cannot write output files", self._progress)
+        self._move_incident = _Incident("cannot move frames to the output folders", self._progress)
         self._by_source = {s.name: s for s in self.sources}
 
     # ------------------------------------------------------------ sources -> queue
     def emit(self, frame: Frame) -> bool:
+        self._progress.taken()  # before the put: the writer may be through with it before put returns
         try:
             self.frames.put_nowait(frame)
             return True
         except queue.Full:
+            self._progress.not_taken()
             return False
 
     # ------------------------------------------------------------ inference worker
@@ -204,11 +254,22 @@ class InspectionService:
                 names = [printable_name(os.path.basename(v.frame.origin_path)) if v.frame.origin_path else v.frame.id
                          for v in group]
                 log.exception("%s: cannot record; left in the inbox until the next start", ", ".join(names))
+                self._progress.last_error = f"cannot record: {traceback.format_exc(limit=0).strip()}"
             if stop_after:
                 return
 
     def _write(self, group: list[Verdict]) -> None:
         """Heatmaps, then one transaction for the group's rows, then the file moves."""
+        if self._fatal is None and (why := self.store.replaced_file()):
+            # Commits would go on into the unlinked (or replaced) file and be gone at the next
+            # start, with their frames already moved out of the inbox: stop before that.
+            self._fatal = why
+            self._progress.last_error = why
+            log.error("%s; restarting: exiting with status 1 so that systemd starts the daemon again on the "
+                      "database now at that path (frames not recorded yet stay in the inbox)", why)
+            self.stop_event.set()
+        if self._fatal is not None:
+            return self._abandon(group, quiet=True)
         dests = [self.layout.frame_destination(v) for v in group]
         fresh = [i for i, v in enumerate(group) if not v.already_recorded]
         items = []
@@ -229,7 +290,10 @@ class InspectionService:
             stays = dest is None  # output.keep_in_inbox
             if f.origin_path and dest is not None:
                 try:
-                    move_file(f.origin_path, dest)
+                    # a full disk (or an unwritable folder) is waited out here, logged once, and
+                    # the frame moves as soon as it can; only a stop gives up (the next start moves it)
+                    if self._retry(lambda: move_file(f.origin_path, dest), self._move_incident) is False:
+                        stays = True
                 except FileNotFoundError:
                     log.warning("%s: vanished from the inbox before it could be moved",
                                 os.path.basename(f.origin_path))
@@ -237,6 +301,7 @@ class InspectionService:
                     stays = True  # the next start retries the move
                     log.error("%s: recorded, but cannot move to %s (%s)", os.path.basename(f.origin_path), dest,
                               exc.strerror)
+            self._progress.through()
             self._finished(f, recorded_and_kept=stays)
 
     def _heatmap(self, v: Verdict) -> Optional[str]:
@@ -251,8 +316,9 @@ class InspectionService:
 
     def _retry(self, action, incident: _Incident):
         """Run ``action`` until it succeeds; transient DB/disk failures wait and retry. Returns
-        False if the daemon is stopping and the condition has not cleared in 10 s."""
-        delay, gave_up_at = 0.2, None
+        False if the daemon is stopping and the condition has not cleared within 10 s of the stop
+        (one deadline for all frames, so a drain with the disk full ends in time)."""
+        delay = 0.2
         while True:
             try:
                 result = action()
@@ -261,15 +327,16 @@ class InspectionService:
             except StorageUnavailable as exc:
                 incident.hit(str(exc))
             except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+                if exc.errno not in _RETRYABLE_ERRNOS:
                     raise
                 incident.hit(f"{exc.strerror} ({getattr(exc, 'filename', '')})")
             if self.stop_event.is_set():
-                gave_up_at = gave_up_at or time.monotonic() + 10.0
-                if time.monotonic() > gave_up_at:
+                self._give_up_at = self._give_up_at or time.monotonic() + 10.0
+                if time.monotonic() > self._give_up_at:
                     return False
             # Waiting out a known incident is not a hang: keep the systemd watchdog fed (a restart
-            # would not unlock the database or free the disk, only repeat the start-up).
+            # would not unlock the database or free the disk, only repeat the start-up), until it
+            # lasts stall_seconds: then run() stops the pings (see _check_stall).
             end = time.monotonic() + delay
             while (left := end - time.monotonic()) > 0:
                 self._heartbeat = time.monotonic()
@@ -277,9 +344,10 @@ class InspectionService:
             self._heartbeat = time.monotonic()
             delay = min(delay * 2, 5.0)
 
-    def _abandon(self, group: list[Verdict]) -> None:
+    def _abandon(self, group: list[Verdict], quiet: bool = False) -> None:
         for v in group:
-            log.warning("%s: left in the inbox for the next start", v.frame.origin_path or v.frame.id)
+            if not quiet:
+                log.warning("%s: left in the inbox for the next start", v.frame.origin_path or v.frame.id)
             self._finished(v.frame)
 
     def _finished(self, f: Frame, recorded_and_kept: bool = False) -> None:
@@ -342,7 +410,9 @@ class InspectionService:
         last_status = 0.0
         while not self.stop_event.wait(ping_every):
             # WATCHDOG only while the inference worker is turning (it beats at least every 0.2 s)
-            if time.monotonic() - self._heartbeat < max(5.0, (interval or 10.0) / 2):
+            # and frames get through the writer (a stall is not waited out forever)
+            stalled = self._check_stall()
+            if not stalled and time.monotonic() - self._heartbeat < max(5.0, (interval or 10.0) / 2):
                 self.notifier.watchdog()
             if time.monotonic() - last_status >= 2.0:
                 last_status = time.monotonic()
@@ -361,7 +431,24 @@ class InspectionService:
         self._write_status_file()
         log.info("stopped after %d frames (%s)", self._processed,
                  ", ".join(f"{k} {n}" for k, n in self._counts.items()))
-        return 0
+        return 1 if self._fatal else 0
+
+    def _check_stall(self) -> bool:
+        """Frames waiting and none through for stall_seconds: say so once, in the log, the
+        metrics and the status; the caller stops feeding the watchdog."""
+        age = self._progress.stalled_for()
+        stalled = age >= self.stall_seconds
+        if stalled and not self._stalled:
+            log.error("stalled: %s; no more WATCHDOG=1 to systemd, which restarts the service", self._stall_text(age))
+        elif self._stalled and not stalled:
+            log.info("stall over: frames are recorded again")
+        self._stalled = stalled
+        self.metrics.stalled.set(1 if stalled else 0)
+        return stalled
+
+    def _stall_text(self, age: float) -> str:
+        return (f"no commit for {age:.0f} s while {self._progress.waiting} frames wait "
+                f"(last error: {self._progress.last_error or 'none'})")
 
     def _periodic_loop(self, interval_s: float, action) -> None:
         while not self.stop_event.wait(interval_s):
@@ -382,6 +469,8 @@ class InspectionService:
                 "counts": dict(self._counts), "queue_depth": self.frames.qsize(), "bundle_id": self.pipeline.bundle_id,
                 "engine": {"type": self.pipeline.engine.kind, "precision": self.pipeline.engine.precision},
                 "last_verdict": self._last, "latency_p50_ms": p(0.5), "latency_p95_ms": p(0.95),
+                "frames_waiting": self._progress.waiting,
+                "stalled": self._stall_text(self._progress.stalled_for()) if self._stalled else None,
                 "streams": {s.name: s.stats() for s in self.sources}}
 
     def _write_status_file(self) -> None:

@@ -290,6 +290,9 @@ class RuntimeConfig(_Strict):
     # BLAS threads for scoring (numpy's OpenBLAS); 0: the library default, one spinning thread per
     # core, which starves the engine's threads (inspector/maththreads.py)
     blas_threads: int = Field(1, ge=0, le=256)
+    # Frames waiting and no commit for this long is a stall (database read-only or locked for good,
+    # output folder gone): status and metrics say so and the systemd watchdog is no longer fed
+    stall_seconds: float = Field(60.0, ge=1.0, le=86400.0)
 
 
 # ---------------------------------------------------------------- stats shifts and retention

@@ -2,14 +2,17 @@
 
 Start-up checks (each failure is one line and a non-zero exit, never a traceback): the config
 validates, the bundle exists and matches the config's preprocessing, every inbox is a readable
-folder, the database opens and its schema is current, the engine loads and warms up. Then the
-inbox backlog is queued, READY=1 goes to systemd, and frames flow until SIGTERM/SIGINT.
+folder, every output folder takes a file, no other daemon watches the same inbox or uses the
+same SQLite database (a lock on each), the database opens, its schema is current and it takes a
+write, the engine loads and warms up. Then the inbox backlog is queued, READY=1 goes to systemd,
+and frames flow until SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from inspector.errors import ConfigError, DatabaseError
@@ -37,6 +40,50 @@ def _check_folders(settings) -> None:
             Path(d).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"output folder {d}: cannot create ({exc.strerror})") from None
+        _check_writable_folder(d)
+
+
+def _check_writable_folder(folder) -> None:
+    """Create and remove a file: os.access would say yes to root on a read-only mount or an
+    immutable folder, and a daemon that starts anyway holds every frame in the inbox."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".inspector-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"output folder {folder}: not writable by this user ({exc.strerror}); "
+                          f"frames and heatmaps are written there: fix its permissions or mount, or the "
+                          f"output section") from None
+
+
+def _lock_instance(settings) -> list:
+    """One daemon per inbox and per SQLite database: the locks are held until the process ends."""
+    from inspector.instance_lock import lock_database, lock_inbox
+    from inspector.storage.database import normalise_url, sqlite_path
+
+    locks = [lock_inbox(Path(src.inbox)) for src in settings.sources if src.type == "folder"]
+    db_file = sqlite_path(normalise_url(settings.database.url))
+    if db_file is not None and db_file.parent.is_dir():  # a missing folder: the database open says so
+        locks.append(lock_database(db_file))
+    return locks
+
+
+def _check_database_writable(store) -> None:
+    """A database that reads but cannot take a write would let the daemon say READY and then keep
+    every frame in the inbox: refuse it now, with one line."""
+    from inspector.errors import DatabaseError
+    from inspector.storage import StorageUnavailable
+    from inspector.storage.database import display_url
+
+    try:
+        store.check_writable()
+    except StorageUnavailable:
+        raise
+    except DatabaseError as exc:
+        orig = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
+        raise DatabaseError(f"database {display_url(store.url)} is read-only to this user ({orig}); the daemon "
+                            f"records every verdict there: make the file and its folder writable, or point "
+                            f"database.url elsewhere") from None
 
 
 def build_sources(settings):
@@ -86,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"config {args.config}: `bundle:` is not set; point it at a folder made by "
                           f"`inspector calibrate`")
     _check_folders(settings)
+    # before anything is touched: a second daemon must not, e.g., remove the first one's partial heatmaps
+    locks = _lock_instance(settings)  # noqa: F841 - held while this process lives
     stale = remove_partial_writes(settings.output.heatmap_dir)
     if stale:
         log.info("removed %d partly written heatmap file(s) left by an earlier crash", stale)
@@ -95,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store.ensure_schema()
         store.register_bundle(bundle.id, str(bundle.path), bundle.manifest)
+        _check_database_writable(store)
     except StorageUnavailable as exc:
         # "will retry" is true for a frame, not at start-up: say what to fix and exit
         orig = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
@@ -127,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline, store, sources, OutputLayout(settings.output), max_batch=settings.engine.max_batch,
         batch_wait_ms=settings.runtime.batch_wait_ms, queue_size=settings.runtime.queue_size,
         status_path=status_file_path(settings), notifier=notifier, metrics=metrics, periodic=periodic,
+        stall_seconds=settings.runtime.stall_seconds,
     )
     for s in sources:
         if hasattr(s, "stats"):

@@ -1,7 +1,8 @@
 """Is the daemon alive and what is it doing: its status file (pid, uptime, queue, streams,
 engine, latency) plus the last hour from the database (opened read-only).
 
-Exit status: 0 when the daemon is running and its status file is fresh, 3 when it is not
+Exit status: 0 when the daemon is running and its status file is fresh, 1 when it runs but is
+stalled (frames wait and nothing was committed for runtime.stall_seconds), 3 when it is not
 running or its status is stale (as `systemctl status` does), 2 on a usage/config error.
 """
 from __future__ import annotations
@@ -119,9 +120,14 @@ def _fmt_duration(seconds: float) -> str:
 def _write_text(out: IO[str], daemon: dict[str, Any], db: dict[str, Any]) -> None:
     running = daemon.get("running")
     state = "running" if running else ("unknown" if running is None else "not running")
+    stalled = running and daemon.get("stalled")
+    if stalled:
+        state = "stalled"
     out.write(f"daemon      {state}" + (f" (pid {daemon['pid']})" if daemon.get("pid") else "") + "\n")
     if daemon.get("error"):
         out.write(f"            {daemon['error']}\n")
+    if stalled:
+        out.write(f"            stalled: {stalled}\n")
     out.write(f"status file {daemon['status_file']}"
               + (f" (updated {daemon['status_age_s']:.0f} s ago)" if "status_age_s" in daemon else "") + "\n")
     started = daemon.get("started_at")
@@ -187,4 +193,6 @@ def run(args: argparse.Namespace, out: Optional[IO[str]] = None) -> int:
         out.write(json.dumps({"daemon": daemon, "database": db}, indent=2, default=str) + "\n")
     else:
         _write_text(out, daemon, db)
-    return 0 if daemon.get("running") else 3
+    if not daemon.get("running"):
+        return 3
+    return 1 if daemon.get("stalled") else 0

@@ -33,6 +33,7 @@ from typing import Optional
 
 from engines.atomicfile import atomic_write_bytes
 from inspector.decode import FrameError, IncompleteFrameError, read_image_file
+from inspector.instance_lock import INBOX_LOCK_NAME  # the daemon's own lock file, whatever ignore_patterns say
 from inspector.names import printable_name
 from inspector.settings import FolderSourceConfig
 from inspector.sources.base import Emit
@@ -152,7 +153,7 @@ class FolderSource:
     # -------------------------------------------------------------- events
     def ignored(self, path: str) -> bool:
         name = os.path.basename(path)
-        if any(fnmatch.fnmatch(name, pat) for pat in self.config.ignore_patterns):
+        if name == INBOX_LOCK_NAME or any(fnmatch.fnmatch(name, pat) for pat in self.config.ignore_patterns):
             return True
         return not self.config.recursive and os.path.dirname(os.path.abspath(path)) not in self._inbox_paths
 

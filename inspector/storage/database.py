@@ -216,6 +216,10 @@ class ResultStore:
         self.read_only = read_only
         self.engine = make_engine(self.url, read_only=read_only, busy_timeout_s=busy_timeout_s)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._file = None if read_only else sqlite_path(self.url)
+        self._file_identity: Optional[tuple[int, int]] = None  # (st_dev, st_ino) of the file opened first
+        if self._file is not None:
+            event.listen(self.engine, "connect", self._remember_file)
         log.debug("results database %s (%s)", display_url(self.url), "read-only" if read_only else "read-write")
 
     @property
@@ -230,6 +234,32 @@ class ResultStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ the SQLite file itself
+    def _remember_file(self, _dbapi_conn, _record) -> None:
+        if self._file_identity is None:  # the first open names the file; later pool connections must match it
+            try:
+                st = os.stat(self._file)
+            except OSError:
+                return
+            self._file_identity = (st.st_dev, st.st_ino)
+
+    def replaced_file(self) -> Optional[str]:
+        """Why the SQLite file at the configured path is no longer the one this store writes to,
+        or None. Deleting the file (``rm inspector.db*``) does not stop an open connection: its
+        commits go on into the unlinked inode and are gone at the next start. So the daemon asks
+        before each group commit. None for other databases."""
+        if self._file is None or self._file_identity is None:
+            return None
+        try:
+            st = os.stat(self._file)
+        except FileNotFoundError:
+            return f"database {self._file}: database file was deleted or replaced (it is gone)"
+        except OSError:
+            return None  # cannot tell (e.g. a permission problem): the commit itself will say
+        if (st.st_dev, st.st_ino) != self._file_identity:
+            return f"database {self._file}: database file was deleted or replaced (another file is at its path now)"
+        return None
 
     # ------------------------------------------------------------------ schema
     def schema_version(self) -> Optional[int]:
@@ -262,6 +292,18 @@ class ResultStore:
     def _require_writable(self) -> None:
         if self.read_only:
             raise DatabaseError(f"database {display_url(self.url)} was opened read-only; refusing to write")
+
+    def check_writable(self) -> None:
+        """Start a write and roll it back. A database that opens and reads but cannot take a write
+        (a file this user may only read, an immutable file, a read-only PostgreSQL role or
+        standby) is refused at start-up instead of holding every frame after READY. Raises
+        DatabaseError (read-only) or StorageUnavailable (locked by another writer)."""
+        self._require_writable()
+        with translate_errors("checking write access", self.url), self.engine.connect() as conn:
+            with conn.begin() as trans:
+                # matches no row, but still needs the write lock (SQLite) / a writable transaction
+                conn.execute(update(ModelBundle).where(ModelBundle.id == "").values(path=ModelBundle.path))
+                trans.rollback()
 
     def register_bundle(self, bundle_id: str, path: str, manifest: dict) -> None:
         """Record a model bundle (idempotent; a moved bundle updates its path)."""

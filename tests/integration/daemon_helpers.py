@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import yaml
 
+from inspector.instance_lock import INBOX_LOCK_NAME
 from tests.conftest import daemon_env
 
 INSPECTION_COLUMNS = ("id", "frame_key", "origin_name", "verdict", "score", "threshold", "error_reason",
@@ -44,7 +45,8 @@ class Workspace:
     settings: dict = field(default_factory=dict)  # the config as written to ``config``
 
     def inbox_files(self) -> list[str]:
-        return sorted(os.listdir(self.inbox))
+        """What is in the inbox, but the daemon's own lock file."""
+        return sorted(n for n in os.listdir(self.inbox) if n != INBOX_LOCK_NAME)
 
     def output_files(self) -> list[Path]:
         """Every frame file in done/ and quarantine/ (symlinks included, not followed)."""
@@ -264,3 +266,73 @@ def heatmap_problems(ws: Workspace) -> list[str]:
             elif cv2.imread(p, cv2.IMREAD_COLOR) is None:
                 bad.append(f"heatmap {p} does not decode")
     return bad
+
+
+# ---------------------------------------------------------------- filesystems root cannot write to
+# Tests run as root in CI, and root ignores permission bits (chmod, os.access): a folder that root
+# cannot write to must be a real read-only or full filesystem. These mount one (root with
+# CAP_SYS_ADMIN, as in CI's container); where mounting is not allowed the test is skipped, saying so.
+def _mount(args: list[str]) -> None:
+    import pytest
+
+    proc = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"needs permission to mount (root with CAP_SYS_ADMIN): mount {' '.join(args)}: "
+                    f"{proc.stderr.strip()}")
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], check=True, capture_output=True)
+
+
+@contextmanager
+def small_tmpfs(path: Path, size: str = "1M") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (created if missing): another filesystem than the
+    inbox, and one that fills up quickly."""
+    path.mkdir(parents=True, exist_ok=True)
+    _mount(["-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)])
+    try:
+        yield path
+    finally:
+        _umount(path)
+
+
+@contextmanager
+def read_only_mount(path: Path) -> Iterator[Path]:
+    """``path`` (a folder) bind-mounted read-only onto itself: EROFS for every writer, root too."""
+    _mount(["--bind", str(path), str(path)])
+    try:
+        _mount(["-o", "remount,bind,ro", str(path)])
+        yield path
+    finally:
+        _umount(path)
+
+
+def fill_up(folder: Path) -> Path:
+    """Write a file into ``folder`` until its filesystem is full; returns it (delete it to free the space)."""
+    filler = folder / "filler.bin"
+    chunk = b"\0" * 4096
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(chunk)
+        except OSError as exc:
+            if exc.errno != 28:  # ENOSPC
+                raise
+    return filler
+
+
+@contextmanager
+def immutable(path: Path) -> Iterator[Path]:
+    """``chattr +i``: the file cannot be written, not even by root (it stays readable), e.g. a
+    database file that opens and reads but refuses every write."""
+    import pytest
+
+    proc = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"needs chattr +i (root with CAP_LINUX_IMMUTABLE, a filesystem that has the flag): "
+                    f"{proc.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)

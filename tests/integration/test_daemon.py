@@ -51,7 +51,7 @@ def test_daemon_end_to_end(tmp_path, bundle_dir, part_images):
         # file moves happen only after the commit; temp names are never touched
         wait_for(lambda: not (inbox / "corrupt.png").exists(), 90, "corrupt.png to leave the inbox")
         left = sorted(p.name for p in inbox.iterdir())
-        assert left == ["ignored.tmp"]
+        assert left == [".inspector.lock", "ignored.tmp"]  # the daemon's lock file, and a name it ignores
         assert sorted(p.name for p in (ws.done / "fail").rglob("*.png")) == ["missing-1.png", "missing-2.png"]
         assert len(list((ws.done / "pass").rglob("*.png"))) == 2
         assert [p.name for p in ws.quarantine.rglob("*") if p.is_file()] == ["corrupt.png"]

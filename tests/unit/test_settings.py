@@ -28,6 +28,7 @@ def test_example_config_validates():
     ("sources:\n  - inbox: in\n    recursve: true\n", ["sources.0.recursve", "unknown key"]),
     ("preprocess:\n  size: [100, 256]\n", ["preprocess.size", "multiple of 32"]),
     ("engine:\n  threads: -1\n", ["engine.threads", "-1", "greater than or equal to 0"]),
+    ("runtime:\n  stall_seconds: 0\n", ["runtime.stall_seconds", "0", "greater than or equal to 1"]),
     ("bundel: x\n", ["bundel", "unknown key"]),
     ("sources: [\n", ["not valid YAML", "line"]),
     ("- just\n- a list\n", ["top level must be a mapping"]),

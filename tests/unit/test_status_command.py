@@ -113,3 +113,21 @@ def test_database_missing_is_reported_not_fatal(tmp_path):
     out = io.StringIO()
     assert status.run(_args(db=tmp_path / "nope" / "x.db", status_file=sf), out) == 0
     assert "unavailable" in out.getvalue()
+
+
+def test_stalled_daemon_is_said_so_and_exits_non_zero(tmp_path, db):
+    """A running daemon whose writer makes no progress while frames wait (issue 11, item 10) is
+    not "running" as far as a monitor is concerned."""
+    sf = tmp_path / "status.json"
+    stall = "no commit for 75 s while 9 frames wait (last error: database is locked)"
+    _write_status(sf, stalled=stall, frames_waiting=9)
+    out = io.StringIO()
+    rc = status.run(_args(db=db, status_file=sf), out)
+    text = out.getvalue()
+    assert rc == 1, text
+    assert f"stalled (pid {os.getpid()})" in text
+    assert f"stalled: {stall}" in text
+    _write_status(sf, stalled=None, frames_waiting=0)
+    out = io.StringIO()
+    assert status.run(_args(db=db, status_file=sf), out) == 0
+    assert "stalled:" not in out.getvalue() and "running (pid" in out.getvalue()

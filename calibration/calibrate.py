@@ -122,13 +122,16 @@ def _export_with_head(description: dict, params: dict, arrays: dict[str, np.ndar
     return onnx_path, net_description
 
 
-def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
+def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str | Path], *, progress: bool = True,
               golden: Optional[GoldenSet] = None, augment: Optional[int] = None,
-              defects_dir: Optional[str | Path] = None) -> CalibrationResult:
+              defects_dir: Optional[str | Path] = None, evaluate_only: bool = False,
+              auto_evidence: Optional[dict] = None) -> CalibrationResult:
     """Fit the configured scorer on ``golden_dir`` (or the given ``golden`` set) and write the
     bundle to ``out_dir``. augment: jittered copies per golden image (None: calibration.augment.copies;
     ignored when ``golden`` already holds copies). defects_dir: known-defect images, whose escape
-    rate at the threshold goes into the bundle beside the synthetic defects'."""
+    rate at the threshold goes into the bundle beside the synthetic defects'. evaluate_only: stop after
+    the escape rates (no refit, no bundle; ``calibrate --auto`` compares candidates so);
+    auto_evidence: what ``calibrate --auto`` compared, recorded in the manifest."""
     if defects_dir is not None and not Path(defects_dir).is_dir():
         raise InspectorError(f"defects folder {defects_dir}: not found; pass --defects with a folder of "
                              f"known-defect images, or leave it out")
@@ -218,6 +221,14 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
             head_engine.close()
             head_engine = None
         times["detectability"] = time.perf_counter() - t0
+        if evaluate_only:
+            engine.close()
+            return CalibrationResult(
+                bundle_dir=Path(out_dir) if out_dir else Path(), bundle_id="", images_used=len(golden.images),
+                images_skipped=golden.skipped, holdout_names=[golden.names[i] for i in hold_idx],
+                holdout_scores=held_scores, holdout_map_maxima=held_max, holdout_maps=None, holdout_images=[],
+                image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0, stage_seconds=times,
+                detectability=detectability)
 
         if cal.refit_on_all:
             t0 = time.perf_counter()
@@ -246,6 +257,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
                        "sha256": golden.sha256, "holdout": len(hold_idx), "refit_on_all": cal.refit_on_all,
                        "seed": cal.seed, "augmented_copies": len(golden.images) - originals},
             "detectability": detectability.to_json() if detectability is not None else None,
+            "auto": auto_evidence,
             "metrics": {"heldout_scores": [round(float(s), 6) for s in held_scores],
                         "heldout_map_maxima": [round(float(s), 6) for s in held_max],
                         "seconds": {k: round(v, 3) for k, v in times.items()}},

@@ -32,6 +32,7 @@ class CalibrationReportData:
     false_reject_upper_95: Optional[float] = None  # what the held-out counts alone show (budget rule)
     false_reject_budget: Optional[float] = None
     detectability: Optional[dict] = None  # Detectability.to_json(): escape rates by size and kind
+    auto: Optional[dict] = None  # calibrate --auto: the candidates compared and the one chosen
 
 
 def _png_data_uri(path: Optional[str]) -> Optional[str]:
@@ -72,6 +73,20 @@ def _detectability_html(d: Optional[dict]) -> str:
             f"<p>Synthetic defects pasted into the held-out golden images (which the model was not fitted on), "
             f"each changing its pixels by at least {d['min_contrast']:g} grey levels on average; sizes in frame "
             f"pixels; found = image score above the threshold. The rest escape.</p>")
+
+
+def _auto_html(auto: Optional[dict]) -> str:
+    """calibrate --auto's comparison: each candidate's share of synthetic (and real) defects found."""
+    if not auto:
+        return ""
+    rows = "".join(
+        f"<tr><th>{'<b>' if t['name'] == auto['chosen'] else ''}{escape(t['name'])}{'</b>' if t['name'] == auto['chosen'] else ''}</th>"
+        f"<td>{t['synthetic_found'] * 100:.0f}% of {t['synthetic_n']}</td><td>{t['synthetic_found_smallest'] * 100:.0f}%</td>"
+        f"<td>{'-' if t['real_found'] is None else format(t['real_found'] * 100, '.0f') + '%'}</td>"
+        f"<td>{t['seconds']:.1f} s</td></tr>" for t in auto["trials"])
+    return (f"<h2>Method chosen by calibrate --auto</h2><p>Chosen: <b>{escape(auto['chosen'])}</b>; criterion: "
+            f"{escape(auto['criterion'])}.</p><table><tr><th>candidate</th><th>synthetic defects found</th>"
+            f"<th>smallest size found</th><th>your defects found</th><th>time</th></tr>{rows}</table>")
 
 
 def render_calibration_report(data: CalibrationReportData) -> str:
@@ -122,7 +137,7 @@ justify-content:center;background:#f4f4f4;color:#777;border:1px dashed #bbb}}fig
 <h1>Calibration report: {escape(data.bundle_id)}</h1><p>Written {escape(written)}.</p>
 <table>{summary}</table>
 <h2>Score distribution</h2>{svg}
-<h2>Escape rates by defect size</h2>{_detectability_html(data.detectability)}
+<h2>Escape rates by defect size</h2>{_detectability_html(data.detectability)}{_auto_html(data.auto)}
 <h2>Images nearest the threshold</h2><div class="near">{''.join(cards) or '<p>none</p>'}</div>
 <h2>Stage times</h2><table>{times or '<tr><td>-</td></tr>'}</table>
 </body></html>

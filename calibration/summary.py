@@ -61,6 +61,13 @@ def _detectability_line(d: Optional[Detectability]) -> Optional[str]:
             f"in the held-out images; by kind in the report)")
 
 
+def _auto_line(auto: Optional[dict]) -> Optional[str]:
+    if not auto:
+        return None
+    tried = "; ".join(f"{t['name']} {t['synthetic_found'] * 100:.0f}%" for t in auto["trials"])
+    return f"auto          chose {auto['chosen']} (synthetic defects found: {tried})"
+
+
 def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) -> None:
     ti, tp = r.image_threshold, r.pixel_threshold
     lines = [
@@ -73,6 +80,7 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
         *_threshold_lines(ti, r.holdout_scores),
         f"pixel thresh  {tp.value:.4f}" if tp else None,
         _detectability_line(r.detectability),
+        _auto_line(r.manifest.get("auto")),
         "time          " + ", ".join(f"{k} {v:.1f}s" for k, v in r.stage_seconds.items()),
     ]
     for name, reason in r.images_skipped:
@@ -112,6 +120,7 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
         false_reject_upper_95=r.image_threshold.frr_upper_95,
         false_reject_budget=r.image_threshold.false_reject_budget,
         detectability=r.detectability.to_json() if r.detectability is not None else None,
+        auto=r.manifest.get("auto"),
         defect_scores=defect_scores,
         near_threshold=near,
         stage_times=r.stage_seconds,

@@ -269,6 +269,8 @@ class CalibrationConfig(_Strict):
     # synthetic defect images scored for those escape rates (at most); 0: no estimate
     synthetic_defects: int = Field(120, ge=0, le=10000)
     augment: AugmentConfig = AugmentConfig()
+    # calibrate --auto stops trying candidates once it has spent this many times the first one's time
+    auto_time_factor: float = Field(5.0, ge=1.0, le=100.0)
 
 
 # ---------------------------------------------------------------- engine

@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", type=int, metavar="N",
                    help="N jittered copies per golden image, for few golden samples (default: calibration.augment.copies); "
                         "thresholds are still set on original images only")
+    p.add_argument("--auto", action="store_true",
+                   help="choose the method by how well each candidate finds synthetic defects pasted into held-out "
+                        "golden images (and your --defects), then calibrate the best; the comparison goes into the "
+                        "bundle and report.html")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -39,8 +43,14 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config) if args.config else Settings()
     try:
-        result = calibrate(settings, args.golden, args.out, progress=not args.quiet, augment=args.augment,
-                           defects_dir=args.defects)
+        if args.auto:
+            from calibration.auto import auto_calibrate
+
+            result, _ = auto_calibrate(settings, args.golden, args.out, progress=not args.quiet,
+                                       augment=args.augment, defects_dir=args.defects, say=print)
+        else:
+            result = calibrate(settings, args.golden, args.out, progress=not args.quiet, augment=args.augment,
+                               defects_dir=args.defects)
     except (OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, InspectorError):
             raise

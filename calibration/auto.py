@@ -1,0 +1,139 @@
+"""`calibrate --auto`: choose the method (and geometry) by how well each candidate separates
+held-out golden images from synthetic defects pasted into them — no defect images needed.
+
+Each candidate is calibrated as far as its escape rates (features, fit on the split, thresholds
+at the false-reject budget, synthetic defects of calibration.min_defect_px and larger scored
+against that threshold; calibration/detectability.py), without a refit or a bundle. The one that
+finds the most defects wins (ties: the one that finds more of the smallest size, then the one
+first in the list, which is the configured one). Then only the winner is calibrated in full, with
+the evidence recorded in its manifest (``auto``) and report. Candidates are tried in order until
+the time spent reaches ``calibration.auto_time_factor`` times the first one's, so --auto stays
+a bounded multiple of a plain calibration.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from calibration.augment import augment_golden, is_augmented
+from calibration.calibrate import CalibrationResult, calibrate
+from calibration.golden import GoldenSet, list_images, read_golden
+from inspector.errors import InspectorError
+from inspector.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str  # e.g. "patchcore" or "padim @ 512x256"
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Trial:
+    candidate: Candidate
+    found: float  # share of all synthetic defects found at the candidate's threshold
+    found_smallest: float  # the same for the smallest size that fits the images
+    n: int  # synthetic defects scored
+    real_found: Optional[float]  # share of --defects images found, when given
+    seconds: float
+
+    def key(self) -> tuple:
+        """Sort key, best first: most defects found (real ones first when there are some)."""
+        real = self.real_found if self.real_found is not None else 0.0
+        return (-real, -self.found, -self.found_smallest)
+
+    def to_json(self) -> dict:
+        return {"name": self.candidate.name, "scorer": self.candidate.settings.scorer.model_dump(mode="json"),
+                "preprocess_size": _size_json(self.candidate.settings),
+                "synthetic_found": round(self.found, 4), "synthetic_found_smallest": round(self.found_smallest, 4),
+                "synthetic_n": self.n,
+                "real_found": None if self.real_found is None else round(self.real_found, 4),
+                "seconds": round(self.seconds, 2)}
+
+
+def _size_json(settings: Settings):
+    size = settings.preprocess.size
+    return size if isinstance(size, str) else list(size)
+
+
+def _with_method(settings: Settings, method: str) -> Settings:
+    scorer = settings.scorer.model_copy(update={"method": method})
+    return settings.model_copy(update={"scorer": scorer})
+
+
+def candidates(settings: Settings) -> list[Candidate]:
+    """The configured setup first, then the other memory-bank method. Trained heads (Deep SVDD,
+    autoencoder) take minutes to fit, so --auto compares them only when they are configured."""
+    out = [Candidate(_describe(settings), settings)]
+    if settings.scorer.type == "memory_bank":
+        other = "padim" if settings.scorer.method == "patchcore" else "patchcore"
+        alt = _with_method(settings, other)
+        out.append(Candidate(_describe(alt), alt))
+    return out
+
+
+def _describe(settings: Settings) -> str:
+    s = settings.scorer
+    return f"{s.type}/{getattr(s, 'method', s.type)} @ {_size_json(settings)}"
+
+
+def evaluate(candidate: Candidate, golden_dir: Path, golden: GoldenSet, *, defects_dir: Optional[Path],
+             progress: bool) -> Trial:
+    t0 = time.perf_counter()
+    result = calibrate(candidate.settings, golden_dir, None, progress=progress, golden=golden,
+                       defects_dir=defects_dir, evaluate_only=True)
+    d = result.detectability
+    if d is None or not d.by_size:
+        raise InspectorError("calibrate --auto compares candidates by synthetic defects: set "
+                             "calibration.synthetic_defects above 0 and a calibration.min_defect_px the images can hold")
+    n = sum(r.n for r in d.by_size.values())
+    found = sum(r.found for r in d.by_size.values()) / n
+    smallest = d.by_size[min(d.by_size)]
+    real = d.real.found_share if d.real is not None and d.real.n else None
+    return Trial(candidate, found, smallest.found_share, n, real, time.perf_counter() - t0)
+
+
+def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
+                   augment: Optional[int] = None, defects_dir: Optional[str | Path] = None,
+                   candidate_list: Optional[list[Candidate]] = None,
+                   say: Callable[[str], None] = log.info) -> tuple[CalibrationResult, list[Trial]]:
+    """Try the candidates, calibrate the best into ``out_dir``; returns (its result, every trial)."""
+    golden_dir = Path(golden_dir)
+    if not golden_dir.is_dir():
+        raise InspectorError(f"golden folder {golden_dir}: not found; pass --golden with a folder of good-part images")
+    if defects_dir is not None and not Path(defects_dir).is_dir():
+        raise InspectorError(f"defects folder {defects_dir}: not found; pass --defects with a folder of "
+                             f"known-defect images, or leave it out")
+    golden = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels)
+    if not golden.images:
+        raise InspectorError(f"golden folder {golden_dir}: no readable image among {len(list_images(golden_dir))} files")
+    copies = settings.calibration.augment.copies if augment is None else augment
+    if copies and not any(is_augmented(n) for n in golden.names):
+        golden = augment_golden(golden, copies, settings.calibration.seed, settings.calibration.augment)
+    factor = settings.calibration.auto_time_factor
+    trials: list[Trial] = []
+    t_start = time.perf_counter()
+    for cand in candidate_list or candidates(settings):
+        spent = time.perf_counter() - t_start
+        if trials and spent + trials[-1].seconds > factor * trials[0].seconds:
+            say(f"auto: time bound reached ({spent:.0f} s); not trying {cand.name}")
+            continue
+        trial = evaluate(cand, golden_dir, golden, defects_dir=Path(defects_dir) if defects_dir else None,
+                         progress=progress)
+        say(f"auto: {cand.name}: {trial.found * 100:.0f}% of {trial.n} synthetic defects found "
+            f"({trial.found_smallest * 100:.0f}% of the smallest)"
+            + (f", {trial.real_found * 100:.0f}% of your defect images" if trial.real_found is not None else "")
+            + f", {trial.seconds:.1f} s")
+        trials.append(trial)
+    best = sorted(trials, key=Trial.key)[0]  # stable: among equals, the first tried
+    evidence = {"chosen": best.candidate.name, "criterion": "most synthetic defects found at the false-reject "
+                "budget threshold (real --defects images first when given), then the most of the smallest size",
+                "trials": [t.to_json() for t in trials]}
+    result = calibrate(best.candidate.settings, golden_dir, out_dir, progress=progress, golden=golden,
+                       defects_dir=defects_dir, auto_evidence=evidence)
+    return result, trials

@@ -1,0 +1,71 @@
+"""`calibrate --auto`: candidates compared on synthetic defects, the best calibrated in full, the
+evidence in the bundle, the summary and the report. Real calibrations of the synthetic demo parts."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from calibration.auto import Candidate, Trial, auto_calibrate, candidates
+from tests.conftest import small_settings
+
+
+def test_default_candidates_are_the_configured_method_then_the_other_memory_bank():
+    names = [c.settings.scorer.method for c in candidates(small_settings())]
+    assert names == ["patchcore", "padim"]
+    heads = candidates(small_settings(scorer={"type": "hypersphere", "method": "ocsvm"}))
+    assert len(heads) == 1  # trained heads are compared only when configured
+
+
+def test_the_candidate_finding_more_defects_wins_and_its_evidence_is_recorded(tmp_path, golden_dir):
+    settings = small_settings(calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 30,
+                                           "min_defect_px": 6})
+    good = Candidate("patchcore", settings)
+    # a blind candidate: a bank of one patch from a 5% share, smoothed flat, finds (almost) nothing
+    blind_scorer = settings.scorer.model_copy(update={"coreset": settings.scorer.coreset.model_copy(
+        update={"size": 1}), "smoothing_sigma": 0.0})
+    blind = Candidate("blind", settings.model_copy(update={"scorer": blind_scorer}))
+    said = []
+    result, trials = auto_calibrate(settings, golden_dir, tmp_path / "b", progress=False,
+                                    candidate_list=[blind, good], say=said.append)
+    assert [t.candidate.name for t in trials] == ["blind", "patchcore"]
+    assert trials[1].found > trials[0].found
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["auto"]["chosen"] == "patchcore"
+    assert [t["name"] for t in manifest["auto"]["trials"]] == ["blind", "patchcore"]
+    assert manifest["scorer"]["params"]["bank_size"] > 1  # the winner was calibrated, not the blind one
+    assert result.detectability is not None and len(said) == 2
+
+
+def test_time_bound_skips_the_rest(tmp_path, golden_dir, monkeypatch):
+    import calibration.auto as auto
+
+    settings = small_settings(calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 15,
+                                           "auto_time_factor": 1.0})
+    tried = []
+
+    def fake_evaluate(cand, *a, **k):  # the first one takes all the time the bound allows
+        tried.append(cand.name)
+        return Trial(cand, 0.5, 0.5, 10, None, seconds=10.0)
+
+    monkeypatch.setattr(auto, "evaluate", fake_evaluate)
+    said = []
+    auto_calibrate(settings, golden_dir, tmp_path / "b", progress=False, say=said.append)
+    assert len(tried) == 1 and any("time bound" in s for s in said)
+
+
+def test_cli_auto_prints_the_choice_and_writes_it_to_the_report(tmp_path, golden_dir):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"preprocess": {"size": [128, 128]},
+                                   "calibration": {"holdout": 0.25, "min_images": 4, "synthetic_defects": 20},
+                                   "scorer": {"coreset": {"ratio": 0.05}}}))
+    out = tmp_path / "bundle"
+    p = subprocess.run([sys.executable, "-m", "inspector.cli", "calibrate", "--golden", str(golden_dir), "--out",
+                        str(out), "--config", str(cfg), "--auto", "--quiet"], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "auto          chose memory_bank/" in p.stdout
+    html = (out / "report.html").read_text()
+    assert "Method chosen by calibrate --auto" in html and "padim" in html

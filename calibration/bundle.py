@@ -14,17 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from inspector import __version__
 from engines.hashing import file_sha256
-from inspector.bundle import ARRAYS, MANIFEST, SCHEMA_VERSION
+from inspector.bundle import ARRAYS, MANIFEST
+from inspector.errors import InspectorError
+from inspector.manifest import SCHEMA_VERSION, BundleManifest, validation_line
 
 
 def write_bundle(out: str | Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], onnx_file: Path,
-                 extra_files: dict[str, Path] | None = None) -> str:
-    """Write manifest.json + arrays.npz + the ONNX (+ extra files) into ``out``; returns the bundle id.
+                 extra_files: dict[str, Path] | None = None) -> BundleManifest:
+    """Write manifest.json + arrays.npz + the ONNX (+ extra files) into ``out``; returns the
+    manifest as written.
 
-    ``manifest`` gets schema_version, created_at, inspector_version, hashes and bundle_id added.
+    ``manifest`` (the sections) gets schema_version, created_at, inspector_version, hashes,
+    bundle_id and its own checksum added, and is validated by the same model the daemon reads
+    it with: a bundle the daemon would refuse is never written.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +53,12 @@ def write_bundle(out: str | Path, manifest: dict[str, Any], arrays: dict[str, np
         # identity = what changes scores: network, arrays, thresholds, preprocessing
         ident = json.dumps([hashes, m["thresholds"], m["preprocess"], m["scorer"]], sort_keys=True)
         m["bundle_id"] = hashlib.sha256(ident.encode()).hexdigest()[:12]
-        (tmp / MANIFEST).write_text(json.dumps(m, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        try:
+            sealed = BundleManifest.sealed(m)
+        except ValidationError as exc:  # e.g. a NaN threshold from NaN scores: never write it
+            raise InspectorError(f"calibration made a manifest the daemon would refuse: {validation_line(exc)}; "
+                                 f"nothing was written to {out}") from None
+        (tmp / MANIFEST).write_text(sealed.to_json_text(), encoding="utf-8")
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, old)
@@ -58,4 +69,4 @@ def write_bundle(out: str | Path, manifest: dict[str, Any], arrays: dict[str, np
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return m["bundle_id"]
+    return sealed

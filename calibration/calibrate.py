@@ -42,6 +42,7 @@ from engines.base import EngineSpec, normalise_precision
 from engines.registry import build_engine
 from inspector.bundle import ALIGN_REFERENCE
 from inspector.errors import InspectorError
+from inspector.manifest import BundleManifest
 from inspector.preprocess import Preprocessor, PreprocessSpec
 from inspector.scoring.registry import scorer_from_bundle, search_params
 from inspector.settings import Settings
@@ -63,8 +64,8 @@ class CalibrationResult:
     image_threshold: Threshold
     pixel_threshold: Threshold
     bank_size: int
+    manifest: BundleManifest  # as written into the bundle
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
     augmented_copies: int = 0  # how many of images_used are jittered copies (calibrate --augment)
 
 
@@ -233,18 +234,18 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         engine.close()
         if reference is not None:
             arrays = {**arrays, ALIGN_REFERENCE: reference}
-        bundle_id = write_bundle(out_dir, manifest, arrays, onnx_path)
+        written = write_bundle(out_dir, manifest, arrays, onnx_path)
         times["write"] = time.perf_counter() - t0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # also when calibration fails
     bank = arrays.get("memory_bank")
     return CalibrationResult(
-        bundle_dir=Path(out_dir), bundle_id=bundle_id, images_used=len(golden.images), images_skipped=golden.skipped,
+        bundle_dir=Path(out_dir), bundle_id=written.bundle_id, images_used=len(golden.images), images_skipped=golden.skipped,
         augmented_copies=len(golden.images) - originals,
         holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held_scores, holdout_map_maxima=held_max,
         holdout_maps=held.pixel_maps, holdout_images=[golden.images[i] for i in hold_idx],
         image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
-        stage_seconds=times, manifest=manifest,
+        stage_seconds=times, manifest=written,
     )
 
 

@@ -10,18 +10,19 @@ import numpy as np
 from calibration.calibrate import CalibrationResult
 from calibration.golden import read_golden
 from calibration.report import CalibrationReportData, write_calibration_report
+from inspector.manifest import BundleManifest
 from inspector.heatmap import render_overlay, write_png_atomic
 from inspector.align import unalign_map
 
 
-def _engine_line(manifest: dict) -> str:
+def _engine_line(manifest: BundleManifest) -> str:
     """Which engine precision (and kNN search) the thresholds belong to: the line must run the same."""
-    e = manifest["engine"]
-    search = manifest["scorer"].get("params", {}).get("search")
-    align = manifest["preprocess"].get("align")
-    return (f"engine        {e.get('calibrated_engine')} {e.get('calibrated_precision')}"
+    e = manifest.engine
+    search = manifest.scorer.params.get("search")
+    align = manifest.preprocess.align
+    return (f"engine        {e.calibrated_engine} {e.calibrated_precision}"
             + (f", kNN search {search}" if search else "")
-            + (f", aligned to the golden reference ({align['motion']})" if align else "")
+            + (f", aligned to the golden reference ({align.motion})" if align else "")
             + "  (thresholds hold at this precision only)")
 
 
@@ -81,9 +82,9 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
         bundle_id=r.bundle_id,
         summary={"images used": str(r.images_used), "skipped": str(len(r.images_skipped)),
                  "held out": str(len(r.holdout_names)), "memory bank": str(r.bank_size),
-                 "backbone": r.manifest["network"]["backbone"],
-                 "input": f'{r.manifest["preprocess"]["width"]}x{r.manifest["preprocess"]["height"]}',
-                 "scorer": r.manifest["scorer"]["type"]},
+                 "backbone": r.manifest.network.backbone,
+                 "input": f"{r.manifest.preprocess.width}x{r.manifest.preprocess.height}",
+                 "scorer": r.manifest.scorer.type},
     )
     out = r.bundle_dir / "report.html"
     write_calibration_report(out, data)

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     store = ResultStore(settings.database.url, busy_timeout_s=settings.database.busy_timeout_s)
     try:
         store.ensure_schema()
-        store.register_bundle(bundle.id, str(bundle.path), bundle.manifest)
+        store.register_bundle(bundle.id, str(bundle.path), bundle.manifest.as_dict())
     except StorageUnavailable as exc:
         # "will retry" is true for a frame, not at start-up: say what to fix and exit
         orig = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc

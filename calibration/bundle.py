@@ -1,13 +1,13 @@
 """Writing a model bundle (the daemon reads it with inspector.bundle.load_bundle).
 
 Written into a temporary sibling directory and renamed into place, so a half-written bundle is
-never mistaken for a complete one.
+never mistaken for a complete one; the bundle it replaces is kept as BUNDLE.previous
+(calibration/bundle_dir.py, which also says which --out folders calibration may replace).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from calibration.bundle_dir import new_temporary_sibling, swap_in
 from inspector import __version__
 from engines.hashing import file_sha256
 from inspector.bundle import ARRAYS, MANIFEST
@@ -33,11 +34,7 @@ def write_bundle(out: str | Path, manifest: dict[str, Any], arrays: dict[str, np
     it with: a bundle the daemon would refuse is never written.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = new_temporary_sibling(out)
     try:
         np.savez(tmp / ARRAYS, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         onnx_name = manifest["engine"]["onnx"]
@@ -59,13 +56,7 @@ def write_bundle(out: str | Path, manifest: dict[str, Any], arrays: dict[str, np
             raise InspectorError(f"calibration made a manifest the daemon would refuse: {validation_line(exc)}; "
                                  f"nothing was written to {out}") from None
         (tmp / MANIFEST).write_text(sealed.to_json_text(), encoding="utf-8")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        swap_in(tmp, out)  # the bundle it replaces is kept as BUNDLE.previous
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from calibration.augment import augment_golden, is_augmented, original_name
 from calibration.bundle import write_bundle
+from calibration.bundle_dir import check_out_dir
 from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features,
                                   network_description, run_images)
 from calibration.fitters.registry import build_fitter
@@ -117,17 +118,20 @@ def _export_with_head(description: dict, params: dict, arrays: dict[str, np.ndar
 
 
 def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
-              golden: Optional[GoldenSet] = None, augment: Optional[int] = None) -> CalibrationResult:
+              golden: Optional[GoldenSet] = None, augment: Optional[int] = None,
+              force: bool = False) -> CalibrationResult:
     """Fit the configured scorer on ``golden_dir`` (or the given ``golden`` set) and write the
     bundle to ``out_dir``. augment: jittered copies per golden image (None: calibration.augment.copies;
-    ignored when ``golden`` already holds copies)."""
+    ignored when ``golden`` already holds copies). force: replace a non-empty ``out_dir`` that is
+    not a bundle (never the golden folder or one holding it; see calibration/bundle_dir.py)."""
     bar = _Bar(progress)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     golden_dir = Path(golden_dir)
+    if golden is None and not golden_dir.is_dir():
+        raise InspectorError(f"golden folder {golden_dir}: not found; pass --golden with a folder of good-part images")
+    check_out_dir(out_dir, golden_dir, force=force)  # before any work: refused now, not after minutes
     if golden is None:
-        if not golden_dir.is_dir():
-            raise InspectorError(f"golden folder {golden_dir}: not found; pass --golden with a folder of good-part images")
         with bar(len(list_images(golden_dir)), "reading golden images") as pb:
             golden = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels, progress=pb.update)
     for name, reason in golden.skipped:

@@ -49,20 +49,40 @@ def golden(tmp_path, golden_dir) -> Path:
     return g
 
 
+def refused_in_process(golden: Path, out: Path, *, force: bool = False) -> str:
+    """calibrate() itself refuses before doing any work; returns the message."""
+    from calibration.calibrate import calibrate
+    from inspector.errors import InspectorError
+    from tests.conftest import small_settings
+
+    with pytest.raises(InspectorError) as info:
+        calibrate(small_settings(), golden, out, progress=False, force=force)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
 def test_out_equal_to_the_golden_folder_is_refused(tmp_path, golden):
     before = snapshot(golden)
-    for extra in ((), ("--force",)):  # never, not even with --force
-        p = calibrate_cli(tmp_path, golden, golden, *extra)
-        assert_refused_one_line(p, str(golden), "golden")
-        assert snapshot(golden) == before
+    assert_refused_one_line(calibrate_cli(tmp_path, golden, golden), str(golden), "golden")
+    assert "golden" in refused_in_process(golden, golden, force=True)  # never, not even with --force
+    assert snapshot(golden) == before
 
 
 def test_out_that_contains_the_golden_folder_is_refused(tmp_path, golden):
     (tmp_path / "notes.txt").write_text("keep me")
-    for extra in ((), ("--force",)):
-        p = calibrate_cli(tmp_path, golden, tmp_path, *extra)
-        assert_refused_one_line(p, "golden")
-        assert (tmp_path / "notes.txt").read_text() == "keep me" and len(list(golden.iterdir())) == 16
+    before = snapshot(tmp_path)
+    for force in (False, True):
+        assert "contains the golden folder" in refused_in_process(golden, tmp_path, force=force)
+    assert snapshot(tmp_path) == before
+
+
+def test_out_whose_previous_is_the_golden_folder_is_refused(tmp_path, golden_dir):
+    """BUNDLE.previous is replaced by a calibration too."""
+    golden = tmp_path / "b.previous"
+    shutil.copytree(golden_dir, golden)
+    before = snapshot(golden)
+    assert "b.previous is the golden folder" in refused_in_process(golden, tmp_path / "b", force=True)
+    assert snapshot(golden) == before
 
 
 def test_a_non_empty_folder_that_is_not_a_bundle_is_refused(tmp_path, golden):
@@ -75,25 +95,22 @@ def test_a_non_empty_folder_that_is_not_a_bundle_is_refused(tmp_path, golden):
     assert_refused_one_line(p, str(precious), "not a bundle", "--force")
     assert snapshot(precious) == before
     assert not list(tmp_path.glob(".precious*")) and not (tmp_path / "precious.previous").exists()
+    # (--force replacing it, its files kept in precious.previous: the full calibrate run in
+    # tests/integration/test_calibration_roundtrip.py)
 
 
-def test_force_replaces_a_non_bundle_folder_and_keeps_it_as_previous(tmp_path, golden):
-    from inspector.bundle import load_bundle
-
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "notes.txt").write_text("my notes")
-    p = calibrate_cli(tmp_path, golden, out, "--force")
-    assert p.returncode == 0, p.stderr
-    assert load_bundle(out).id and (out / "report.html").is_file()
-    assert (tmp_path / "out.previous" / "notes.txt").read_text() == "my notes"
-    assert not list(tmp_path.glob(".out*"))  # no temporary folder left behind
+def test_a_previous_folder_that_is_not_a_bundle_is_refused(tmp_path, golden):
+    previous = tmp_path / "b.previous"
+    previous.mkdir()
+    (previous / "notes.txt").write_text("my notes")
+    assert "b.previous is not empty and is not a bundle" in refused_in_process(golden, tmp_path / "b")
+    assert (previous / "notes.txt").read_text() == "my notes"
 
 
 def test_a_file_as_out_is_refused(tmp_path, golden):
     f = tmp_path / "bundle"
     f.write_text("a file")
-    assert_refused_one_line(calibrate_cli(tmp_path, golden, f), str(f))
+    assert "is a file" in refused_in_process(golden, f, force=True)
     assert f.read_text() == "a file"
 
 
@@ -153,6 +170,5 @@ def test_a_failed_calibration_leaves_the_old_bundle_untouched(tmp_path, bundle_d
     few.mkdir()
     for f in sorted(golden_dir.iterdir())[:2]:
         shutil.copy(f, few)
-    p = calibrate_cli(tmp_path, few, out)
-    assert_refused_one_line(p, "need at least 4")
-    assert snapshot(out) == before and not (tmp_path / "b.previous").exists()
+    assert "need at least 4" in refused_in_process(few, out)
+    assert snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["b", "few"]

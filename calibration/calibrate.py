@@ -36,7 +36,7 @@ from calibration.fitters.registry import build_fitter
 from calibration.fitters.training import split_rows
 from calibration.golden import GoldenSet, list_images, read_golden
 from calibration.reference import golden_reference
-from calibration.thresholds import Threshold, quantile_margin_threshold
+from calibration.thresholds import Threshold, few_heldout_warning, quantile_margin_threshold
 from engines.backbones.export import export_onnx
 from engines.backbones.heads import build_head_network
 from engines.base import EngineSpec, normalise_precision
@@ -68,6 +68,7 @@ class CalibrationResult:
     manifest: BundleManifest  # as written into the bundle
     stage_seconds: dict[str, float] = field(default_factory=dict)
     augmented_copies: int = 0  # how many of images_used are jittered copies (calibrate --augment)
+    warnings: list[str] = field(default_factory=list)  # one line each; also in the manifest and report
 
 
 class _Bar:
@@ -203,6 +204,9 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         rule = cal.threshold
         thr_image = quantile_margin_threshold(held_scores, rule.quantile, rule.margin)
         thr_pixel = quantile_margin_threshold(held_max, rule.quantile, rule.margin) if held_max.size else None
+        warnings = [w for w in (few_heldout_warning(thr_image, cal.holdout),) if w]
+        for w in warnings:
+            log.warning("%s", w)
         times["thresholds"] = time.perf_counter() - t0
 
         if cal.refit_on_all:
@@ -234,6 +238,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
             "metrics": {"heldout_scores": [round(float(s), 6) for s in held_scores],
                         "heldout_map_maxima": [round(float(s), 6) for s in held_max],
                         "seconds": {k: round(v, 3) for k, v in times.items()}},
+            "warnings": warnings,
         }
         engine.close()
         if reference is not None:
@@ -249,7 +254,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held_scores, holdout_map_maxima=held_max,
         holdout_maps=held.pixel_maps, holdout_images=[golden.images[i] for i in hold_idx],
         image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
-        stage_seconds=times, manifest=written,
+        stage_seconds=times, manifest=written, warnings=warnings,
     )
 
 

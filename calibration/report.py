@@ -23,6 +23,8 @@ class CalibrationReportData:
     threshold: float  # the image threshold chosen
     pixel_threshold: Optional[float]
     expected_false_reject_rate: float  # share of good parts expected to fail (0..1)
+    false_reject_upper_bound: Optional[float] = None  # its one-sided 95% upper bound (0..1)
+    warnings: Sequence[str] = ()  # what calibrate warned about, one line each
     defect_scores: Optional[Sequence[float]] = None  # scores of known-defect images, when given
     # (image name, score, heatmap PNG path) of the images nearest the threshold
     near_threshold: Sequence[tuple[str, float, Optional[str]]] = ()
@@ -58,6 +60,10 @@ def render_calibration_report(data: CalibrationReportData) -> str:
         "image threshold": f"{data.threshold:.6g}",
         "pixel threshold": "-" if data.pixel_threshold is None else f"{data.pixel_threshold:.6g}",
         "expected false-reject rate": f"{100 * data.expected_false_reject_rate:.2f} %",
+    }
+    if data.false_reject_upper_bound is not None:
+        rows["false-reject rate, 95% upper bound"] = f"{100 * data.false_reject_upper_bound:.2f} %"
+    rows |= {
         "held-out golden images": str(len(scores)),
         "held-out golden above threshold": f"{over} ({100 * over / len(scores):.1f} %)" if scores else "-",
     }
@@ -75,6 +81,7 @@ def render_calibration_report(data: CalibrationReportData) -> str:
         cards.append(f'<figure>{img}<figcaption>{escape(name)}<br>score {score:.4g} ({side} threshold)'
                      '</figcaption></figure>')
     written = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    warnings = "".join(f'<p class="warning">warning: {escape(w)}</p>' for w in data.warnings)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Calibration {escape(data.bundle_id)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
@@ -82,9 +89,11 @@ th,td{{border:1px solid #ccc;padding:3px 8px;text-align:left}}th{{background:#f4
 .near figure{{display:inline-block;margin:6px 12px 6px 0;vertical-align:top;font-size:12px}}
 .near img{{max-width:240px;max-height:240px;min-width:96px;display:block;border:1px solid #ccc;
 image-rendering:pixelated}}.noimg{{width:128px;height:96px;display:flex;align-items:center;
-justify-content:center;background:#f4f4f4;color:#777;border:1px dashed #bbb}}figcaption{{margin-top:4px}}</style>
+justify-content:center;background:#f4f4f4;color:#777;border:1px dashed #bbb}}figcaption{{margin-top:4px}}
+.warning{{background:#fff4e0;border-left:4px solid #e69500;padding:6px 10px}}</style>
 </head><body>
 <h1>Calibration report: {escape(data.bundle_id)}</h1><p>Written {escape(written)}.</p>
+{warnings}
 <table>{summary}</table>
 <h2>Score distribution</h2>{svg}
 <h2>Images nearest the threshold</h2><div class="near">{''.join(cards) or '<p>none</p>'}</div>

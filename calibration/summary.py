@@ -35,15 +35,18 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
            if r.augmented_copies else ""),
         f"memory bank   {r.bank_size} patches" if r.bank_size else None,
         _engine_line(r.manifest),
-        f"threshold     {ti.value:.4f}  (Q{ti.quantile:g} + {ti.margin:g} x spread of {ti.n} held-out scores; "
+        f"threshold     {ti.value:.4f}  (Q{ti.quantile:g} + {ti.margin:g} x spread of {ti.n} held-out score{'s' if ti.n != 1 else ''}; "
         f"held-out range {r.holdout_scores.min():.4f}..{r.holdout_scores.max():.4f})",
-        f"false rejects expected ~{max(ti.normal_frr, ti.empirical_frr) * 100:.2f}% of good parts "
-        f"(normal fit {ti.normal_frr * 100:.2f}%, held-out {ti.empirical_frr * 100:.1f}%)",
+        f"false rejects expected ~{ti.expected_frr * 100:.2f}% of good parts "
+        f"(normal fit {ti.normal_frr * 100:.2f}%, held-out {ti.empirical_frr * 100:.1f}%); at most "
+        f"{ti.frr_upper_95 * 100:.1f}% (95% upper bound from {ti.n} held-out score{'s' if ti.n != 1 else ''})",
         f"pixel thresh  {tp.value:.4f}" if tp else None,
         "time          " + ", ".join(f"{k} {v:.1f}s" for k, v in r.stage_seconds.items()),
     ]
     for name, reason in r.images_skipped:
         lines.append(f"skipped       {reason}")
+    for warning in r.warnings:
+        lines.append(f"warning       {warning}")
     if report:
         lines.append(f"report        {report}")
     print("\n".join(line for line in lines if line), file=out)
@@ -75,7 +78,9 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
         heldout_scores=[float(s) for s in r.holdout_scores],
         threshold=r.image_threshold.value,
         pixel_threshold=r.pixel_threshold.value if r.pixel_threshold else None,
-        expected_false_reject_rate=max(r.image_threshold.normal_frr, r.image_threshold.empirical_frr),
+        expected_false_reject_rate=r.image_threshold.expected_frr,
+        false_reject_upper_bound=r.image_threshold.frr_upper_95,
+        warnings=list(r.warnings),
         defect_scores=defect_scores,
         near_threshold=near,
         stage_times=r.stage_seconds,

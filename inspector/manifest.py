@@ -166,7 +166,14 @@ class ThresholdRule(_Section):
     n: int = Field(ge=1)
     empirical_frr: Share
     normal_frr: Share
+    frr_upper_95: Share  # one-sided 95% upper bound on the false-reject rate from the n scores
     rule: NonEmptyStr
+
+    @model_validator(mode="after")
+    def _bound_above_the_estimate(self):
+        if self.frr_upper_95 < self.empirical_frr:
+            raise ValueError(f"frr_upper_95 {self.frr_upper_95} is below empirical_frr {self.empirical_frr}")
+        return self
 
 
 class ThresholdsSection(_Section):
@@ -223,6 +230,7 @@ class BundleManifest(_Section):
     golden: GoldenSection
     metrics: MetricsSection
     hashes: HashesSection
+    warnings: list[NonEmptyStr]  # what calibrate warned about (few held-out images...), one line each
     manifest_sha256: Sha256Hex
 
     @field_validator("created_at")

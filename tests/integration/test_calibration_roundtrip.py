@@ -80,6 +80,8 @@ def test_calibrate_command_summary_and_skips(tmp_path, golden_dir):
     assert "16 used, 2 skipped" in p.stdout
     assert "broken.png" in p.stdout and "empty.jpg" in p.stdout
     assert "false rejects expected" in p.stdout and "threshold" in p.stdout
+    # 4 held-out images set the threshold: calibrate says how little that is
+    assert "95% upper bound" in p.stdout and "warning       only 4 held-out golden images" in p.stdout, p.stdout
     assert (tmp_path / "b" / "report.html").exists()
 
     # too few readable images is fatal, with one line

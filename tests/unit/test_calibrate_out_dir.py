@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import daemon_env
+from tests.unit.test_manifest import WRITER_ADDS
 
 CONFIG = ("preprocess: {size: [128, 128]}\ncalibration: {holdout: 0.25, min_images: 4}\n"
           "scorer: {coreset: {ratio: 0.05}}\n")
@@ -118,7 +119,7 @@ def test_a_file_as_out_is_refused(tmp_path, golden):
 def sections_and_arrays(bundle_dir: Path) -> tuple[dict, dict]:
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     sections = {k: v for k, v in manifest.items()
-                if k in ("preprocess", "network", "engine", "scorer", "thresholds", "golden", "metrics")}
+                if k not in WRITER_ADDS}
     with np.load(bundle_dir / "arrays.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     return sections, arrays

@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pytest
 
-from calibration.thresholds import quantile_margin_threshold
+from calibration.thresholds import few_heldout_warning, quantile_margin_threshold
 
 
 def test_the_bundle_keeps_the_warning_and_the_upper_bound(bundle_dir):
@@ -27,8 +27,6 @@ def test_the_summary_warns_and_states_the_upper_bound(aligned_calibration):
 
     # the reported case: 6 golden images, 1 held out, "false rejects expected ~0.00%" and no word more
     one = quantile_margin_threshold(np.array([2.5]), 0.99, 0.1)
-    from calibration.thresholds import few_heldout_warning
-
     r = dataclasses.replace(aligned_calibration, image_threshold=one, holdout_scores=np.array([2.5]),
                             holdout_names=["g03.png"], warnings=[few_heldout_warning(one, 0.2)])
     out = io.StringIO()

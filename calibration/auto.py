@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from calibration.augment import augment_golden, is_augmented
+from calibration.bundle_dir import check_out_dir
 from calibration.calibrate import CalibrationResult, calibrate
 from calibration.golden import GoldenSet, list_images, read_golden
 from inspector.errors import InspectorError
@@ -100,7 +101,7 @@ def evaluate(candidate: Candidate, golden_dir: Path, golden: GoldenSet, *, defec
 
 def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
                    augment: Optional[int] = None, defects_dir: Optional[str | Path] = None,
-                   candidate_list: Optional[list[Candidate]] = None,
+                   force: bool = False, candidate_list: Optional[list[Candidate]] = None,
                    say: Callable[[str], None] = log.info) -> tuple[CalibrationResult, list[Trial]]:
     """Try the candidates, calibrate the best into ``out_dir``; returns (its result, every trial)."""
     golden_dir = Path(golden_dir)
@@ -109,6 +110,7 @@ def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Pa
     if defects_dir is not None and not Path(defects_dir).is_dir():
         raise InspectorError(f"defects folder {defects_dir}: not found; pass --defects with a folder of "
                              f"known-defect images, or leave it out")
+    check_out_dir(out_dir, golden_dir, force=force)  # refused now, not after every candidate
     golden = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels)
     if not golden.images:
         raise InspectorError(f"golden folder {golden_dir}: no readable image among {len(list_images(golden_dir))} files")
@@ -135,5 +137,5 @@ def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Pa
                 "budget threshold (real --defects images first when given), then the most of the smallest size",
                 "trials": [t.to_json() for t in trials]}
     result = calibrate(best.candidate.settings, golden_dir, out_dir, progress=progress, golden=golden,
-                       defects_dir=defects_dir, auto_evidence=evidence)
+                       defects_dir=defects_dir, force=force, auto_evidence=evidence)
     return result, trials

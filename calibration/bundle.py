@@ -1,37 +1,40 @@
 """Writing a model bundle (the daemon reads it with inspector.bundle.load_bundle).
 
 Written into a temporary sibling directory and renamed into place, so a half-written bundle is
-never mistaken for a complete one.
+never mistaken for a complete one; the bundle it replaces is kept as BUNDLE.previous
+(calibration/bundle_dir.py, which also says which --out folders calibration may replace).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from calibration.bundle_dir import new_temporary_sibling, swap_in
 from inspector import __version__
 from engines.hashing import file_sha256
-from inspector.bundle import ARRAYS, MANIFEST, SCHEMA_VERSION
+from inspector.bundle import ARRAYS, MANIFEST
+from inspector.errors import InspectorError
+from inspector.manifest import SCHEMA_VERSION, BundleManifest, validation_line
 
 
 def write_bundle(out: str | Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], onnx_file: Path,
-                 extra_files: dict[str, Path] | None = None) -> str:
-    """Write manifest.json + arrays.npz + the ONNX (+ extra files) into ``out``; returns the bundle id.
+                 extra_files: dict[str, Path] | None = None) -> BundleManifest:
+    """Write manifest.json + arrays.npz + the ONNX (+ extra files) into ``out``; returns the
+    manifest as written.
 
-    ``manifest`` gets schema_version, created_at, inspector_version, hashes and bundle_id added.
+    ``manifest`` (the sections) gets schema_version, created_at, inspector_version, hashes,
+    bundle_id and its own checksum added, and is validated by the same model the daemon reads
+    it with: a bundle the daemon would refuse is never written.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = new_temporary_sibling(out)
     try:
         np.savez(tmp / ARRAYS, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         onnx_name = manifest["engine"]["onnx"]
@@ -47,15 +50,14 @@ def write_bundle(out: str | Path, manifest: dict[str, Any], arrays: dict[str, np
         # identity = what changes scores: network, arrays, thresholds, preprocessing
         ident = json.dumps([hashes, m["thresholds"], m["preprocess"], m["scorer"]], sort_keys=True)
         m["bundle_id"] = hashlib.sha256(ident.encode()).hexdigest()[:12]
-        (tmp / MANIFEST).write_text(json.dumps(m, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        try:
+            sealed = BundleManifest.sealed(m)
+        except ValidationError as exc:  # e.g. a NaN threshold from NaN scores: never write it
+            raise InspectorError(f"calibration made a manifest the daemon would refuse: {validation_line(exc)}; "
+                                 f"nothing was written to {out}") from None
+        (tmp / MANIFEST).write_text(sealed.to_json_text(), encoding="utf-8")
+        swap_in(tmp, out)  # the bundle it replaces is kept as BUNDLE.previous
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return m["bundle_id"]
+    return sealed

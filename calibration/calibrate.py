@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from calibration.augment import augment_golden, is_augmented, original_name
 from calibration.bundle import write_bundle
+from calibration.bundle_dir import check_out_dir
 from calibration.detectability import Detectability, defect_sizes, estimate_detectability
 from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features,
                                   network_description, run_images)
@@ -40,7 +41,7 @@ from calibration.fitters.registry import build_fitter
 from calibration.fitters.training import split_rows
 from calibration.golden import GoldenSet, list_images, read_golden
 from calibration.reference import golden_reference
-from calibration.thresholds import Threshold, budget_threshold, quantile_margin_threshold
+from calibration.thresholds import Threshold, budget_threshold, few_heldout_warning, quantile_margin_threshold
 from engines.backbones.export import export_onnx
 from engines.backbones.heads import build_head_network
 from engines.base import EngineSpec, normalise_precision
@@ -48,6 +49,7 @@ from engines.registry import build_engine
 from inspector.bundle import ALIGN_REFERENCE
 from inspector.decode import FrameError
 from inspector.errors import InspectorError
+from inspector.manifest import BundleManifest
 from inspector.preprocess import Preprocessor, PreprocessSpec
 from inspector.scoring.registry import scorer_from_bundle, search_params
 from inspector.settings import Settings
@@ -69,10 +71,11 @@ class CalibrationResult:
     image_threshold: Threshold
     pixel_threshold: Threshold
     bank_size: int
+    manifest: Optional[BundleManifest]  # as written into the bundle (None: evaluate_only)
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
     augmented_copies: int = 0  # how many of images_used are jittered copies (calibrate --augment)
     detectability: Optional[Detectability] = None  # escape rates at the image threshold (None: not estimated)
+    warnings: list[str] = field(default_factory=list)  # one line each; also in the manifest and report
 
 
 class _Bar:
@@ -124,14 +127,16 @@ def _export_with_head(description: dict, params: dict, arrays: dict[str, np.ndar
 
 def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str | Path], *, progress: bool = True,
               golden: Optional[GoldenSet] = None, augment: Optional[int] = None,
-              defects_dir: Optional[str | Path] = None, evaluate_only: bool = False,
+              defects_dir: Optional[str | Path] = None, force: bool = False, evaluate_only: bool = False,
               auto_evidence: Optional[dict] = None) -> CalibrationResult:
     """Fit the configured scorer on ``golden_dir`` (or the given ``golden`` set) and write the
     bundle to ``out_dir``. augment: jittered copies per golden image (None: calibration.augment.copies;
     ignored when ``golden`` already holds copies). defects_dir: known-defect images, whose escape
-    rate at the threshold goes into the bundle beside the synthetic defects'. evaluate_only: stop after
-    the escape rates (no refit, no bundle; ``calibrate --auto`` compares candidates so);
-    auto_evidence: what ``calibrate --auto`` compared, recorded in the manifest."""
+    rate at the threshold goes into the bundle beside the synthetic defects'. force: replace a
+    non-empty ``out_dir`` that is not a bundle (never the golden folder or one holding it; see
+    calibration/bundle_dir.py). evaluate_only: stop after the escape rates (no refit, no bundle;
+    ``calibrate --auto`` compares candidates so); auto_evidence: what ``calibrate --auto``
+    compared, recorded in the manifest."""
     if defects_dir is not None and not Path(defects_dir).is_dir():
         raise InspectorError(f"defects folder {defects_dir}: not found; pass --defects with a folder of "
                              f"known-defect images, or leave it out")
@@ -139,9 +144,11 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     golden_dir = Path(golden_dir)
+    if golden is None and not golden_dir.is_dir():
+        raise InspectorError(f"golden folder {golden_dir}: not found; pass --golden with a folder of good-part images")
+    if out_dir is not None:
+        check_out_dir(out_dir, golden_dir, force=force)  # before any work: refused now, not after minutes
     if golden is None:
-        if not golden_dir.is_dir():
-            raise InspectorError(f"golden folder {golden_dir}: not found; pass --golden with a folder of good-part images")
         with bar(len(list_images(golden_dir)), "reading golden images") as pb:
             golden = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels, progress=pb.update)
     for name, reason in golden.skipped:
@@ -210,6 +217,9 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                     else np.array([], np.float64))
         thr_image = _threshold(held_scores, cal)
         thr_pixel = _threshold(held_max, cal) if held_max.size else None
+        warnings = [w for w in (few_heldout_warning(thr_image, cal.holdout),) if w]
+        for w in warnings:
+            log.warning("%s", w)
         times["thresholds"] = time.perf_counter() - t0
 
         # --- escape rates at that threshold: synthetic defects in the held-out images, --defects
@@ -227,8 +237,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                 bundle_dir=Path(out_dir) if out_dir else Path(), bundle_id="", images_used=len(golden.images),
                 images_skipped=golden.skipped, holdout_names=[golden.names[i] for i in hold_idx],
                 holdout_scores=held_scores, holdout_map_maxima=held_max, holdout_maps=None, holdout_images=[],
-                image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0, stage_seconds=times,
-                detectability=detectability)
+                image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0, manifest=None,
+                stage_seconds=times, detectability=detectability, warnings=warnings)
 
         if cal.refit_on_all:
             t0 = time.perf_counter()
@@ -261,11 +271,12 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             "metrics": {"heldout_scores": [round(float(s), 6) for s in held_scores],
                         "heldout_map_maxima": [round(float(s), 6) for s in held_max],
                         "seconds": {k: round(v, 3) for k, v in times.items()}},
+            "warnings": warnings,
         }
         engine.close()
         if reference is not None:
             arrays = {**arrays, ALIGN_REFERENCE: reference}
-        bundle_id = write_bundle(out_dir, manifest, arrays, onnx_path)
+        written = write_bundle(out_dir, manifest, arrays, onnx_path)
         times["write"] = time.perf_counter() - t0
     finally:
         if head_engine is not None:  # calibration failed between the held-out scores and the escape rates
@@ -273,12 +284,12 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         shutil.rmtree(workdir, ignore_errors=True)  # also when calibration fails
     bank = arrays.get("memory_bank")
     return CalibrationResult(
-        bundle_dir=Path(out_dir), bundle_id=bundle_id, images_used=len(golden.images), images_skipped=golden.skipped,
+        bundle_dir=Path(out_dir), bundle_id=written.bundle_id, images_used=len(golden.images), images_skipped=golden.skipped,
         augmented_copies=len(golden.images) - originals,
         holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held_scores, holdout_map_maxima=held_max,
         holdout_maps=held.pixel_maps, holdout_images=[golden.images[i] for i in hold_idx],
         image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
-        stage_seconds=times, manifest=manifest, detectability=detectability,
+        stage_seconds=times, manifest=written, warnings=warnings, detectability=detectability,
     )
 
 

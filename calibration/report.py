@@ -23,13 +23,14 @@ class CalibrationReportData:
     threshold: float  # the image threshold chosen
     pixel_threshold: Optional[float]
     expected_false_reject_rate: float  # share of good parts expected to fail (0..1)
+    false_reject_upper_bound: Optional[float] = None  # its one-sided 95% upper bound (0..1)
+    warnings: Sequence[str] = ()  # what calibrate warned about, one line each
     defect_scores: Optional[Sequence[float]] = None  # scores of known-defect images, when given
     # (image name, score, heatmap PNG path) of the images nearest the threshold
     near_threshold: Sequence[tuple[str, float, Optional[str]]] = ()
     stage_times: dict[str, float] = field(default_factory=dict)  # stage name -> seconds
     bundle_id: str = ""
     summary: dict[str, str] = field(default_factory=dict)
-    false_reject_upper_95: Optional[float] = None  # what the held-out counts alone show (budget rule)
     false_reject_budget: Optional[float] = None
     detectability: Optional[dict] = None  # Detectability.to_json(): escape rates by size and kind
     auto: Optional[dict] = None  # calibrate --auto: the candidates compared and the one chosen
@@ -109,8 +110,8 @@ def render_calibration_report(data: CalibrationReportData) -> str:
         "held-out golden images": str(len(scores)),
         "held-out golden above threshold": f"{over} ({100 * over / len(scores):.1f} %)" if scores else "-",
     }
-    if data.false_reject_upper_95 is not None:
-        rows["false-reject rate the held-out images alone show (95 %)"] = f"<= {100 * data.false_reject_upper_95:.1f} %"
+    if data.false_reject_upper_bound is not None:
+        rows["false-reject rate the held-out images alone show (95 %)"] = f"<= {100 * data.false_reject_upper_bound:.1f} %"
     if defects:
         rows["defect images caught"] = f"{caught} of {len(defects)} ({100 * caught / len(defects):.1f} %)"
     rows.update({str(k): str(v) for k, v in data.summary.items()})
@@ -125,6 +126,7 @@ def render_calibration_report(data: CalibrationReportData) -> str:
         cards.append(f'<figure>{img}<figcaption>{escape(name)}<br>score {score:.4g} ({side} threshold)'
                      '</figcaption></figure>')
     written = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    warnings = "".join(f'<p class="warning">warning: {escape(w)}</p>' for w in data.warnings)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Calibration {escape(data.bundle_id)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
@@ -132,9 +134,11 @@ th,td{{border:1px solid #ccc;padding:3px 8px;text-align:left}}th{{background:#f4
 .near figure{{display:inline-block;margin:6px 12px 6px 0;vertical-align:top;font-size:12px}}
 .near img{{max-width:240px;max-height:240px;min-width:96px;display:block;border:1px solid #ccc;
 image-rendering:pixelated}}.noimg{{width:128px;height:96px;display:flex;align-items:center;
-justify-content:center;background:#f4f4f4;color:#777;border:1px dashed #bbb}}figcaption{{margin-top:4px}}</style>
+justify-content:center;background:#f4f4f4;color:#777;border:1px dashed #bbb}}figcaption{{margin-top:4px}}
+.warning{{background:#fff4e0;border-left:4px solid #e69500;padding:6px 10px}}</style>
 </head><body>
 <h1>Calibration report: {escape(data.bundle_id)}</h1><p>Written {escape(written)}.</p>
+{warnings}
 <table>{summary}</table>
 <h2>Score distribution</h2>{svg}
 <h2>Escape rates by defect size</h2>{_detectability_html(data.detectability)}{_auto_html(data.auto)}

@@ -12,18 +12,19 @@ from calibration.detectability import Detectability
 from calibration.golden import read_golden
 from calibration.report import CalibrationReportData, write_calibration_report
 from calibration.thresholds import Threshold
+from inspector.manifest import BundleManifest
 from inspector.heatmap import render_overlay, write_png_atomic
 from inspector.align import unalign_map
 
 
-def _engine_line(manifest: dict) -> str:
+def _engine_line(manifest: BundleManifest) -> str:
     """Which engine precision (and kNN search) the thresholds belong to: the line must run the same."""
-    e = manifest["engine"]
-    search = manifest["scorer"].get("params", {}).get("search")
-    align = manifest["preprocess"].get("align")
-    return (f"engine        {e.get('calibrated_engine')} {e.get('calibrated_precision')}"
+    e = manifest.engine
+    search = manifest.scorer.params.get("search")
+    align = manifest.preprocess.align
+    return (f"engine        {e.calibrated_engine} {e.calibrated_precision}"
             + (f", kNN search {search}" if search else "")
-            + (f", aligned to the golden reference ({align['motion']})" if align else "")
+            + (f", aligned to the golden reference ({align.motion})" if align else "")
             + "  (thresholds hold at this precision only)")
 
 
@@ -80,11 +81,13 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
         *_threshold_lines(ti, r.holdout_scores),
         f"pixel thresh  {tp.value:.4f}" if tp else None,
         _detectability_line(r.detectability),
-        _auto_line(r.manifest.get("auto")),
+        _auto_line(r.manifest.auto),
         "time          " + ", ".join(f"{k} {v:.1f}s" for k, v in r.stage_seconds.items()),
     ]
     for name, reason in r.images_skipped:
         lines.append(f"skipped       {reason}")
+    for warning in r.warnings:
+        lines.append(f"warning       {warning}")
     if report:
         lines.append(f"report        {report}")
     print("\n".join(line for line in lines if line), file=out)
@@ -117,19 +120,20 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
         threshold=r.image_threshold.value,
         pixel_threshold=r.pixel_threshold.value if r.pixel_threshold else None,
         expected_false_reject_rate=expected_frr(r.image_threshold),
-        false_reject_upper_95=r.image_threshold.frr_upper_95,
+        false_reject_upper_bound=r.image_threshold.frr_upper_95,
         false_reject_budget=r.image_threshold.false_reject_budget,
         detectability=r.detectability.to_json() if r.detectability is not None else None,
-        auto=r.manifest.get("auto"),
+        auto=r.manifest.auto,
+        warnings=list(r.warnings),
         defect_scores=defect_scores,
         near_threshold=near,
         stage_times=r.stage_seconds,
         bundle_id=r.bundle_id,
         summary={"images used": str(r.images_used), "skipped": str(len(r.images_skipped)),
                  "held out": str(len(r.holdout_names)), "memory bank": str(r.bank_size),
-                 "backbone": r.manifest["network"]["backbone"],
-                 "input": f'{r.manifest["preprocess"]["width"]}x{r.manifest["preprocess"]["height"]}',
-                 "scorer": r.manifest["scorer"]["type"]},
+                 "backbone": r.manifest.network.backbone,
+                 "input": f"{r.manifest.preprocess.width}x{r.manifest.preprocess.height}",
+                 "scorer": r.manifest.scorer.type},
     )
     out = r.bundle_dir / "report.html"
     write_calibration_report(out, data)

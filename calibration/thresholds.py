@@ -20,6 +20,8 @@ false-reject budget, ``calibration.false_reject_budget``) of good parts. With n 
 Either way the held-out images alone bound the false-reject rate only so far: k of n above the
 threshold give a one-sided 95% Clopper-Pearson upper bound (``frr_upper_bound``; 0 of 20: 13.9%),
 stated next to the estimate so a small golden set is not mistaken for a proof.
+
+Below MIN_HELDOUT_FOR_ESTIMATE held-out scores calibration warns (``few_heldout_warning``).
 """
 from __future__ import annotations
 
@@ -57,7 +59,25 @@ class Threshold:
                             "empirical Q_(1-b) alone when n*b >= 10"}
         return {"value": self.value, "quantile": self.quantile, "margin": self.margin, "n": self.n,
                 "empirical_frr": self.empirical_frr, "normal_frr": self.normal_frr,
+                "frr_upper_95": self.frr_upper_95,
                 "rule": "Q_q(heldout) + margin * (Q_q(heldout) - median(heldout))"}
+
+
+# fewer held-out scores than this: the false-reject estimate is too rough to go unremarked
+# (with 0 of 10 above the threshold, the rate can still be 26%)
+MIN_HELDOUT_FOR_ESTIMATE = 10
+
+
+def few_heldout_warning(t: "Threshold", holdout_share: float) -> str | None:
+    """A one-line warning when ``t`` was set from fewer than MIN_HELDOUT_FOR_ESTIMATE held-out
+    scores (None otherwise): how high the false-reject rate may really be, and what to do."""
+    if t.n >= MIN_HELDOUT_FOR_ESTIMATE:
+        return None
+    needed = math.ceil(MIN_HELDOUT_FOR_ESTIMATE / holdout_share)
+    return (f"only {t.n} held-out golden image{'s' if t.n != 1 else ''} set the threshold: the false-reject "
+            f"rate estimated ~{t.expected_frr * 100:.2f}% could be as high as {t.frr_upper_95 * 100:.0f}% "
+            f"(95% upper bound); calibrate on at least {needed} golden images for {MIN_HELDOUT_FOR_ESTIMATE} "
+            f"held out (calibration.holdout {holdout_share:g}), or raise calibration.holdout")
 
 
 def quantile_margin_threshold(scores: np.ndarray, quantile: float, margin: float) -> Threshold:
@@ -71,8 +91,11 @@ def quantile_margin_threshold(scores: np.ndarray, quantile: float, margin: float
         value = q + max(abs(q) * 1e-3, 1e-6)
     mu, sd = float(s.mean()), float(s.std(ddof=1)) if s.size > 1 else 0.0
     normal = 0.5 * math.erfc((value - mu) / (sd * math.sqrt(2))) if sd > 0 else 0.0
+    above = int((s > value).sum())
     return Threshold(value=value, quantile=quantile, margin=margin, n=int(s.size),
-                     empirical_frr=float((s > value).mean()), normal_frr=float(normal))
+                     empirical_frr=above / s.size, normal_frr=float(normal),
+                     expected_frr=max(float(normal), above / s.size),
+                     frr_upper_95=frr_upper_bound(above, int(s.size)))
 
 
 def frr_upper_bound(k: int, n: int, confidence: float = 0.95) -> float:

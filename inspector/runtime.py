@@ -46,7 +46,7 @@ def check_precision(bundle: Bundle, engine) -> None:
     want = normalise_precision(bundle.calibrated_precision)
     have = normalise_precision(engine.precision)
     if have != want:
-        calibrated_on = bundle.manifest["engine"].get("calibrated_engine", "an engine")
+        calibrated_on = bundle.manifest.engine.calibrated_engine
         raise BundleError(
             f"bundle {bundle.path} was calibrated on {calibrated_on} at {want}, but engine {engine.kind} runs {have}: "
             f"thresholds do not carry across precisions; recalibrate with this engine config "

@@ -21,7 +21,12 @@ log = logging.getLogger("inspector.calibrate")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--golden", required=True, type=Path, help="folder of defect-free images")
-    p.add_argument("--out", required=True, type=Path, help="bundle directory to write (replaced if it exists)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="bundle folder to write; an existing bundle there is kept as OUT.previous. A non-empty "
+                        "folder that is not a bundle is refused (see --force); the golden folder always is")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty --out that is not a bundle (its files are kept in OUT.previous "
+                        "until the next calibration)")
     p.add_argument("--config", type=Path, help="YAML config (preprocess/backbone/scorer/calibration/engine sections)")
     p.add_argument("--defects", type=Path, help="optional folder of known-defect images: their escape rate at the "
                                                 "threshold goes into the bundle and the summary, their scores in the report")
@@ -47,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
             from calibration.auto import auto_calibrate
 
             result, _ = auto_calibrate(settings, args.golden, args.out, progress=not args.quiet,
-                                       augment=args.augment, defects_dir=args.defects, say=print)
+                                       augment=args.augment, defects_dir=args.defects, force=args.force, say=print)
         else:
             result = calibrate(settings, args.golden, args.out, progress=not args.quiet, augment=args.augment,
-                               defects_dir=args.defects)
+                               defects_dir=args.defects, force=args.force)
     except (OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, InspectorError):
             raise

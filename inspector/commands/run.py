@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     store = ResultStore(settings.database.url, busy_timeout_s=settings.database.busy_timeout_s)
     try:
         store.ensure_schema()
-        store.register_bundle(bundle.id, str(bundle.path), bundle.manifest)
+        store.register_bundle(bundle.id, str(bundle.path), bundle.manifest.as_dict())
         _check_database_writable(store)
     except StorageUnavailable as exc:
         # "will retry" is true for a frame, not at start-up: say what to fix and exit

@@ -68,13 +68,20 @@ def test_calibrate_command_summary_and_skips(tmp_path, golden_dir):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("preprocess: {size: [128, 128]}\ncalibration: {holdout: 0.25, min_images: 4}\n"
                    "scorer: {coreset: {ratio: 0.05}}\n")
+    # --out is a folder of someone's files: --force replaces it, keeping them in b.previous
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("my notes")
     p = subprocess.run([sys.executable, "-m", "inspector", "calibrate", "--golden", str(g), "--out",
-                        str(tmp_path / "b"), "--config", str(cfg), "--quiet"], env=daemon_env(),
+                        str(tmp_path / "b"), "--config", str(cfg), "--quiet", "--force"], env=daemon_env(),
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
+    assert (tmp_path / "b.previous" / "notes.txt").read_text() == "my notes"
+    assert not list(tmp_path.glob(".b.*"))  # no temporary folder left behind
     assert "16 used, 2 skipped" in p.stdout
     assert "broken.png" in p.stdout and "empty.jpg" in p.stdout
     assert "false rejects expected" in p.stdout and "threshold" in p.stdout
+    # 4 held-out images set the threshold: calibrate says how little that is
+    assert "95% upper bound" in p.stdout and "warning       only 4 held-out golden images" in p.stdout, p.stdout
     assert (tmp_path / "b" / "report.html").exists()
 
     # too few readable images is fatal, with one line

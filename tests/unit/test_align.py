@@ -162,7 +162,7 @@ def test_calibration_summary_and_report_of_an_aligned_bundle(tmp_path, aligned_c
     print_summary(result, report, out=out)
     engine_line = next(line for line in out.getvalue().splitlines() if line.startswith("engine"))
     assert "aligned to the golden reference (euclidean)" in engine_line
-    assert result.manifest["engine"]["calibrated_precision"] in engine_line
+    assert result.manifest.engine.calibrated_precision in engine_line
 
 
 def test_a_part_turned_in_place_counts_as_turned_not_asmoved(parts, built_reference):

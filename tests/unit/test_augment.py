@@ -86,7 +86,7 @@ def test_calibrate_with_augment_holds_out_originals(tmp_path, golden_dir):
     r = calibrate(settings, golden_dir, tmp_path / "b", progress=False, augment=2)
     assert r.images_used == 16 * 3 and len(r.holdout_names) == 4
     assert not any(is_augmented(n) for n in r.holdout_names)
-    assert load_bundle(tmp_path / "b").manifest["golden"]["augmented_copies"] == 32
+    assert load_bundle(tmp_path / "b").manifest.golden.augmented_copies == 32
 
 
 def test_calibrate_command_has_the_augment_flag():

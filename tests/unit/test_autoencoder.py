@@ -81,7 +81,7 @@ def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle):
     from inspector.runtime import build_pipeline
 
     bundle = load_bundle(ae_bundle)
-    assert bundle.manifest["network"]["head"]["kind"] == "autoencoder"
+    assert bundle.manifest.network.as_dict()["head"]["kind"] == "autoencoder"
     x = preprocess(data()[2])
     ort_out = build_pipeline(bundle, _settings().engine).engine.run(x)["patch_scores"]
     torch_out = build_pipeline(bundle, TorchEngineConfig()).engine.run(x)["patch_scores"]

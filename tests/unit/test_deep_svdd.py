@@ -117,8 +117,8 @@ def test_bundle_round_trip_engines_and_in_memory_agree(svdd_bundle):
     from inspector.runtime import build_pipeline
 
     bundle = load_bundle(svdd_bundle)
-    assert bundle.manifest["network"]["kind"] == "patch_features_head"
-    assert bundle.manifest["engine"]["output_names"] == ["patch_scores"]
+    assert bundle.manifest.network.kind == "patch_features_head"
+    assert bundle.manifest.engine.output_names == ["patch_scores"]
     x = preprocess(data()[2])
     ort_pipe = build_pipeline(bundle, _settings().engine)
     torch_pipe = build_pipeline(bundle, TorchEngineConfig())

@@ -177,7 +177,7 @@ def test_bf16_calibrated_bundle_runs_bf16_only(bundle_dir, parts, bf16_config):
     b16 = load_bundle(bundle_dir)
     if b16.calibrated_precision != "bf16":
         pytest.skip("this CPU calibrated the default bundle at fp32")
-    assert b16.manifest["engine"]["calibrated_engine"] == "openvino"
+    assert b16.manifest.engine.calibrated_engine == "openvino"
     scores, kinds, _, precision = _inspect(b16, bf16_config[1], _frames(parts[:4]))
     assert precision == "bf16" and np.isfinite(scores).all()
     with pytest.raises(BundleError, match="calibrated on openvino at bf16, but engine onnxruntime runs fp32"):

@@ -25,7 +25,7 @@ def test_onnxruntime_matches_torch(engines):
     x = rng.random((3, *b.engine_spec().input_shape), dtype=np.float32)
     a = ort.run(x)["features"]
     t = tch.run(x)["features"]
-    assert a.shape == t.shape == (3, b.manifest["network"]["feature_dim"], x.shape[2] // 8, x.shape[3] // 8)
+    assert a.shape == t.shape == (3, b.manifest.network.feature_dim, x.shape[2] // 8, x.shape[3] // 8)
     # fp32 both ways; differences are accumulation order only
     np.testing.assert_allclose(a, t, rtol=1e-4, atol=1e-4)
 

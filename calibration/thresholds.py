@@ -53,7 +53,7 @@ class Threshold:
             return {"value": self.value, "n": self.n, "false_reject_budget": self.false_reject_budget,
                     "tail_model": self.tail_model, "expected_frr": self.expected_frr,
                     "frr_upper_95": self.frr_upper_95, "empirical_frr": self.empirical_frr,
-                    "normal_frr": self.normal_frr, "quantile": self.quantile,
+                    "normal_frr": self.normal_frr, "quantile": self.quantile, "margin": self.margin,
                     "rule": "budget: Q_(1-b) of a tail model fitted to the held-out scores (log-normal, or "
                             "normal when some are <= 0), never below their empirical Q_(1-b); the "
                             "empirical Q_(1-b) alone when n*b >= 10"}

@@ -36,7 +36,7 @@ def _settings(config: Optional[Path], engine_type: Optional[str]) -> Settings:
 
 
 def _gt_at_input(mask_path: Optional[Path], shape_hw: tuple[int, int], tr, input_hw: tuple[int, int]) -> np.ndarray:
-    """Ground truth (bool) cropped to the ROI and resized to the network input, like the map."""
+    """Ground truth (bool) cropped to the ROI and resized to the map's size (the work image)."""
     H, W = input_hw
     if mask_path is None:
         return np.zeros((H, W), bool)
@@ -75,7 +75,6 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
         limit_blas_threads(settings.runtime.blas_threads)  # score as the daemon does
         pipeline = build_pipeline(bundle, settings.engine)
         pipeline.engine.warmup()
-        input_hw = pipeline.input_hw
         items = mvtec_test_set(dataset)
         labels, scores, kinds = [], [], []
         pix_scores, pix_labels, pix_kinds = [], [], []
@@ -101,7 +100,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
             for s in STAGES:
                 timings[s].append(v.timings_ms.get(s, 0.0))
             if v.pixel_map is not None and (item.mask is not None or item.label == 0):
-                gt = _gt_at_input(item.mask, img.shape[:2], v.transform, input_hw)
+                gt = _gt_at_input(item.mask, img.shape[:2], v.transform, v.pixel_map.shape)
                 # subsample 2x2 to keep memory flat on big test sets; AUROC is unaffected in practice
                 pix_scores.append(v.pixel_map[::2, ::2].ravel())
                 pix_labels.append(gt[::2, ::2].ravel())
@@ -125,7 +124,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
             "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.processor() or ''} cpus={__import__('os').cpu_count()}".strip(),
             "backbone": bundle.manifest["network"]["backbone"],
-            "input": f"{bundle.preprocess.width}x{bundle.preprocess.height}",
+            "input": bundle.preprocess.describe(),
             "scorer": bundle.scorer_type,
             "scorer_params": {k: v for k, v in bundle.scorer_params.items() if not isinstance(v, (list, dict))},
             "engine": f"{pipeline.engine.kind} {pipeline.engine.precision}",

@@ -32,6 +32,7 @@ from calibration.bundle import write_bundle
 from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features,
                                   network_description, run_images)
 from calibration.fitters.registry import build_fitter
+from calibration.geometry import choose_geometry
 from calibration.fitters.training import split_rows
 from calibration.golden import GoldenSet, list_images, read_golden
 from calibration.reference import golden_reference
@@ -42,7 +43,7 @@ from engines.base import EngineSpec, normalise_precision
 from engines.registry import build_engine
 from inspector.bundle import ALIGN_REFERENCE
 from inspector.errors import InspectorError
-from inspector.preprocess import Preprocessor, PreprocessSpec
+from inspector.preprocess import Preprocessor
 from inspector.scoring.registry import scorer_from_bundle, search_params
 from inspector.settings import Settings
 
@@ -66,6 +67,7 @@ class CalibrationResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
     augmented_copies: int = 0  # how many of images_used are jittered copies (calibrate --augment)
+    geometry_notes: list = field(default_factory=list)  # why the geometry is not what was asked (summary)
 
 
 class _Bar:
@@ -143,8 +145,9 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
 
     # --- network and engine
     t0 = time.perf_counter()
-    width, height = settings.preprocess.size
-    pspec = PreprocessSpec(width, height, settings.preprocess.roi, settings.preprocess.align.spec())
+    geometry = choose_geometry(settings.preprocess, cal.min_defect_px, [im.shape for im in golden.images])
+    pspec = geometry.spec
+    width, height = pspec.width, pspec.height  # the network input (one tile)
     reference = None
     if pspec.align is not None:
         golden, reference = golden_reference(golden, pspec)
@@ -191,9 +194,10 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
                 head_engine.close()
         else:
             held_outputs = {OUTPUT_NAME: feats[hold_idx]}
-        held = scorer.score(held_outputs, (height, width))
+        held = scorer.score(held_outputs, pre.grid.work_hw)
         held_scores = held.image_scores.astype(np.float64)
-        held_max = (held.pixel_maps.reshape(len(hold_idx), -1).max(1) if held.pixel_maps is not None
+        held_maps = None if held.pixel_maps is None else pre.grid.content(held.pixel_maps)  # padding off
+        held_max = (held_maps.reshape(len(hold_idx), -1).max(1) if held_maps is not None
                     else np.array([], np.float64))
         rule = cal.threshold
         thr_image = quantile_margin_threshold(held_scores, rule.quantile, rule.margin)
@@ -242,9 +246,9 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *
         bundle_dir=Path(out_dir), bundle_id=bundle_id, images_used=len(golden.images), images_skipped=golden.skipped,
         augmented_copies=len(golden.images) - originals,
         holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held_scores, holdout_map_maxima=held_max,
-        holdout_maps=held.pixel_maps, holdout_images=[golden.images[i] for i in hold_idx],
+        holdout_maps=held_maps, holdout_images=[golden.images[i] for i in hold_idx],
         image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
-        stage_seconds=times, manifest=manifest,
+        stage_seconds=times, manifest=manifest, geometry_notes=list(geometry.notes),
     )
 
 

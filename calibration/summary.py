@@ -39,7 +39,7 @@ def _geometry_lines(r: CalibrationResult) -> list[str]:
     if seconds and r.images_used:
         grid = spec.grid
         ms = seconds * 1000.0 / r.images_used
-        lines.append(f"engine cost   {ms:.1f} ms per frame at calibration, {ms / (grid.work_w * grid.work_h / 1e6):.1f} ms "
+        lines.append(f"cost          {ms:.1f} ms per frame at calibration, {ms / (grid.work_w * grid.work_h / 1e6):.1f} ms "
                      f"per megapixel of work image ({grid.n_tiles} network input{'s' if grid.tiled else ''} a frame)")
     lines += [f"geometry note {n}" for n in r.geometry_notes]
     return lines

@@ -6,7 +6,10 @@ it lower, ROI + alignment work with tiling, and the real daemon records regions 
 frame coordinates."""
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
+import shutil
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,10 +75,14 @@ def big_golden(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiled_bundle(tmp_path_factory, big_golden) -> Path:
+def tiled_calibration(tmp_path_factory, big_golden):
     out = tmp_path_factory.mktemp("tiled") / "bundle"
-    calibrate(settings(), big_golden, out, progress=False)
-    return out
+    return calibrate(settings(), big_golden, out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiled_bundle(tiled_calibration) -> Path:
+    return tiled_calibration.bundle_dir
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +257,52 @@ def test_a_config_that_states_another_geometry_is_refused(tiled_bundle):
         with pytest.raises(BundleError, match=words):
             check_preprocess_matches(bundle, settings(preprocess=section))
     assert json.loads((tiled_bundle / "manifest.json").read_text())["preprocess"]["tile_overlap"] == 32
+
+
+def test_calibration_summary_and_report_of_a_tiled_bundle(tmp_path, tiled_calibration):
+    from calibration.summary import print_summary, write_report
+
+    shutil.copytree(tiled_calibration.bundle_dir, tmp_path / "b")  # the report is written into the bundle
+    result = dataclasses.replace(tiled_calibration, bundle_dir=tmp_path / "b",
+                                 geometry_notes=["calibration.min_defect_px 4 needs 40 tiles a frame; capped"])
+    report = write_report(result, settings(), None)
+    near = list((tmp_path / "b" / "report").glob("near-*.png"))
+    assert near and cv2.imread(str(near[0])).shape[:2] == (384, 768)  # heatmaps over the whole frame
+    out = io.StringIO()
+    print_summary(result, report, out=out)
+    text = out.getvalue()
+    assert "geometry      work 768x384, 8 tiles of 256x256 (4x2, overlap 32 px), scale 1" in text, text
+    assert "smallest defect filling a feature cell ~8 frame px" in text
+    assert "ms per megapixel of work image (8 network inputs a frame)" in text
+    assert "geometry note calibration.min_defect_px 4 needs 40 tiles a frame; capped" in text
+
+
+@pytest.mark.parametrize("scorer", [
+    {"type": "memory_bank", "method": "padim"},
+    {"type": "hypersphere", "method": "ocsvm"},
+    {"type": "reconstruction", "method": "autoencoder", "autoencoder": {"training": {"epochs": 2}}},
+], ids=lambda s: s["method"])
+def test_every_scorer_family_scores_tiled_frames(tmp_path, scorer):
+    """PaDiM keeps per-position statistics over the stitched work grid; OC-SVM pools the whole
+    stitched map; a trained head (the autoencoder here; Deep SVDD's output takes the same path)
+    runs per tile inside the engine and its outputs are stitched."""
+    rng = np.random.default_rng(8)
+    golden = tmp_path / "golden"
+    golden.mkdir()
+    for i in range(6):
+        write_png(golden / f"g{i}.png", grid_frame(rng, 3, 1))  # 384x128: two 256x128 tiles
+    calibrate(settings(scorer=scorer), golden, tmp_path / "bundle", progress=False)
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.preprocess.grid.n_tiles == 2 and bundle.manifest["engine"]["input_shape"] == [3, 128, 256]
+    pipeline = build_pipeline(bundle, engine_config(max_batch=8, threads=2))
+    pipeline.maps_for_passes = True
+    try:
+        good, bad = pipeline.inspect([frame(grid_frame(rng, 3, 1)),
+                                      frame(with_spot(grid_frame(rng, 3, 1), (PART + 70, 72), 7))])
+    finally:
+        pipeline.engine.close()
+    assert np.isfinite([good.score, bad.score]).all()
+    if scorer["method"] in ("padim", "ocsvm"):  # the fitted ones (the head trained 2 epochs only)
+        assert bad.score > good.score, (good.score, bad.score)
+    if scorer["method"] != "ocsvm":
+        assert good.pixel_map.shape == bad.pixel_map.shape == (128, 384)

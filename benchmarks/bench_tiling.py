@@ -4,7 +4,8 @@ Draws bottle-sized frames (900x900: a 7x7 grid of the synthetic parts, calibrati
 calibrates one bundle per geometry on them with the daemon's own calibration, and scores test
 frames one at a time through the daemon's pipeline (runtime.build_pipeline → inspect) after
 warm-up. Reports, per geometry, ms per frame (median, p95) for inference, scoring and the total,
-and ms per megapixel of frame and of work image (cost grows with pixels).
+and ms per megapixel of frame and of work image (cost grows with pixels); also the process CPU
+time per frame (all threads), which other users of a shared machine do not inflate.
 
 Geometries (all PatchCore, the default engine):
   squashed-256   preprocess.size [256, 256]: the old square input, one network input a frame
@@ -72,10 +73,12 @@ def bench_geometry(name: str, overrides: dict, golden: GoldenSet, tests: list, e
         pipeline.engine.warmup()
         for im in tests[:3]:  # first calls build kernels and buffers
             pipeline.inspect([Frame(id="w", source="bench", captured_at=datetime.now(timezone.utc), image=im)])
-        stages: dict[str, list[float]] = {"inference": [], "scoring": [], "total": []}
+        stages: dict[str, list[float]] = {"inference": [], "scoring": [], "total": [], "cpu": []}
         for i, im in enumerate(tests):
+            c0 = time.process_time()
             v = pipeline.inspect([Frame(id=str(i), source="bench", captured_at=datetime.now(timezone.utc), image=im)])[0]
-            for s in stages:
+            stages["cpu"].append((time.process_time() - c0) * 1e3)  # all threads; other users' load does not count
+            for s in ("inference", "scoring", "total"):
                 stages[s].append(v.timings_ms[s])
     finally:
         pipeline.engine.close()
@@ -84,12 +87,15 @@ def bench_geometry(name: str, overrides: dict, golden: GoldenSet, tests: list, e
     frame_mp = tests[0].shape[0] * tests[0].shape[1] / 1e6
     work_mp = grid.work_w * grid.work_h / 1e6
     total = float(np.median(stages["total"]))
+    cpu = float(np.median(stages["cpu"]))
     return {"geometry": spec.describe(), "tiles": grid.n_tiles, "work_size": list(spec.work_size),
             "min_defect_px": spec.min_defect_px, "calibrate_s": round(calibrate_s, 1),
             "bank_rows": cal.bank_size,
             "ms": {s: percentiles(v) for s, v in stages.items()},
             "ms_per_frame_megapixel": round(total / frame_mp, 2),
-            "ms_per_work_megapixel": round(total / work_mp, 2)}
+            "ms_per_work_megapixel": round(total / work_mp, 2),
+            "cpu_ms_per_frame_megapixel": round(cpu / frame_mp, 2),
+            "cpu_ms_per_work_megapixel": round(cpu / work_mp, 2)}
 
 
 def main(argv=None) -> int:
@@ -114,7 +120,8 @@ def main(argv=None) -> int:
             r = results[name]
             print(f"{name:13s} {r['geometry']}: total {r['ms']['total']['median']:.1f} ms/frame "
                   f"(inference {r['ms']['inference']['median']:.1f}, scoring {r['ms']['scoring']['median']:.1f}); "
-                  f"{r['ms_per_frame_megapixel']:.1f} ms per frame MP, {r['ms_per_work_megapixel']:.1f} ms per work MP",
+                  f"{r['ms_per_frame_megapixel']:.1f} ms per frame MP, {r['ms_per_work_megapixel']:.1f} ms per work MP; "
+                  f"CPU {r['ms']['cpu']['median']:.1f} ms/frame, {r['cpu_ms_per_work_megapixel']:.1f} ms per work MP",
                   file=sys.stderr)
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "machine": f"{platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()}".strip(),

@@ -32,8 +32,8 @@ from calibration.bundle import write_bundle
 from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features,
                                   network_description, run_images)
 from calibration.fitters.registry import build_fitter
-from calibration.geometry import choose_geometry
 from calibration.fitters.training import split_rows
+from calibration.geometry import choose_geometry
 from calibration.golden import GoldenSet, list_images, read_golden
 from calibration.reference import golden_reference
 from calibration.thresholds import Threshold, quantile_margin_threshold

@@ -145,7 +145,8 @@ def scoring_breakdown(bundle, images, cap: int, repeats: int) -> dict:
     pipeline = build_pipeline(bundle, engine_config(type="onnxruntime", max_batch=1))
     try:
         x, _ = pipeline.preprocessor.prepare(images[0])
-        feats = pipeline.engine.run(x[None])[pipeline.scorer.feature_name]
+        outputs = pipeline.engine.run(pipeline.preprocessor.tiles([x]))
+        feats = pipeline.grid.stitch(outputs, 1)[pipeline.scorer.feature_name]
     finally:
         pipeline.engine.close()
     n, d, h, w = feats.shape
@@ -181,8 +182,8 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
     from threadpoolctl import threadpool_limits
     pre = bundle.preprocessor()
     scorer = scorer_from_bundle(bundle.scorer_type, bundle.scorer_params, bundle.arrays)
-    input_hw = (pre.spec.height, pre.spec.width)
-    tensors = [pre.prepare(im)[0][None] for im in images[:count]]
+    input_hw = pre.grid.work_hw
+    tensors = [pre.tiles([pre.prepare(im)[0]]) for im in images[:count]]  # one frame's network inputs
 
     def cpu_ms(fn, args) -> dict:
         return _time_calls(fn, args[0], args, time.process_time)
@@ -242,7 +243,8 @@ def option_sweep(bundle, images, rounds: int = 30) -> dict:
     import onnxruntime as ort
 
     spec = bundle.engine_spec(max_batch=4)
-    x = bundle.preprocessor().prepare(images[0])[0][None]
+    pre = bundle.preprocessor()
+    x = pre.tiles([pre.prepare(images[0])[0]])
     feeds = {spec.input_name: x}
     variants = {}
     levels = {"ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
@@ -344,7 +346,8 @@ def run(dataset: Path, *, config: Optional[Path], engines: list[str], train_limi
     return {
         "dataset": str(dataset), "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()}".strip(),
-        "backbone": settings.backbone.name, "input": "x".join(map(str, settings.preprocess.size)),
+        "backbone": settings.backbone.name,
+        "input": bundle_for("fp32", REFERENCE).preprocess.describe() if bundles else str(settings.preprocess.size),
         "train_images": len(golden.images), "test_images": len(items),
         "calibration_seconds": cal_seconds, "bank_rows": {p: int(len(b.arrays["memory_bank"])) for p, b in bundles.items()},
         "test_names": [f"{it.defect}/{it.path.name}" for it in items],

@@ -133,7 +133,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
             "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.processor() or ''} cpus={__import__('os').cpu_count()}".strip(),
             "backbone": bundle.manifest.network.backbone,
-            "input": f"{bundle.preprocess.width}x{bundle.preprocess.height}",
+            "input": bundle.preprocess.describe(),
             "scorer": bundle.scorer_type,
             "scorer_params": {k: v for k, v in bundle.scorer_params.items() if not isinstance(v, (list, dict))},
             "engine": f"{pipeline.engine.kind} {pipeline.engine.precision}",

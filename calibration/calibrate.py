@@ -39,6 +39,7 @@ from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_networ
                                   network_description, run_images)
 from calibration.fitters.registry import build_fitter
 from calibration.fitters.training import split_rows
+from calibration.geometry import choose_geometry
 from calibration.golden import GoldenSet, list_images, read_golden
 from calibration.reference import golden_reference
 from calibration.thresholds import Threshold, budget_threshold, few_heldout_warning, quantile_margin_threshold
@@ -76,6 +77,7 @@ class CalibrationResult:
     augmented_copies: int = 0  # how many of images_used are jittered copies (calibrate --augment)
     detectability: Optional[Detectability] = None  # escape rates at the image threshold (None: not estimated)
     warnings: list[str] = field(default_factory=list)  # one line each; also in the manifest and report
+    geometry_notes: list = field(default_factory=list)  # why the geometry is not what was asked (summary)
 
 
 class _Bar:
@@ -165,8 +167,9 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
 
     # --- network and engine
     t0 = time.perf_counter()
-    width, height = settings.preprocess.size
-    pspec = PreprocessSpec(width, height, settings.preprocess.roi, settings.preprocess.align.spec())
+    geometry = choose_geometry(settings.preprocess, cal.min_defect_px, [im.shape for im in golden.images])
+    pspec = geometry.spec
+    width, height = pspec.width, pspec.height  # the network input (one tile)
     reference = None
     if pspec.align is not None:
         golden, reference = golden_reference(golden, pspec)
@@ -211,9 +214,10 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                                       batch=head_engine.spec.max_batch)
         else:
             held_outputs = {OUTPUT_NAME: feats[hold_idx]}
-        held = scorer.score(held_outputs, (height, width))
+        held = scorer.score(held_outputs, pre.grid.work_hw)
         held_scores = held.image_scores.astype(np.float64)
-        held_max = (held.pixel_maps.reshape(len(hold_idx), -1).max(1) if held.pixel_maps is not None
+        held_maps = None if held.pixel_maps is None else pre.grid.content(held.pixel_maps)  # padding off
+        held_max = (held_maps.reshape(len(hold_idx), -1).max(1) if held_maps is not None
                     else np.array([], np.float64))
         thr_image = _threshold(held_scores, cal)
         thr_pixel = _threshold(held_max, cal) if held_max.size else None
@@ -287,9 +291,10 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         bundle_dir=Path(out_dir), bundle_id=written.bundle_id, images_used=len(golden.images), images_skipped=golden.skipped,
         augmented_copies=len(golden.images) - originals,
         holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held_scores, holdout_map_maxima=held_max,
-        holdout_maps=held.pixel_maps, holdout_images=[golden.images[i] for i in hold_idx],
+        holdout_maps=held_maps, holdout_images=[golden.images[i] for i in hold_idx],
         image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
         stage_seconds=times, manifest=written, warnings=warnings, detectability=detectability,
+        geometry_notes=list(geometry.notes),
     )
 
 

@@ -22,9 +22,10 @@ ScoreImages = Callable[[list], np.ndarray]  # images (BGR/grey uint8) -> image s
 CHUNK = 16  # images scored at a time: frames can be large
 
 
-def defect_sizes(min_defect_px: int) -> list[int]:
+def defect_sizes(min_defect_px: float) -> list[int]:
     """The sizes tested: the smallest defect that matters, and twice and four times that."""
-    return [int(min_defect_px), 2 * int(min_defect_px), 4 * int(min_defect_px)]
+    m = max(1, int(round(min_defect_px)))
+    return [m, 2 * m, 4 * m]
 
 
 @dataclass(frozen=True)

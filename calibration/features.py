@@ -41,14 +41,16 @@ def export_feature_network(description: dict, input_hw: tuple[int, int], out: Pa
 
 def run_images(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray], *, batch: int = 8,
                progress: Optional[Callable[[int], None]] = None) -> dict[str, np.ndarray]:
-    """images (BGR/grey uint8, any size) -> every engine output, {name: float32 [N, ...]}."""
+    """images (BGR/grey uint8, any size) -> every engine output, {name: float32 [N, ...]}; with
+    tiling, the tiles' outputs stitched into one map per image (as the daemon's pipeline does)."""
     parts: dict[str, list[np.ndarray]] = {}
     for s in range(0, len(images), batch):
-        x = np.stack([preprocessor.prepare(im)[0] for im in images[s:s + batch]])
-        for name, arr in engine.run(x).items():
+        works = [preprocessor.prepare(im)[0] for im in images[s:s + batch]]
+        outputs = preprocessor.grid.stitch(engine.run(preprocessor.tiles(works)), len(works))
+        for name, arr in outputs.items():
             parts.setdefault(name, []).append(arr)
         if progress:
-            progress(len(x))
+            progress(len(works))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 

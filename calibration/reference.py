@@ -2,6 +2,7 @@
 calibration, stored in the bundle, and every frame is registered to it (inspector/align.py)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -21,7 +22,7 @@ def golden_reference(golden: GoldenSet, spec: PreprocessSpec) -> tuple[GoldenSet
 
     Golden images that do not register to the others are listed in ``skipped`` with the reason,
     like unreadable files: a golden part out of place would teach the model a wrong pose."""
-    plain = Preprocessor(PreprocessSpec(spec.width, spec.height, spec.roi))
+    plain = Preprocessor(dataclasses.replace(spec, align=None))  # the same work size, not aligned
     greys = [to_grey(plain.crop_resize(im)[0]) for im in golden.images]
     try:
         reference, failed = build_reference(greys, spec.align)

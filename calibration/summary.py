@@ -69,6 +69,26 @@ def _auto_line(auto: Optional[dict]) -> Optional[str]:
     return f"auto          chose {auto['chosen']} (synthetic defects found: {tried})"
 
 
+def _geometry_lines(r: CalibrationResult) -> list[str]:
+    """The geometry calibration chose, the smallest defect it resolves, and what a frame costs
+    in the engine (per frame and per megapixel of work image: cost grows with pixels)."""
+    from inspector.preprocess import PreprocessSpec
+
+    spec = PreprocessSpec.from_json(r.manifest.preprocess.model_dump(mode="json"))
+    line = f"geometry      {spec.describe()}"
+    if spec.min_defect_px is not None:
+        line += f"; smallest defect filling a feature cell ~{spec.min_defect_px:.0f} frame px"
+    lines = [line]
+    seconds = r.stage_seconds.get("features")
+    if seconds and r.images_used:
+        grid = spec.grid
+        ms = seconds * 1000.0 / r.images_used
+        lines.append(f"cost          {ms:.1f} ms per frame at calibration, {ms / (grid.work_w * grid.work_h / 1e6):.1f} ms "
+                     f"per megapixel of work image ({grid.n_tiles} network input{'s' if grid.tiled else ''} a frame)")
+    lines += [f"geometry note {n}" for n in r.geometry_notes]
+    return lines
+
+
 def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) -> None:
     ti, tp = r.image_threshold, r.pixel_threshold
     lines = [
@@ -78,6 +98,7 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
            if r.augmented_copies else ""),
         f"memory bank   {r.bank_size} patches" if r.bank_size else None,
         _engine_line(r.manifest),
+        *_geometry_lines(r),
         *_threshold_lines(ti, r.holdout_scores),
         f"pixel thresh  {tp.value:.4f}" if tp else None,
         _detectability_line(r.detectability),
@@ -132,12 +153,18 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
         summary={"images used": str(r.images_used), "skipped": str(len(r.images_skipped)),
                  "held out": str(len(r.holdout_names)), "memory bank": str(r.bank_size),
                  "backbone": r.manifest.network.backbone,
-                 "input": f"{r.manifest.preprocess.width}x{r.manifest.preprocess.height}",
+                 "input": _input_words(r.manifest.preprocess.model_dump(mode="json")),
                  "scorer": r.manifest.scorer.type},
     )
     out = r.bundle_dir / "report.html"
     write_calibration_report(out, data)
     return out
+
+
+def _input_words(pre: dict) -> str:
+    from inspector.preprocess import PreprocessSpec
+
+    return PreprocessSpec.from_json(pre).describe()
 
 
 def score_folder(bundle, settings, folder: Path) -> list[float]:

@@ -24,7 +24,7 @@ __all__ = ["ALIGN_REFERENCE", "ARRAYS", "MANIFEST", "SCHEMA_VERSION", "Bundle", 
 
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
-# the golden reference view for preprocess.align (float32 grey [height, width]), in arrays.npz
+# the golden reference view for preprocess.align (float32 grey, the work size [H, W]), in arrays.npz
 ALIGN_REFERENCE = "align_reference"
 
 
@@ -122,7 +122,8 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     pre = bundle.preprocess
     if pre.align is not None:
         ref = arrays.get(ALIGN_REFERENCE)
-        if ref is None or ref.shape != (pre.height, pre.width):
-            raise BundleError(f"bundle {path}: preprocess.align is on but {ARRAYS} has no {pre.width}x{pre.height} "
+        work_w, work_h = pre.work_size
+        if ref is None or ref.shape != (work_h, work_w):
+            raise BundleError(f"bundle {path}: preprocess.align is on but {ARRAYS} has no {work_w}x{work_h} "
                               f"'{ALIGN_REFERENCE}'; the bundle is incomplete, recalibrate")
     return bundle

@@ -79,6 +79,12 @@ class PreprocessSection(_Section):
     color: Literal["rgb"]
     scale: Literal["0..1"]
     align: Optional[AlignSection]
+    # geometry (inspector/tiling.py); absent in bundles made before tiling: one untiled input
+    work_size: Optional[list[Annotated[int, Field(gt=0, le=65536)]]] = Field(None, min_length=2, max_length=2)
+    tile_overlap: int = Field(0, ge=0, le=4096)
+    tiles: int = Field(1, ge=1, le=4096)
+    frame_scale: Optional[float] = Field(None, gt=0.0, le=64.0, allow_inf_nan=False)
+    min_defect_px: Optional[float] = Field(None, gt=0.0, le=4096.0, allow_inf_nan=False)
 
     @field_validator("roi")
     @classmethod
@@ -89,11 +95,9 @@ class PreprocessSection(_Section):
 
     def spec(self):
         """The runtime PreprocessSpec (imported here: it pulls in OpenCV)."""
-        from inspector.align import AlignSpec
         from inspector.preprocess import PreprocessSpec
 
-        align = None if self.align is None else AlignSpec(**self.align.model_dump())
-        return PreprocessSpec(self.width, self.height, tuple(self.roi) if self.roi else None, align)
+        return PreprocessSpec.from_json(self.model_dump(mode="json"))
 
     @classmethod
     def from_spec(cls, spec) -> "PreprocessSection":

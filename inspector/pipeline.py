@@ -31,7 +31,9 @@ class InspectionPipeline:
         self.scorer = scorer
         self.judge = judge
         self.bundle_id = bundle_id
-        self.input_hw = (preprocessor.spec.height, preprocessor.spec.width)
+        self.grid = preprocessor.grid
+        # the scorer's maps cover the padded work image; verdict maps its content (the ROI's view)
+        self.input_hw = self.grid.work_hw
         # Pixel maps for passing frames too? Fails always get one (regions, heatmap). The daemon
         # turns this off unless heatmaps are drawn for passes (output.heatmaps_for_passes).
         self.maps_for_passes = maps_for_passes
@@ -64,7 +66,10 @@ class InspectionPipeline:
             ex.ok.append(i)
         if ex.ok:
             t0 = time.perf_counter()
-            ex.features = self.engine.run(np.stack(tensors))
+            # every tile of every frame in one call (engines split by their max_batch), then one
+            # stitched output map per frame
+            outputs = self.engine.run(self.preprocessor.tiles(tensors))
+            ex.features = self.grid.stitch(outputs, len(tensors))
             ex.inference_ms = _ms(t0) / len(ex.ok)
         return ex
 
@@ -83,6 +88,8 @@ class InspectionPipeline:
                 kind = self.judge.decide(score)
                 t0 = time.perf_counter()
                 pmap = scores.pixel_map(k) if kind is VerdictKind.FAIL or self.maps_for_passes else None
+                if pmap is not None:
+                    pmap = self.grid.content(pmap)  # the padding is not part of the frame
                 map_ms = _ms(t0)  # part of scoring: upsampling + smoothing this frame's map
                 t0 = time.perf_counter()
                 if pmap is not None and ex.transforms[k].align is not None:

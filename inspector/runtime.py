@@ -10,7 +10,7 @@ from engines.registry import build_engine
 from inspector.bundle import Bundle
 from inspector.errors import BundleError, InspectorError
 from inspector.pipeline import InspectionPipeline
-from inspector.preprocess import PreprocessSpec
+from inspector.tiling import TileGrid
 from inspector.scoring.registry import scorer_from_bundle
 from inspector.verdict import Judge
 
@@ -19,21 +19,39 @@ log = logging.getLogger(__name__)
 
 def check_preprocess_matches(bundle: Bundle, settings) -> None:
     """A config that states its preprocessing must agree with the bundle's (else the scores
-    and thresholds mean nothing). A config that omits the section takes the bundle's."""
+    and thresholds mean nothing). A config that omits the section takes the bundle's; within
+    it, a geometry left at ``auto`` (size, scale) or unset (tile, tile_overlap) takes the
+    bundle's, one stated explicitly must match it."""
     if "preprocess" not in settings.explicit_sections:
         return
-    width, height = settings.preprocess.size
-    mine = PreprocessSpec(width, height, settings.preprocess.roi, settings.preprocess.align.spec())
+    cfg = settings.preprocess
     theirs = bundle.preprocess
-    if (mine.width, mine.height, mine.roi) != (theirs.width, theirs.height, theirs.roi):
-        raise BundleError(
-            f"bundle {bundle.path} was calibrated with preprocess size {theirs.width}x{theirs.height} roi {theirs.roi}, "
-            f"the config says {mine.width}x{mine.height} roi {mine.roi}; recalibrate or remove the preprocess section"
-        )
-    if mine.align != theirs.align:
+    hint = "recalibrate or remove the preprocess section"
+    work_w, work_h = theirs.work_size
+    if cfg.size != "auto" and tuple(cfg.size) != (work_w, work_h):
+        raise BundleError(f"bundle {bundle.path} was calibrated with preprocess size {work_w}x{work_h}, the config "
+                          f"says {cfg.size[0]}x{cfg.size[1]}; {hint}")
+    if cfg.scale != "auto" and (theirs.frame_scale is None or abs(cfg.scale - theirs.frame_scale) > 1e-6 * cfg.scale):
+        raise BundleError(f"bundle {bundle.path} was calibrated with preprocess scale {theirs.frame_scale}, the config "
+                          f"says {cfg.scale}; {hint}")
+    if "tile" in cfg.model_fields_set:
+        # the bundle's network input is the tile, shrunk to the work image where that is smaller
+        expect = TileGrid.plan(work_w, work_h, *cfg.tile, theirs.tile_overlap).tile_hw
+        if expect != (theirs.height, theirs.width):
+            raise BundleError(f"bundle {bundle.path} was calibrated with network input {theirs.width}x{theirs.height}, "
+                              f"the config's preprocess tile {cfg.tile[0]}x{cfg.tile[1]} makes "
+                              f"{expect[1]}x{expect[0]}; {hint}")
+    if "tile_overlap" in cfg.model_fields_set and theirs.grid.tiled and cfg.tile_overlap != theirs.tile_overlap:
+        raise BundleError(f"bundle {bundle.path} was calibrated with preprocess tile_overlap {theirs.tile_overlap}, "
+                          f"the config says {cfg.tile_overlap}; {hint}")
+    if cfg.roi != theirs.roi:
+        raise BundleError(f"bundle {bundle.path} was calibrated with preprocess roi {theirs.roi}, the config says "
+                          f"{cfg.roi}; {hint}")
+    mine_align = cfg.align.spec()
+    if mine_align != theirs.align:
         raise BundleError(
             f"bundle {bundle.path} was calibrated with preprocess.align {_align_words(theirs.align)}, the config says "
-            f"{_align_words(mine.align)}; recalibrate or remove the preprocess section")
+            f"{_align_words(mine_align)}; {hint}")
 
 
 def _align_words(spec) -> str:
@@ -93,9 +111,9 @@ def build_pipeline(bundle: Bundle, engine_config, roi_by_source: Optional[dict] 
         scorer = scorer_from_bundle(bundle.scorer_type, bundle.scorer_params, bundle.arrays)
     except KeyError as exc:
         raise BundleError(f"bundle {bundle.path}: {exc.args[0]}; this inspector cannot score it") from None
-    judge = Judge(bundle.image_threshold, bundle.pixel_threshold)
     pre = bundle.preprocessor(roi_by_source)
-    log.info("pipeline: bundle %s (%s), engine %s %s, input %dx%d, threshold %.4f%s", bundle.id, bundle.scorer_type,
-             engine.kind, engine.precision, pre.spec.width, pre.spec.height, judge.image_threshold,
+    judge = Judge(bundle.image_threshold, bundle.pixel_threshold, input_area=pre.spec.width * pre.spec.height)
+    log.info("pipeline: bundle %s (%s), engine %s %s, %s, threshold %.4f%s", bundle.id, bundle.scorer_type,
+             engine.kind, engine.precision, pre.spec.describe(), judge.image_threshold,
              f", kNN search {scorer.search_precision}" if hasattr(scorer, "search_precision") else "")
     return InspectionPipeline(pre, engine, scorer, judge, bundle.id, maps_for_passes=maps_for_passes)

@@ -88,7 +88,7 @@ class AlignConfig(_Strict):
 
     enabled: bool = False
     motion: Literal["translation", "euclidean", "affine"] = "euclidean"  # euclidean: shift + rotation
-    max_shift: float = Field(0.15, gt=0.0, le=0.5)  # share of the network input side
+    max_shift: float = Field(0.15, gt=0.0, le=0.5)  # share of the work image's longer side
     max_rotation_deg: float = Field(15.0, gt=0.0, le=90.0)
     min_correlation: float = Field(0.6, ge=-1.0, le=1.0)  # ECC correlation; below it the part is not recognised
 
@@ -103,19 +103,53 @@ class AlignConfig(_Strict):
 
 class PreprocessConfig(_Strict):
     """How a frame becomes the network input. Saved in the bundle; the daemon refuses a
-    bundle whose preprocessing differs from this section (when given)."""
+    bundle whose preprocessing differs from what this section states explicitly.
 
-    size: tuple[int, int] = (256, 256)  # width, height of the network input
+    The geometry (README "Geometry and tiling"): the ROI crop is resized to the work size
+    (``size``, or ``scale`` times the golden frames' size; ``auto``: chosen at calibration from the
+    golden frames and ``calibration.min_defect_px``), keeping the aspect ratio; a work image larger
+    than ``tile`` (the network input) is cut into overlapping tiles."""
+
+    size: Union[Literal["auto"], tuple[int, int]] = "auto"  # work image width, height (or auto)
+    scale: Union[Literal["auto"], float] = "auto"  # frame pixels -> network pixels (with size auto)
+    tile: tuple[int, int] = (256, 256)  # width, height of the network input; larger work images are tiled
+    tile_overlap: int = Field(32, ge=0)  # pixels shared by neighbouring tiles (multiple of 8)
+    max_tiles: int = Field(16, ge=1, le=256)  # size auto: the scale is lowered until a frame needs at most this many
     roi: Optional[tuple[int, int, int, int]] = None  # x, y, w, h crop before resizing
     max_pixels: int = Field(100_000_000, ge=1)  # refuse larger images (decompression bombs)
     align: AlignConfig = AlignConfig()
 
     @field_validator("size")
     @classmethod
-    def _multiple_of_32(cls, v):
+    def _size_multiple_of_32(cls, v):
+        if v != "auto" and any(s % 32 or s < 32 or s > 16384 for s in v):
+            raise ValueError(f"{list(v)} is not allowed; each side must be a multiple of 32 between 32 and 16384, "
+                             f"or write auto")
+        return v
+
+    @field_validator("tile")
+    @classmethod
+    def _tile_multiple_of_32(cls, v):
         if any(s % 32 or s < 64 or s > 2048 for s in v):
             raise ValueError(f"{list(v)} is not allowed; each side must be a multiple of 32 between 64 and 2048")
         return v
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, v):
+        if v != "auto" and not (0.01 <= v <= 4.0):
+            raise ValueError(f"{v!r} is not allowed; a scale between 0.01 and 4, or auto")
+        return v
+
+    @model_validator(mode="after")
+    def _geometry_consistent(self):
+        if self.size != "auto" and self.scale != "auto":
+            raise ValueError(f"size {list(self.size)} and scale {self.scale} both set; give one of them "
+                             f"(size fixes the work image, scale derives it from the golden frames)")
+        if self.tile_overlap % 8 or self.tile_overlap > min(self.tile) // 2:
+            raise ValueError(f"tile_overlap {self.tile_overlap} is not allowed; a multiple of 8 up to half the "
+                             f"tile's shorter side ({min(self.tile) // 2})")
+        return self
 
 
 class BackboneConfig(_Strict):
@@ -258,14 +292,16 @@ class ThresholdConfig(_Strict):
 
 class CalibrationConfig(_Strict):
     holdout: float = Field(0.2, gt=0.0, lt=0.9)  # share of golden images held out to set thresholds
+    # the smallest defect, in frame pixels, the line must catch: preprocess size/scale auto pick
+    # the scale that makes it one feature cell (8 network pixels; calibration/geometry.py), and
+    # escape rates are measured at 1x, 2x and 4x it (calibration/detectability.py)
+    min_defect_px: float = Field(16.0, gt=0.0, le=4096.0)
     min_images: int = Field(5, ge=2)
     refit_on_all: bool = True
     seed: int = 0
     threshold: ThresholdConfig = ThresholdConfig()
     # share of good parts the image threshold may reject (threshold.rule budget)
     false_reject_budget: float = Field(0.01, gt=0.0, lt=0.5)
-    # the smallest defect that matters, in frame pixels: escape rates are measured at 1x, 2x, 4x it
-    min_defect_px: int = Field(8, ge=1, le=4096)
     # synthetic defect images scored for those escape rates (at most); 0: no estimate
     synthetic_defects: int = Field(120, ge=0, le=10000)
     augment: AugmentConfig = AugmentConfig()

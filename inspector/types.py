@@ -48,10 +48,11 @@ class Frame:
 
 @dataclass(frozen=True)
 class RoiTransform:
-    """How a preprocessed tensor pixel maps back to the original image.
+    """How a work-image pixel (the ROI crop resized to the bundle's work size, before tiling)
+    maps back to the original image.
 
-    original = (tensor_xy / scale) + (roi_x, roi_y), with independent x/y scales. With alignment
-    on, ``align`` is the 2x3 warp (row-major) from the reference's pose to the frame's tensor
+    original = (work_xy / scale) + (roi_x, roi_y), with independent x/y scales. With alignment
+    on, ``align`` is the 2x3 warp (row-major) from the reference's pose to the frame's work-image
     pixels; maps are warped back with it before they reach these coordinates.
     """
 
@@ -88,7 +89,8 @@ class Verdict:
     bundle_id: Optional[str] = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: Optional[str] = None
-    # pixel map in tensor coordinates, kept for heatmap rendering; not stored in the DB
+    # pixel map in work-image coordinates (the ROI crop at the bundle's work size), kept for
+    # heatmap rendering; not stored in the DB
     pixel_map: Optional[np.ndarray] = None
     transform: Optional[RoiTransform] = None
     # True when this frame's row was already committed before (a restart after a crash between

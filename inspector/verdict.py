@@ -12,18 +12,21 @@ from inspector.types import Region, RoiTransform, VerdictKind
 
 class Judge:
     def __init__(self, image_threshold: float, pixel_threshold: Optional[float], *,
-                 min_region_fraction: float = 0.001, max_regions: int = 32):
+                 min_region_fraction: float = 0.001, max_regions: int = 32, input_area: Optional[int] = None):
         self.image_threshold = float(image_threshold)
         self.pixel_threshold = None if pixel_threshold is None else float(pixel_threshold)
-        # blobs smaller than this share of the input are noise (0.1%: 65 px at 256x256)
+        # blobs smaller than this share of the network input are noise (0.1%: 65 px at 256x256);
+        # input_area: the network input's pixels, when the map is larger (tiled bundles), so a
+        # small defect on a big work image is not dropped as noise
         self.min_region_fraction = min_region_fraction
+        self.input_area = input_area
         self.max_regions = max_regions
 
     def decide(self, score: float) -> VerdictKind:
         return VerdictKind.FAIL if score > self.image_threshold else VerdictKind.PASS
 
     def regions(self, pixel_map: Optional[np.ndarray], transform: RoiTransform) -> tuple[Region, ...]:
-        """Connected components of ``pixel_map`` [H, W] (network-input coordinates) above the
+        """Connected components of ``pixel_map`` [H, W] (work-image coordinates) above the
         pixel threshold, largest peak first. If nothing crosses it (an image-level fail from a
         diffuse anomaly) the region around the peak at half its height is returned instead,
         so every fail points somewhere."""
@@ -33,7 +36,8 @@ class Judge:
         peak = float(pixel_map.max())
         if peak <= level:
             level = 0.5 * (peak + float(np.median(pixel_map)))
-        min_area = max(4, int(self.min_region_fraction * pixel_map.size))
+        area = pixel_map.size if self.input_area is None else min(pixel_map.size, self.input_area)
+        min_area = max(4, int(self.min_region_fraction * area))
         mask = (pixel_map > level).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         found: list[Region] = []

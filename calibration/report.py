@@ -111,7 +111,8 @@ def render_calibration_report(data: CalibrationReportData) -> str:
         "held-out golden above threshold": f"{over} ({100 * over / len(scores):.1f} %)" if scores else "-",
     }
     if data.false_reject_upper_bound is not None:
-        rows["false-reject rate the held-out images alone show (95 %)"] = f"<= {100 * data.false_reject_upper_bound:.1f} %"
+        rows["false-reject rate, 95% upper bound (what the held-out images alone show)"] = \
+            f"{100 * data.false_reject_upper_bound:.2f} %"
     if defects:
         rows["defect images caught"] = f"{caught} of {len(defects)} ({100 * caught / len(defects):.1f} %)"
     rows.update({str(k): str(v) for k, v in data.summary.items()})

@@ -41,7 +41,8 @@ def _threshold_lines(t: Threshold, held: np.ndarray) -> list[str]:
         return [f"threshold     {t.value:.4f}  (Q{t.quantile:g} + {t.margin:g} x spread of {t.n} held-out scores; "
                 f"{spread})",
                 f"false rejects expected ~{expected_frr(t) * 100:.2f}% of good parts "
-                f"(normal fit {t.normal_frr * 100:.2f}%, held-out {t.empirical_frr * 100:.1f}%)"]
+                f"(normal fit {t.normal_frr * 100:.2f}%, held-out {t.empirical_frr * 100:.1f}%); at most "
+                f"{t.frr_upper_95 * 100:.1f}% (95% upper bound from {t.n} held-out score{'s' if t.n != 1 else ''})"]
     if t.tail_model == "empirical":
         how = "their empirical quantile"
     elif t.value <= float(np.quantile(held, 1 - t.false_reject_budget)):

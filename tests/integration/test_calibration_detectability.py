@@ -18,13 +18,13 @@ def test_default_bundle_carries_budget_threshold_and_escape_rates(bundle_dir):
     assert rule["rule"].startswith("budget") and rule["false_reject_budget"] == 0.01
     assert 0 < rule["frr_upper_95"] < 1 and rule["expected_frr"] <= 0.01 + 1e-9
     d = m["detectability"]
-    assert [r["size_px"] for r in d["by_size"]] == [8, 16, 32]  # calibration.min_defect_px 8: 1x, 2x, 4x
+    assert [r["size_px"] for r in d["by_size"]] == [16, 32, 64]  # calibration.min_defect_px 16: 1x, 2x, 4x
     n_total = sum(r["n"] for r in d["by_size"])
     assert 15 <= n_total <= 120  # bounded
     found = {r["size_px"]: r["found"] / r["n"] for r in d["by_size"]}
-    assert found[32] >= found[8] and found[32] >= 0.7  # big defects on a 128 px part are found
+    assert found[64] >= found[16] and found[32] >= 0.7  # big defects on a 128 px part are found
     assert set(d["by_kind"]) == {"scratch", "spot", "missing", "foreign", "texture"}
-    assert d["statement"].startswith("defects >= 32 px found")
+    assert d["statement"].startswith("defects >= 64 px found")
     assert m["metrics"]["seconds"]["detectability"] < 30
 
 
@@ -40,7 +40,7 @@ def test_quantile_rule_and_defects_folder_in_summary_and_report(tmp_path, golden
     settings = small_settings(calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 30,
                                            "min_defect_px": 6, "threshold": {"rule": "quantile_margin"}})
     r = calibrate(settings, golden_dir, tmp_path / "b", progress=False, defects_dir=defects)
-    m = r.manifest
+    m = r.manifest.as_dict()
     assert m["thresholds"]["image_rule"]["rule"].startswith("Q_q")
     d = m["detectability"]
     assert [r["size_px"] for r in d["by_size"]] == [6, 12, 24]

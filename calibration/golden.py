@@ -57,7 +57,7 @@ def read_golden(folder: str | Path, *, max_pixels: int, progress=None) -> Golden
                 names.append(p.name)
                 images.append(img)
                 h.update(p.name.encode())
-                h.update(img.data)  # decode_image returns C-contiguous arrays
+                h.update(np.ascontiguousarray(img).data)  # the pixels, without a copy
             if progress:
                 progress(1)
     return GoldenSet(names, images, skipped, h.hexdigest())

@@ -45,7 +45,7 @@ def greedy_coreset(patches: np.ndarray, k: int, *, projection_dim: int = 64, see
         x = x @ proj
     start = int(torch.randint(n, (1,), generator=gen))
     # the products below are small (a few thousand rows): a second BLAS thread only spins
-    # (9.1 s of CPU instead of 5.5 s on bottle, 2 cores)
+    # (bottle, 2 shared cores: 9.1 s of CPU instead of 5.5 s)
     with threadpool_limits(limits=1, user_api="blas"):
         return _greedy_from(np.ascontiguousarray(x.numpy()), start, k, progress)
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,21 +30,34 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
+def _reader_threads() -> int:
+    # OpenCV decodes without the GIL: one thread per core (at least 2: reading overlaps decoding)
+    return max(2, min(8, os.cpu_count() or 1))
+
+
 def read_golden(folder: str | Path, *, max_pixels: int, progress=None) -> GoldenSet:
-    """Read every image in ``folder`` (not recursive). progress: optional callable(n) per file."""
+    """Read every image in ``folder`` (not recursive), decoding on a few threads (bottle's 209
+    900x900 PNGs: 5-6 s on one thread of an AVX2 EPYC). progress: optional callable(n) per file."""
     folder = Path(folder)
     h = hashlib.sha256()
     names, images, skipped = [], [], []
-    for p in list_images(folder):
+
+    def read(path: Path):
         try:
-            img = read_image_file(str(p), max_pixels=max_pixels)
+            return read_image_file(str(path), max_pixels=max_pixels), None
         except FrameError as exc:
-            skipped.append((p.name, str(exc)))
-        else:
-            names.append(p.name)
-            images.append(img)
-            h.update(p.name.encode())
-            h.update(img.tobytes())
-        if progress:
-            progress(1)
+            return None, str(exc)
+
+    paths = list_images(folder)
+    with ThreadPoolExecutor(max_workers=_reader_threads(), thread_name_prefix="golden-read") as pool:
+        for p, (img, error) in zip(paths, pool.map(read, paths)):  # in file order
+            if error is not None:
+                skipped.append((p.name, error))
+            else:
+                names.append(p.name)
+                images.append(img)
+                h.update(p.name.encode())
+                h.update(np.ascontiguousarray(img).data)  # the pixels, without a copy
+            if progress:
+                progress(1)
     return GoldenSet(names, images, skipped, h.hexdigest())

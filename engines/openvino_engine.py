@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import sys
 from typing import Literal
 
@@ -64,12 +65,28 @@ def import_openvino():
     return openvino
 
 
+# Set to anything but "" or "0": this CPU is taken as one without bf16 (no AMX / AVX512_BF16), so
+# ``auto`` resolves to fp32 and a bf16 request runs fp32, as on such a CPU. CI runs the suite a
+# second time with it on bf16 machines, so the fp32 path is tested wherever CI runs.
+NO_BF16_ENV = "INSPECTOR_CPU_NO_BF16"
+
+
+def bf16_switched_off() -> bool:
+    return os.environ.get(NO_BF16_ENV, "") not in ("", "0")
+
+
 @functools.lru_cache(maxsize=1)
-def cpu_capabilities() -> tuple[str, ...]:
-    """OpenVINO's OPTIMIZATION_CAPABILITIES of this CPU (asked once per process)."""
+def _openvino_capabilities() -> tuple[str, ...]:
     ov = import_openvino()
 
     return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def cpu_capabilities() -> tuple[str, ...]:
+    """OpenVINO's OPTIMIZATION_CAPABILITIES of this CPU (asked once per process), without BF16
+    when $INSPECTOR_CPU_NO_BF16 is set."""
+    caps = _openvino_capabilities()
+    return tuple(c for c in caps if c != "BF16") if bf16_switched_off() else caps
 
 
 def default_precision() -> str:
@@ -104,9 +121,15 @@ class OpenVinoEngine:
         core = ov.Core()
         caps = cpu_capabilities()
         requested = resolve_precision(config.precision, caps)
+        hint = _OV_HINT[normalise_precision(requested)]
         if requested == "bf16" and "BF16" not in caps:
-            log.warning("OpenVINO: precision bf16 requested but this CPU reports no BF16 support (%s); "
-                        "OpenVINO will emulate or fall back", caps)
+            if bf16_switched_off():  # what OpenVINO does on a CPU without bf16
+                log.warning("OpenVINO: precision bf16 requested but %s is set (a CPU without bf16): running fp32",
+                            NO_BF16_ENV)
+                hint = _OV_HINT["fp32"]
+            else:
+                log.warning("OpenVINO: precision bf16 requested but this CPU reports no BF16 support (%s); "
+                            "OpenVINO will emulate or fall back", caps)
         model = core.read_model(spec.onnx_path)
         names = [i.get_any_name() for i in model.inputs]
         if names != [spec.input_name]:
@@ -119,7 +142,7 @@ class OpenVinoEngine:
         model.reshape({spec.input_name: ov.PartialShape([ov.Dimension(1, config.max_batch), c, h, w])})
         # No CPU pinning: pinned inference threads fight the daemon's scoring, decoding and writing
         # threads for the same cores (as onnxruntime's did; see docs/BENCHMARKS.md)
-        props = {"INFERENCE_PRECISION_HINT": _OV_HINT[normalise_precision(requested)], "PERFORMANCE_HINT": "LATENCY",
+        props = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
                  "ENABLE_CPU_PINNING": False}
         if config.threads:
             props["INFERENCE_NUM_THREADS"] = config.threads

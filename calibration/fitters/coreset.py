@@ -2,7 +2,14 @@
 
 Iteratively picks the patch farthest from everything picked so far, so the bank covers the
 golden feature space with few entries. Distances are taken on a random Gaussian projection of
-the features (Johnson-Lindenstrauss), as in the paper, which makes each step a cheap GEMV.
+the features (Johnson-Lindenstrauss), as in the paper.
+
+Each pick updates only the patches it can be nearer to. A patch p whose nearest pick so far is
+a can only come nearer to the new pick c if |a - c| < 2 |p - a| (triangle inequality), so one
+gather of the pick-to-pick distances over every patch's nearest pick finds them; after the
+first few dozen picks that is 1-3% of the patches. The picks are those of the plain algorithm
+(one distance to every patch per pick; up to float32 rounding: on MVTec bottle the same 2000
+patches), which on bottle's 214k patches read the whole projected set (55 MB) 2000 times.
 """
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 
 def coreset_size(n_patches: int, *, size: Optional[int], ratio: float, max_size: Optional[int] = None) -> int:
@@ -17,6 +25,11 @@ def coreset_size(n_patches: int, *, size: Optional[int], ratio: float, max_size:
     if max_size is not None and size is None:
         k = min(k, max_size)
     return int(max(1, min(k, n_patches)))
+
+
+# squared-distance form of |a - c| < 2 |p - a| with 0.04% slack for float32 rounding (a patch
+# left out by the slack could only have come nearer by a rounding error)
+_PRUNE = np.float32(0.2499)
 
 
 def greedy_coreset(patches: np.ndarray, k: int, *, projection_dim: int = 64, seed: int = 0,
@@ -30,19 +43,39 @@ def greedy_coreset(patches: np.ndarray, k: int, *, projection_dim: int = 64, see
     if projection_dim < d:
         proj = torch.randn(d, projection_dim, generator=gen) / np.sqrt(projection_dim)
         x = x @ proj
-    sq = (x * x).sum(1)
     start = int(torch.randint(n, (1,), generator=gen))
+    # the products below are small (a few thousand rows): a second BLAS thread only spins
+    # (bottle, 2 shared cores: 9.1 s of CPU instead of 5.5 s)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _greedy_from(np.ascontiguousarray(x.numpy()), start, k, progress)
+
+
+def _greedy_from(x: np.ndarray, start: int, k: int, progress: Optional[Callable[[int], None]]) -> np.ndarray:
+    n = len(x)
+    sq = np.einsum("ij,ij->i", x, x)
     selected = np.empty(k, np.int64)
     selected[0] = start
-    # min squared distance of every patch to the selected set, updated with one GEMV per pick
-    mind = sq - 2 * torch.mv(x, x[start]) + sq[start]
+    picked, picked_sq = np.empty((k, x.shape[1]), np.float32), np.empty(k, np.float32)
+    picked[0], picked_sq[0] = x[start], sq[start]
+    # squared distance of every patch to its nearest pick so far, and which pick that is
+    mind = sq - 2 * (x @ x[start]) + sq[start]
+    nearest = np.zeros(n, np.intp)
+    bound = np.empty(n, np.float32)
     step = max(1, k // 100)
     for j in range(1, k):
-        i = int(torch.argmax(mind))
+        i = int(mind.argmax())
         selected[j] = i
-        dn = torch.mv(x, x[i])
-        dn.mul_(-2).add_(sq).add_(sq[i])
-        torch.minimum(mind, dn, out=mind)
+        c, c_sq = x[i], sq[i]
+        picked[j], picked_sq[j] = c, c_sq
+        pick_dist = picked_sq[:j] - 2 * (picked[:j] @ c) + c_sq  # new pick to every earlier pick
+        np.take(pick_dist, nearest, out=bound)
+        bound *= _PRUNE
+        near = np.flatnonzero(bound < mind)
+        dist = sq[near] - 2 * (x[near] @ c) + c_sq
+        closer = dist < mind[near]
+        moved = near[closer]
+        mind[moved] = dist[closer]
+        nearest[moved] = j
         if progress and j % step == 0:
             progress(step)
     return selected

@@ -62,6 +62,33 @@ def peak_is_at_defect(pixel_map: np.ndarray, tolerance: int = 16) -> bool:
     return abs(x - DEFECT_XY[0]) <= tolerance and abs(y - DEFECT_XY[1]) <= tolerance
 
 
+def engine_features(images, settings) -> np.ndarray:
+    """Patch features of ``images`` as calibrate computes the golden set's: the feature network
+    exported to ONNX and run by ``settings.engine`` in batches of its max_batch. A head trained on
+    these is the head calibrate trains (training amplifies the ~1e-6 rounding differences between
+    engines to a few % of the map; see test_autoencoder's round trip)."""
+    import tempfile
+    from pathlib import Path
+
+    from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features,
+                                      network_description)
+    from engines.base import EngineSpec
+    from engines.registry import build_engine
+    from inspector.preprocess import Preprocessor, PreprocessSpec
+
+    description = network_description(settings.backbone)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path, dim = export_feature_network(description, (TEST_SIZE, TEST_SIZE), Path(tmp) / "backbone.onnx")
+        spec = EngineSpec(str(onnx_path), INPUT_NAME, (3, TEST_SIZE, TEST_SIZE), (OUTPUT_NAME,),
+                          network={**description, "feature_dim": dim})
+        engine = build_engine(settings.engine, spec)
+        try:
+            return extract_features(engine, Preprocessor(PreprocessSpec(TEST_SIZE, TEST_SIZE, None)), images,
+                                    batch=engine.spec.max_batch)
+        finally:
+            engine.close()
+
+
 def head_scores(params: dict, arrays: dict, feats: np.ndarray) -> np.ndarray:
     """A fitted head (Deep SVDD, autoencoder) run in torch on features: patch_scores [N, 1, h, w]."""
     import torch

@@ -10,7 +10,7 @@ from calibration.fitters.autoencoder import AutoencoderFitter
 from engines.backbones.heads import load_head
 from inspector.scoring.reconstruction import AutoencoderScorer
 from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
-from tests.unit._scorer_data import data, head_scores, peak_is_at_defect, preprocess
+from tests.unit._scorer_data import data, engine_features, head_scores, peak_is_at_defect, preprocess
 
 TRAIN = {"epochs": 40, "batch_size": 2, "lr": 0.003, "patience": 6}
 
@@ -75,7 +75,8 @@ def ae_bundle(tmp_path_factory, golden_dir):
     return out
 
 
-def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle):
+def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle, golden_dir):
+    from calibration.golden import read_golden
     from engines.torch_engine import TorchEngineConfig
     from inspector.bundle import load_bundle
     from inspector.runtime import build_pipeline
@@ -86,7 +87,18 @@ def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle):
     ort_out = build_pipeline(bundle, _settings().engine).engine.run(x)["patch_scores"]
     torch_out = build_pipeline(bundle, TorchEngineConfig()).engine.run(x)["patch_scores"]
     np.testing.assert_allclose(ort_out, torch_out, rtol=1e-3, atol=1e-4)
-    # the in-memory fitter on the same golden features (golden_dir holds data()'s golden parts)
-    params, arrays = AutoencoderFitter(_settings(epochs=15).scorer, seed=0).fit(data()[0])
-    want = head_scores(params, arrays, data()[1])
-    np.testing.assert_allclose(ort_out, want, rtol=2e-2, atol=2e-3)
+    # the in-memory fitter on the features calibrate fitted on (golden_dir's images through the
+    # calibrating engine) trains the very head the bundle holds
+    settings = _settings(epochs=15)
+    golden = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels).images
+    params, arrays = AutoencoderFitter(settings.scorer, seed=0).fit(engine_features(golden, settings))
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(bundle.arrays[k], v, err_msg=k)
+    np.testing.assert_allclose(ort_out, head_scores(params, arrays, data()[1]), rtol=1e-3, atol=1e-4)
+    # ... and on torch's features of the same parts (they differ from the engine's by ~2e-6
+    # relative) a head whose map differs by up to 10% at single patches (19 of 1792 beyond 2% on an
+    # AVX2 CPU): training amplifies rounding, deterministically per CPU. Only the map's scale is
+    # stable: measured 0.6% of its peak here; the verdicts rest on the peak.
+    params, arrays = AutoencoderFitter(settings.scorer, seed=0).fit(data()[0])
+    torch_fit = head_scores(params, arrays, data()[1])
+    assert np.abs(ort_out - torch_fit).max() <= 0.03 * np.abs(ort_out).max()

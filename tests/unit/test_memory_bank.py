@@ -30,6 +30,28 @@ def test_coreset_covers_clusters_that_random_sampling_misses():
     assert coreset_size(1000, size=50, ratio=0.01, max_size=10) == 50  # an explicit size wins
 
 
+def _greedy_k_center(x: np.ndarray, start: int, k: int) -> np.ndarray:
+    """The textbook greedy k-center (float64, every distance recomputed), for reference."""
+    x = x.astype(np.float64)
+    picks = [start]
+    mind = ((x - x[start]) ** 2).sum(1)
+    for _ in range(1, k):
+        picks.append(int(mind.argmax()))
+        mind = np.minimum(mind, ((x - x[picks[-1]]) ** 2).sum(1))
+    return np.array(picks)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_coreset_picks_what_the_textbook_greedy_picks(seed):
+    # clustered patch-like data (what the pruned search must handle: dense clusters, outliers)
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, size=(40, 24))
+    x = (centres[rng.integers(0, 40, 20000)] + rng.normal(0, 0.15, size=(20000, 24))).astype(np.float32)
+    x[:30] += rng.normal(0, 2, size=(30, 24)).astype(np.float32)  # a few far-off patches
+    idx = greedy_coreset(x, 300, projection_dim=64, seed=seed)  # 64 >= 24: no projection
+    np.testing.assert_array_equal(idx, _greedy_k_center(x, int(idx[0]), 300))
+
+
 def _features(rng, n, d=16, h=8, w=8):
     base = rng.normal(0, 0.05, size=(n, d, h, w)).astype(np.float32)
     base[:, 0] += 1.0

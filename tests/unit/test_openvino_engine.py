@@ -101,3 +101,25 @@ def test_auto_is_the_default_and_runs_what_this_cpu_supports(onnx_path):
         scale = float(np.abs(ref[name]).max())
         np.testing.assert_allclose(out[name], ref[name], atol=BF16_REL_TOL * scale)
     eng.close()
+
+
+def test_no_bf16_switch_makes_a_bf16_cpu_run_fp32(onnx_path, monkeypatch):
+    """INSPECTOR_CPU_NO_BF16: a CPU with bf16 behaves as one without (CI's second pass tests the fp32
+    path with it on bf16 machines): auto resolves to fp32, and a bf16 request runs fp32."""
+    import engines.openvino_engine as ov_engine
+
+    monkeypatch.setattr(ov_engine, "_openvino_capabilities", lambda: ("FP32", "BF16", "INT8"))  # a bf16 CPU
+    monkeypatch.delenv(ov_engine.NO_BF16_ENV, raising=False)
+    assert default_precision() == "bf16"
+    monkeypatch.setenv(ov_engine.NO_BF16_ENV, "1")
+    assert ov_engine.cpu_capabilities() == ("FP32", "INT8")
+    assert default_precision() == "fp32"
+    eng = make(onnx_path, precision="bf16", max_batch=4)
+    assert eng.precision == "fp32"
+    x = random_batch(3, seed=5)
+    got, want = eng.run(x), ort_reference(onnx_path, x)
+    for k in OUTPUT_NAMES:  # really fp32: ONNX Runtime's fp32 results
+        np.testing.assert_allclose(got[k], want[k], atol=1e-4, rtol=1e-4)
+    eng.close()
+    monkeypatch.setenv(ov_engine.NO_BF16_ENV, "0")  # "0" (or empty) is off
+    assert default_precision() == "bf16"

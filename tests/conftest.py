@@ -74,8 +74,11 @@ def fp32_bundle_dir(tmp_path_factory, golden_dir) -> Path:
 
 
 def aligned_settings():
-    """small_settings with preprocess.align on."""
-    return small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE], "align": {"enabled": True}})
+    """small_settings with preprocess.align on. Half the 16 golden parts held out: tests judge
+    moved good parts against its threshold, and a threshold from 4 held-out scores (the
+    few-held-out warning) let one of them fail by a hair."""
+    return small_settings(preprocess={"size": [TEST_SIZE, TEST_SIZE], "align": {"enabled": True}},
+                          calibration={"holdout": 0.5, "min_images": 4})
 
 
 @pytest.fixture(scope="session")

@@ -169,6 +169,10 @@ class CoresetConfig(_Strict):
     # it costs less than the backbone (docs/BENCHMARKS.md); 4000 bought no AUROC on magnetic_tile.
     max_size: Optional[int] = Field(2000, ge=1)
     projection_dim: int = Field(64, ge=8)  # random projection used to select the coreset
+    # the coreset is picked among at most this many golden patches (a seeded random sample; None:
+    # all). Each greedy pick reads every candidate: tiled frames and large golden sets (600k+
+    # patches) made the fit memory-bound for minutes (docs/BENCHMARKS.md, issue 12)
+    max_candidates: Optional[int] = Field(250_000, ge=1000)
 
 
 class PadimConfig(_Strict):

@@ -71,10 +71,17 @@ def _greedy_from(x: np.ndarray, start: int, k: int, progress: Optional[Callable[
         np.take(pick_dist, nearest, out=bound)
         bound *= _PRUNE
         near = np.flatnonzero(bound < mind)
-        dist = sq[near] - 2 * (x[near] @ c) + c_sq
-        closer = dist < mind[near]
-        moved = near[closer]
-        mind[moved] = dist[closer]
+        if len(near) > n // 4:
+            # little pruned (textures: every patch near every pick): one plain GEMV beats gathering
+            # the rows first (magnetic_tile, 680k patches: 121 s of fitting with the gather)
+            dist = sq - 2 * (x @ c) + c_sq
+            moved = np.flatnonzero(dist < mind)
+            mind[moved] = dist[moved]
+        else:
+            dist = sq[near] - 2 * (x[near] @ c) + c_sq
+            closer = dist < mind[near]
+            moved = near[closer]
+            mind[moved] = dist[closer]
         nearest[moved] = j
         if progress and j % step == 0:
             progress(step)

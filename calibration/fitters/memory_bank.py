@@ -25,12 +25,18 @@ class CoresetFitter:
         k = coreset_size(len(patches), size=c.size, ratio=c.ratio, max_size=c.max_size)
         if total:
             total(k)
-        idx = greedy_coreset(patches, k, projection_dim=c.projection_dim, seed=self.seed, progress=progress)
-        bank = patches[idx]
+        candidates = np.arange(len(patches))
+        if c.max_candidates is not None and len(patches) > c.max_candidates:
+            rng = np.random.default_rng(self.seed)
+            candidates = np.sort(rng.choice(len(patches), c.max_candidates, replace=False))
+        picks = greedy_coreset(patches[candidates] if len(candidates) < len(patches) else patches, k,
+                               projection_dim=c.projection_dim, seed=self.seed, progress=progress)
+        bank = patches[candidates[picks]]
         arrays = {"memory_bank": bank}
         params = {"method": self.config.method, "smoothing_sigma": self.config.smoothing_sigma,
                   "reweight": self.config.reweight, "feature_name": "features", "bank_size": int(len(bank)),
-                  "patches_seen": int(len(patches)), "feature_dim": int(d)}
+                  "patches_seen": int(len(patches)), "coreset_candidates": int(len(candidates)),
+                  "feature_dim": int(d)}
         if self.config.reweight:
             arrays["bank_knn_index"] = bank_neighbours(bank, min(self.config.reweight_neighbours, len(bank) - 1))
         return params, arrays

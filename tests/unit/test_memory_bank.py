@@ -140,3 +140,23 @@ def test_search_precision_follows_the_engine_and_fp32_stays_exact():
     assert search_params("memory_bank", "patchcore", "bf16") == {"search": "bf16"}
     assert search_params("memory_bank", "patchcore", "fp16") == {"search": "fp32"}
     assert search_params("memory_bank", "padim", "bf16") == {}  # PaDiM does not search
+
+
+def test_coreset_is_picked_among_a_bounded_seeded_sample_of_patches():
+    """Large golden sets (tiled frames) pick the bank among coreset.max_candidates patches; the
+    bank still holds real golden patches, and the same seed gives the same bank."""
+    from calibration.fitters.memory_bank import CoresetFitter
+    from inspector.settings import MemoryBankScorerConfig
+
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(30, 16, 10, 10)).astype(np.float32)  # 3000 patches
+    cfg = MemoryBankScorerConfig(coreset={"size": 50, "max_candidates": 1000})
+    params, arrays = CoresetFitter(cfg, seed=1).fit(feats)
+    bank = arrays["memory_bank"]
+    patches = feats.transpose(0, 2, 3, 1).reshape(-1, 16)
+    assert params["coreset_candidates"] == 1000 and params["patches_seen"] == 3000
+    assert len(bank) == 50 and all((patches == row).all(1).any() for row in bank)
+    again = CoresetFitter(cfg, seed=1).fit(feats)[1]["memory_bank"]
+    np.testing.assert_array_equal(bank, again)
+    everything = CoresetFitter(MemoryBankScorerConfig(coreset={"size": 50, "max_candidates": None}), seed=1).fit(feats)
+    assert everything[0]["coreset_candidates"] == 3000

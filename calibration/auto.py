@@ -67,15 +67,27 @@ def _with_method(settings: Settings, method: str) -> Settings:
     return settings.model_copy(update={"scorer": scorer})
 
 
+def _one_tile(settings: Settings) -> Settings:
+    """The whole ROI in one network input of the tile's size: the most context per feature, the
+    least detail (logical anomalies: a missing label, a wrong fill level)."""
+    pre = settings.preprocess.model_copy(update={"size": tuple(settings.preprocess.tile), "scale": "auto"})
+    return settings.model_copy(update={"preprocess": pre})
+
+
 def candidates(settings: Settings) -> list[Candidate]:
-    """The configured setup first, then the other memory-bank method. Trained heads (Deep SVDD,
-    autoencoder) take minutes to fit, so --auto compares them only when they are configured."""
-    out = [Candidate(_describe(settings), settings)]
-    if settings.scorer.type == "memory_bank":
-        other = "padim" if settings.scorer.method == "patchcore" else "patchcore"
-        alt = _with_method(settings, other)
-        out.append(Candidate(_describe(alt), alt))
-    return out
+    """The configured setup first, then the other memory-bank method; with ``preprocess.size:
+    auto`` each also with the whole frame in one tile. Trained heads (Deep SVDD, autoencoder)
+    take minutes to fit, so --auto compares them only when they are configured."""
+    setups = [settings]
+    if settings.preprocess.size == "auto" and settings.preprocess.scale == "auto":
+        setups.append(_one_tile(settings))
+    out = []
+    for setup in setups:
+        out.append(Candidate(_describe(setup), setup))
+        if setup.scorer.type == "memory_bank":
+            other = _with_method(setup, "padim" if setup.scorer.method == "patchcore" else "patchcore")
+            out.append(Candidate(_describe(other), other))
+    return sorted(out, key=lambda c: c.settings is not settings)  # the configured one first
 
 
 def _describe(settings: Settings) -> str:

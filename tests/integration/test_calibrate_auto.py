@@ -19,6 +19,13 @@ def test_default_candidates_are_the_configured_method_then_the_other_memory_bank
     assert len(heads) == 1  # trained heads are compared only when configured
 
 
+def test_with_auto_geometry_each_method_is_also_tried_with_the_whole_frame_in_one_tile():
+    from inspector.settings import Settings
+
+    found = [(c.settings.scorer.method, c.settings.preprocess.size) for c in candidates(Settings())]
+    assert found == [("patchcore", "auto"), ("padim", "auto"), ("patchcore", (256, 256)), ("padim", (256, 256))]
+
+
 def test_the_candidate_finding_more_defects_wins_and_its_evidence_is_recorded(tmp_path, golden_dir):
     settings = small_settings(calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 30,
                                            "min_defect_px": 6})

@@ -137,13 +137,19 @@ def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Pa
         if trials and spent + trials[-1].seconds > factor * trials[0].seconds:
             say(f"auto: time bound reached ({spent:.0f} s); not trying {cand.name}")
             continue
-        trial = evaluate(cand, golden_dir, golden, defects_dir=Path(defects_dir) if defects_dir else None,
-                         progress=progress)
+        try:
+            trial = evaluate(cand, golden_dir, golden, defects_dir=Path(defects_dir) if defects_dir else None,
+                             progress=progress)
+        except (InspectorError, ValueError, RuntimeError, MemoryError) as exc:  # one candidate, not the choice
+            say(f"auto: {cand.name} could not be calibrated ({exc}); left out")
+            continue
         say(f"auto: {cand.name}: {trial.found * 100:.0f}% of {trial.n} synthetic defects found "
             f"({trial.found_smallest * 100:.0f}% of the smallest)"
             + (f", {trial.real_found * 100:.0f}% of your defect images" if trial.real_found is not None else "")
             + f", {trial.seconds:.1f} s")
         trials.append(trial)
+    if not trials:
+        raise InspectorError("calibrate --auto: no candidate could be calibrated; see the lines above")
     best = sorted(trials, key=Trial.key)[0]  # stable: among equals, the first tried
     evidence = {"chosen": best.candidate.name, "criterion": "most synthetic defects found at the false-reject "
                 "budget threshold (real --defects images first when given), then the most of the smallest size",

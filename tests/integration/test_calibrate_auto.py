@@ -76,3 +76,22 @@ def test_cli_auto_prints_the_choice_and_writes_it_to_the_report(tmp_path, golden
     assert "auto          chose memory_bank/" in p.stdout
     html = (out / "report.html").read_text()
     assert "Method chosen by calibrate --auto" in html and "padim" in html
+
+
+def test_a_candidate_that_fails_is_left_out_not_the_whole_choice(tmp_path, golden_dir, monkeypatch):
+    import calibration.auto as auto
+
+    settings = small_settings(calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 15})
+    real_evaluate = auto.evaluate
+
+    def flaky(cand, *a, **k):
+        if cand.settings.scorer.method == "padim":
+            raise MemoryError("PaDiM's covariances do not fit")
+        return real_evaluate(cand, *a, **k)
+
+    monkeypatch.setattr(auto, "evaluate", flaky)
+    said = []
+    result, trials = auto_calibrate(settings, golden_dir, tmp_path / "b", progress=False, say=said.append)
+    assert [t.candidate.settings.scorer.method for t in trials] == ["patchcore"]
+    assert any("could not be calibrated" in s and "left out" in s for s in said)
+    assert result.manifest.auto["chosen"].startswith("memory_bank/patchcore")

@@ -31,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from calibration.evaluation import auroc, mvtec_test_set  # noqa: E402
+from calibration.evaluation import auroc, mvtec_test_set, operating_point, threshold_at_frr  # noqa: E402
 from calibration.fitters.coreset import greedy_coreset  # noqa: E402
 from engines.backbones.patch_features import build_patch_feature_net  # noqa: E402
 from engines.openvino_engine import import_openvino  # noqa: E402
@@ -107,12 +107,6 @@ def score(train: torch.Tensor, test: torch.Tensor, ratio: float, cap, reweight: 
     return np.array(plain), np.array(reweighted), torch.stack(maps), k, fit_s
 
 
-def escape_at(labels: np.ndarray, scores: np.ndarray, frr: float = 0.01) -> float:
-    good = np.sort(scores[labels == 0])[::-1]
-    thr = good[int(np.floor(frr * len(good)))]  # the smallest threshold rejecting at most frr of them
-    return float((scores[labels == 1] <= thr).mean())
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, required=True)
@@ -155,7 +149,8 @@ def main() -> int:
         pix = auroc(masks[usable][:, ::2, ::2].ravel(), smooth[usable][:, ::2, ::2].ravel()) if masks.any() else None
         r = {"variant": name, "image_auroc": round(auroc(labels, plain), 4),
              "image_auroc_reweighted": round(auroc(labels, rew), 4),
-             "escape_at_1pct_frr": round(escape_at(labels, plain), 3),
+             "escape_at_1pct_frr": round(operating_point(
+                 plain[labels == 0], plain[labels == 1], threshold_at_frr(plain[labels == 0], 0.01))["escape_rate"], 3),
              "pixel_auroc": None if pix is None else round(pix, 4), "bank": k, "coreset_s": round(fit_s, 1)}
         results.append(r)
         print(f"{name:46s} image {r['image_auroc']:.4f} (reweighted {r['image_auroc_reweighted']:.4f})  "

@@ -87,7 +87,7 @@ def candidates(settings: Settings) -> list[Candidate]:
         if setup.scorer.type == "memory_bank":
             other = _with_method(setup, "padim" if setup.scorer.method == "patchcore" else "patchcore")
             out.append(Candidate(_describe(other), other))
-    return sorted(out, key=lambda c: c.settings is not settings)  # the configured one first
+    return out  # the configured setup first
 
 
 def _describe(settings: Settings) -> str:

@@ -28,19 +28,12 @@ def _engine_line(manifest: BundleManifest) -> str:
             + "  (thresholds hold at this precision only)")
 
 
-def expected_frr(t: Threshold) -> float:
-    """The false-reject rate the summary and report state for a threshold."""
-    if t.rule == "budget":
-        return t.expected_frr
-    return max(t.normal_frr, t.empirical_frr)
-
-
 def _threshold_lines(t: Threshold, held: np.ndarray) -> list[str]:
     spread = f"held-out range {held.min():.4f}..{held.max():.4f}"
     if t.rule != "budget":
         return [f"threshold     {t.value:.4f}  (Q{t.quantile:g} + {t.margin:g} x spread of {t.n} held-out scores; "
                 f"{spread})",
-                f"false rejects expected ~{expected_frr(t) * 100:.2f}% of good parts "
+                f"false rejects expected ~{t.expected_frr * 100:.2f}% of good parts "
                 f"(normal fit {t.normal_frr * 100:.2f}%, held-out {t.empirical_frr * 100:.1f}%); at most "
                 f"{t.frr_upper_95 * 100:.1f}% (95% upper bound from {t.n} held-out score{'s' if t.n != 1 else ''})"]
     if t.tail_model == "empirical":
@@ -141,7 +134,7 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
         heldout_scores=[float(s) for s in r.holdout_scores],
         threshold=r.image_threshold.value,
         pixel_threshold=r.pixel_threshold.value if r.pixel_threshold else None,
-        expected_false_reject_rate=expected_frr(r.image_threshold),
+        expected_false_reject_rate=r.image_threshold.expected_frr,
         false_reject_upper_bound=r.image_threshold.frr_upper_95,
         false_reject_budget=r.image_threshold.false_reject_budget,
         detectability=r.detectability.to_json() if r.detectability is not None else None,

@@ -45,7 +45,9 @@ class Threshold:
     rule: str = "quantile_margin"
     false_reject_budget: Optional[float] = None  # b: the share of good parts it may reject
     tail_model: Optional[str] = None  # "empirical", "lognormal" or "normal": what set the value
-    expected_frr: Optional[float] = None  # the estimate of P(good score > threshold)
+    # the estimate of P(good score > threshold): the budget rule's, or for quantile_margin the
+    # larger of the empirical and normal-fit rates (what the summary and report state)
+    expected_frr: Optional[float] = None
     frr_upper_95: Optional[float] = None  # what the held-out counts alone guarantee (95%)
 
     def to_json(self) -> dict:

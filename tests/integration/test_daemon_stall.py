@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import daemon_env
 from tests.integration.daemon_helpers import (Daemon, drop_bytes, encode, hold_write_lock, immutable,
                                               make_workspace, read_only_mount, row_count, wait_for, wait_rows)
-from tests.integration.test_daemon_systemd import NotifyListener, notify_env
+from tests.integration.notify_listener import notify_env
 
 
 def _run_refused(config, cwd) -> str:
@@ -97,14 +97,6 @@ def _status(ws) -> tuple[int, str, dict]:
     js = subprocess.run([sys.executable, "-m", "inspector", "status", "--config", str(ws.config), "--format", "json"],
                         env=daemon_env(), capture_output=True, text=True, timeout=60)
     return text.returncode, text.stdout, json.loads(js.stdout)["daemon"]
-
-
-@pytest.fixture
-def listener():
-    li = NotifyListener()
-    li.start()
-    yield li
-    li.close()
 
 
 def test_stall_after_start_is_reported_and_stops_the_watchdog(tmp_path, bundle_dir, part_images, listener):

@@ -129,35 +129,36 @@ def _capped_bank(bank: np.ndarray, cap: int, rng: np.random.Generator) -> np.nda
 def time_search(queries: np.ndarray, bank: np.ndarray, repeats: int, precision: str = "fp32") -> dict:
     """The scorer's nearest-row search for one frame's patches against ``bank``, at the given
     search precision (fp32: exact GEMM; bf16: bf16 GEMM + exact refine); ms per call."""
-    from inspector.scoring.memory_bank import MemoryBankScorer
+    from inspector.methods.knn import build_searcher
 
-    scorer = MemoryBankScorer(bank)  # precomputes what the daemon's scorer precomputes
-    scorer.set_search_precision(precision)
-    return _time_calls(scorer.nearest, queries, [queries] * repeats, time.perf_counter)
+    searcher = build_searcher(precision, bank)  # precomputes what the daemon's searcher precomputes
+    return _time_calls(searcher.search, queries, [queries] * repeats, time.perf_counter)
 
 
 def scoring_breakdown(bundle, images, cap: int, repeats: int) -> dict:
     """Memory-bank search vs upsample + blur, per frame (batch 1), with onnxruntime features;
     on the bundle's bank and on a bank of ``cap`` rows (the coreset cap) drawn from the golden
     patch distribution (_capped_bank)."""
-    from inspector.scoring.base import upsample_and_smooth
+    from inspector.methods import patchcore
+    from inspector.methods.base import upsample_and_smooth
 
     pipeline = build_pipeline(bundle, engine_config(type="onnxruntime", max_batch=1))
     try:
         x, _ = pipeline.preprocessor.prepare(images[0])
         outputs = pipeline.engine.run(pipeline.preprocessor.tiles([x]))
-        feats = pipeline.grid.stitch(outputs, 1)[pipeline.scorer.feature_name]
+        state = pipeline.scorer.state
+        feats = pipeline.grid.stitch(outputs, 1)[state.params.feature_name]
     finally:
         pipeline.engine.close()
     n, d, h, w = feats.shape
     q = np.ascontiguousarray(feats.transpose(0, 2, 3, 1).reshape(-1, d), np.float32)
-    bank = pipeline.scorer.bank
+    bank = state.memory_bank
     capped = _capped_bank(bank, cap, np.random.default_rng(0))
-    maps = pipeline.scorer.patch_scores(feats)[0]
+    maps = patchcore.patch_scores(state, feats)[0]
     up = []
     for _ in range(repeats):
         t = time.perf_counter()
-        upsample_and_smooth(maps, pipeline.input_hw, pipeline.scorer.sigma)
+        upsample_and_smooth(maps, pipeline.input_hw, state.params.smoothing_sigma)
         up.append((time.perf_counter() - t) * 1e3)
     return {"queries_per_frame": int(q.shape[0]), "feature_dim": int(d),
             "bundle_bank": {"rows": int(len(bank)), "search_ms": time_search(q, bank, repeats),
@@ -175,13 +176,12 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
     import cv2
 
     from engines.registry import build_engine
-    from inspector.scoring.base import upsample_and_smooth
-    from inspector.scoring.memory_bank import MemoryBankScorer
-    from inspector.scoring.registry import scorer_from_bundle
+    from inspector.methods.base import upsample_and_smooth
+    from inspector.methods.knn import build_searcher
 
     from threadpoolctl import threadpool_limits
     pre = bundle.preprocessor()
-    scorer = scorer_from_bundle(bundle.scorer_type, bundle.scorer_params, bundle.arrays)
+    state = bundle.state  # a PatchCore bundle's
     input_hw = pre.grid.work_hw
     tensors = [pre.tiles([pre.prepare(im)[0]]) for im in images[:count]]  # one frame's network inputs
 
@@ -203,10 +203,11 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
             out["features_ms"][name] = cpu_ms(engine.run, tensors)
         finally:
             engine.close()
-    bank = scorer.bank
+    bank = state.memory_bank
     d = int(bank.shape[1])
     rng = np.random.default_rng(0)
-    capped = MemoryBankScorer(_capped_bank(bank, cap, rng))
+    capped_bank = _capped_bank(bank, cap, rng)
+    capped = build_searcher("fp32", capped_bank)
     h, w = input_hw[0] // 8, input_hw[1] // 8
     queries = [rng.normal(0, 1, (h * w, d)).astype(np.float32) + bank[rng.integers(0, len(bank), h * w)]
                for _ in range(count)]
@@ -214,19 +215,18 @@ def single_thread_cpu_ms(bundle, images, engines: list[str], cap: int, count: in
     threads_cv = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        out["search_ms_at_cap"] = cpu_ms(capped.nearest, queries)
+        out["search_ms_at_cap"] = cpu_ms(capped.search, queries)
         import torch
 
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            capped_bf16 = MemoryBankScorer(capped.bank)
-            capped_bf16.set_search_precision("bf16")
-            out["search_ms_at_cap_bf16"] = cpu_ms(capped_bf16.nearest, queries)
+            capped_bf16 = build_searcher("bf16", capped_bank)
+            out["search_ms_at_cap_bf16"] = cpu_ms(capped_bf16.search, queries)
         finally:
             torch.set_num_threads(torch_threads)
         maps = rng.random((1, h, w), dtype=np.float32)
-        out["upsample_blur_ms"] = cpu_ms(lambda _: upsample_and_smooth(maps, input_hw, scorer.sigma),
+        out["upsample_blur_ms"] = cpu_ms(lambda _: upsample_and_smooth(maps, input_hw, state.params.smoothing_sigma),
                                          list(range(count)))
     finally:
         cv2.setNumThreads(threads_cv)

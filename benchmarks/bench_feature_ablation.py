@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from calibration.evaluation import auroc, mvtec_test_set, operating_point, threshold_at_frr  # noqa: E402
-from calibration.fitters.coreset import greedy_coreset  # noqa: E402
+from calibration.methods.coreset import greedy_coreset  # noqa: E402
 from engines.backbones.patch_features import build_patch_feature_net  # noqa: E402
 from engines.openvino_engine import import_openvino  # noqa: E402
 

@@ -23,6 +23,7 @@ from calibration.bundle_dir import check_out_dir
 from calibration.calibrate import CalibrationResult, calibrate
 from calibration.golden import GoldenSet, list_images, read_golden
 from inspector.errors import InspectorError
+from inspector.methods.registry import config_for
 from inspector.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,7 @@ def _size_json(settings: Settings):
 
 
 def _with_method(settings: Settings, method: str) -> Settings:
-    scorer = settings.scorer.model_copy(update={"method": method})
-    return settings.model_copy(update={"scorer": scorer})
+    return settings.model_copy(update={"scorer": config_for(settings.scorer, method)})
 
 
 def _one_tile(settings: Settings) -> Settings:
@@ -92,7 +92,7 @@ def candidates(settings: Settings) -> list[Candidate]:
 
 def _describe(settings: Settings) -> str:
     s = settings.scorer
-    return f"{s.type}/{getattr(s, 'method', s.type)} @ {_size_json(settings)}"
+    return f"{s.type}/{s.method} @ {_size_json(settings)}"
 
 
 def evaluate(candidate: Candidate, golden_dir: Path, golden: GoldenSet, *, defects_dir: Optional[Path],

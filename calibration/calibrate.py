@@ -5,10 +5,10 @@
    thresholds belong to the engine and precision the line will run);
    (with --augment, each golden image also gets jittered copies: calibration/augment.py);
 3. hold out a share of the original images, fit on the rest (and their copies; never the copies
-   of a held-out image), score the held-out ones. Fitters that train a head (Deep SVDD, the
-   autoencoder) return its description in params["head"] and its weights as ``head.*`` arrays:
-   the backbone + head is exported as ONE ONNX network (output ``patch_scores``) and the
-   held-out images are scored through the engine, as the daemon will;
+   of a held-out image), score the held-out ones. A method that declares an engine head (Deep
+   SVDD, the autoencoder: inspector/methods/base.py) has backbone + head exported as ONE ONNX
+   network (output ``HEAD.output_name``) and the held-out images scored through the engine, as
+   the daemon will;
 4. image threshold by calibration.threshold.rule: ``budget`` (default: rejects
    calibration.false_reject_budget of good parts, calibration/thresholds.py) or ``quantile_margin``
    (Q_q + margin * (Q_q - median)) of held-out image scores; pixel threshold the same rule on the
@@ -16,43 +16,40 @@
 5. escape rates: synthetic defects pasted into the held-out images (and the --defects images)
    scored the same way, counted against the image threshold (calibration/detectability.py);
 6. optionally refit on all images; write the bundle (+ report.html).
+
+Every engine opened here is closed on every path, a failed fit included.
 """
 from __future__ import annotations
 
 import logging
 import shutil
-import sys
 import tempfile
-import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
-from tqdm import tqdm
 
-from calibration.augment import augment_golden, is_augmented, original_name
+from calibration import heldout
 from calibration.bundle import write_bundle
 from calibration.bundle_dir import check_out_dir
-from calibration.detectability import Detectability, defect_sizes, estimate_detectability
-from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, extract_features,
-                                  network_description, run_images)
-from calibration.fitters.registry import build_fitter
-from calibration.fitters.training import split_rows
+from calibration.detectability import Detectability
+from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, export_head_network,
+                                  extract_features, network_description, run_images)
 from calibration.geometry import choose_geometry
-from calibration.golden import GoldenSet, list_images, read_golden
-from calibration.reference import golden_reference
-from calibration.thresholds import Threshold, budget_threshold, few_heldout_warning, quantile_margin_threshold
-from engines.backbones.export import export_onnx
-from engines.backbones.heads import build_head_network
+from calibration.golden import GoldenSet
+from calibration.golden_split import enough_originals, load_golden, split_originals
+from calibration.methods import fit_method
+from calibration.progress import Bar, timed
+from calibration.thresholds import Threshold, few_heldout_warning
 from engines.base import EngineSpec, normalise_precision
 from engines.registry import build_engine
 from inspector.bundle import ALIGN_REFERENCE
-from inspector.decode import FrameError
 from inspector.errors import InspectorError
 from inspector.manifest import BundleManifest
-from inspector.preprocess import Preprocessor, PreprocessSpec
-from inspector.scoring.registry import scorer_from_bundle, search_params
+from inspector.methods.registry import Scorer, method_of
+from inspector.preprocess import Preprocessor
 from inspector.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,58 +77,86 @@ class CalibrationResult:
     geometry_notes: list = field(default_factory=list)  # why the geometry is not what was asked (summary)
 
 
-class _Bar:
-    """tqdm bars on stderr, or nothing (tests, --quiet)."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __call__(self, total: Optional[int], desc: str):
-        # on a terminal, a live bar; in a log (journald, CI), a line every few seconds
-        interval = 0.1 if sys.stderr.isatty() else 5.0
-        return tqdm(total=total, desc=desc, unit="img", disable=not self.enabled, leave=True, dynamic_ncols=True,
-                    mininterval=interval)
+@contextmanager
+def opened_engine(engine_config, spec: EngineSpec) -> Iterator:
+    """An engine that is closed when the block ends, however it ends."""
+    engine = build_engine(engine_config, spec)
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
-def _enough_originals(golden: GoldenSet, minimum: int, message: str) -> int:
-    """How many golden images are originals (not augmented copies); InspectorError(message with
-    {n} filled in) when fewer than ``minimum``."""
-    n = sum(not is_augmented(name) for name in golden.names)
-    if n < minimum:
-        raise InspectorError(message.format(n=n))
-    return n
+@dataclass
+class _Network:
+    """The feature network as calibration exported it: description (for the manifest), ONNX
+    file, input (H, W), and the folder it lives in until the bundle is written."""
+
+    description: dict
+    onnx: Path
+    input_hw: tuple[int, int]
+    workdir: Path
+
+    def spec(self, onnx: Path, output_name: str, description: dict) -> EngineSpec:
+        return EngineSpec(str(onnx), INPUT_NAME, (3, *self.input_hw), (output_name,), network=description)
+
+    def with_head(self, state, method) -> tuple[Path, dict, str]:
+        """(ONNX, description, output name) of the network the daemon runs for ``state``: the
+        feature network, or backbone + the method's declared head exported as one."""
+        if method.HEAD is None:
+            return self.onnx, self.description, OUTPUT_NAME
+        onnx, description = export_head_network(self.description, state, method.HEAD.output_name,
+                                                self.input_hw, self.workdir)
+        return onnx, description, method.HEAD.output_name
 
 
-def _split_originals(names: list[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit indices, held-out indices) over a golden set that may hold augmented copies: the
-    split is drawn over the original images; held out are originals only, and the copies of a
-    held-out image are in neither set. Without copies this is exactly ``split_rows``."""
-    origins = [original_name(n) for n in names]
-    unique = list(dict.fromkeys(origins))
-    _, hold = split_rows(len(unique), share, seed)
-    held = {unique[i] for i in hold}
-    fit_idx = [i for i, o in enumerate(origins) if o not in held]
-    hold_idx = [i for i, n in enumerate(names) if origins[i] in held and not is_augmented(n)]
-    return np.array(fit_idx, np.int64), np.array(hold_idx, np.int64)
+@dataclass
+class _HeldOut:
+    """The held-out golden images' scores and the thresholds set from them."""
+
+    scores: np.ndarray  # float64 [n] image scores
+    maps: Optional[np.ndarray]  # float32 [n, H, W] smoothed maps without padding, or None
+    map_maxima: np.ndarray  # float64 [n] (empty for an image-level method)
+    image_threshold: Threshold
+    pixel_threshold: Optional[Threshold]
+    warnings: list[str]
+
+    @classmethod
+    def measure(cls, scorer: Scorer, outputs: dict, pre: Preprocessor, cal) -> "_HeldOut":
+        held = scorer.score(outputs, pre.grid.work_hw)
+        scores = held.image_scores.astype(np.float64)
+        maps = None if held.pixel_maps is None else pre.grid.content(held.pixel_maps)  # padding off
+        maxima = maps.reshape(len(scores), -1).max(1) if maps is not None else np.array([], np.float64)
+        image = heldout.threshold(scores, cal)
+        warnings = [w for w in (few_heldout_warning(image, cal.holdout),) if w]
+        for w in warnings:
+            log.warning("%s", w)
+        return cls(scores, maps, maxima, image, heldout.threshold(maxima, cal) if maxima.size else None, warnings)
+
+    def manifest_sections(self) -> dict:
+        """thresholds, metrics (without seconds) and warnings, as the manifest holds them."""
+        image, pixel = self.image_threshold, self.pixel_threshold
+        return {"thresholds": {"image": image.value, "pixel": pixel.value if pixel else None,
+                               "image_rule": image.to_json(), "pixel_rule": pixel.to_json() if pixel else None},
+                "metrics": {"heldout_scores": [round(float(s), 6) for s in self.scores],
+                            "heldout_map_maxima": [round(float(s), 6) for s in self.map_maxima]},
+                "warnings": self.warnings}
 
 
-def _export_with_head(description: dict, params: dict, arrays: dict[str, np.ndarray], input_hw: tuple[int, int],
-                      workdir: Path) -> tuple[Path, dict]:
-    """Export backbone + the fitted head as one ONNX network in ``workdir`` (with the head
-    weights beside it in arrays.npz, where the torch engine reads them), output
-    ``params["output_name"]``; returns (onnx path, network description for the manifest)."""
-    net_description = {**description, "kind": "patch_features_head", "head": params["head"]}
-    np.savez(workdir / "arrays.npz", **{k: v for k, v in arrays.items() if k.startswith("head.")})
-    net = build_head_network(net_description, arrays=arrays)
-    onnx_path = export_onnx(net, workdir / "network.onnx", (3, *input_hw), INPUT_NAME, (params["output_name"],))
-    return onnx_path, net_description
+def _fit(settings: Settings, feats: np.ndarray, precision: str, bar: Bar, desc: str):
+    """The configured method fitted on ``feats``, adapted to the engine's precision."""
+    method = method_of(settings.scorer.method)
+    with bar.steps(desc) as progress:
+        state = fit_method(settings.scorer, feats, settings.calibration.seed, progress)
+    adapt = getattr(method, "for_engine", None)
+    return adapt(state, normalise_precision(precision)) if adapt else state
 
 
 def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str | Path], *, progress: bool = True,
               golden: Optional[GoldenSet] = None, augment: Optional[int] = None,
               defects_dir: Optional[str | Path] = None, force: bool = False, evaluate_only: bool = False,
               auto_evidence: Optional[dict] = None) -> CalibrationResult:
-    """Fit the configured scorer on ``golden_dir`` (or the given ``golden`` set) and write the
+    """Fit the configured method on ``golden_dir`` (or the given ``golden`` set) and write the
     bundle to ``out_dir``. augment: jittered copies per golden image (None: calibration.augment.copies;
     ignored when ``golden`` already holds copies). defects_dir: known-defect images, whose escape
     rate at the threshold goes into the bundle beside the synthetic defects'. force: replace a
@@ -139,219 +164,103 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
     calibration/bundle_dir.py). evaluate_only: stop after the escape rates (no refit, no bundle;
     ``calibrate --auto`` compares candidates so); auto_evidence: what ``calibrate --auto``
     compared, recorded in the manifest."""
+    golden_dir = Path(golden_dir)
     if defects_dir is not None and not Path(defects_dir).is_dir():
         raise InspectorError(f"defects folder {defects_dir}: not found; pass --defects with a folder of "
                              f"known-defect images, or leave it out")
-    bar = _Bar(progress)
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    golden_dir = Path(golden_dir)
     if golden is None and not golden_dir.is_dir():
         raise InspectorError(f"golden folder {golden_dir}: not found; pass --golden with a folder of good-part images")
     if out_dir is not None:
         check_out_dir(out_dir, golden_dir, force=force)  # before any work: refused now, not after minutes
-    if golden is None:
-        with bar(len(list_images(golden_dir)), "reading golden images") as pb:
-            golden = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels, progress=pb.update)
-    for name, reason in golden.skipped:
-        log.warning("skipped %s", reason)
-    cal = settings.calibration
-    originals = _enough_originals(golden, cal.min_images, f"golden folder {golden_dir}: {{n}} readable images "
-                                  f"({len(golden.skipped)} skipped), need at least {cal.min_images} "
-                                  f"(calibration.min_images)")
-    copies = cal.augment.copies if augment is None else augment
-    if copies and not any(is_augmented(n) for n in golden.names):
-        golden = augment_golden(golden, copies, cal.seed, cal.augment)
-        log.info("augmented: %d golden images -> %d", originals, len(golden.images))
-    times["read"] = time.perf_counter() - t0
+    bar, times, cal = Bar(progress), {}, settings.calibration
+    method = method_of(settings.scorer.method)
+    with timed(times, "read"):
+        golden, originals = load_golden(settings, golden_dir, golden, augment, bar)
 
-    # --- network and engine
-    t0 = time.perf_counter()
-    geometry = choose_geometry(settings.preprocess, cal.min_defect_px, [im.shape for im in golden.images])
-    pspec = geometry.spec
-    width, height = pspec.width, pspec.height  # the network input (one tile)
-    reference = None
-    if pspec.align is not None:
-        golden, reference = golden_reference(golden, pspec)
-        originals = _enough_originals(golden, cal.min_images, f"golden folder {golden_dir}: only {{n}} images "
-                                      f"register to the golden reference (need {cal.min_images}); see the "
-                                      f"warnings above, or turn preprocess.align off")
-    pre = Preprocessor(pspec, reference=reference)
-    description = network_description(settings.backbone)
-    workdir = Path(tempfile.mkdtemp(prefix="inspector-calibrate-"))
-    head_engine = None  # the held-out network with a trained head, when the scorer has one
-    try:
-        onnx_path, feature_dim = export_feature_network(description, (height, width), workdir / "backbone.onnx")
-        description["feature_dim"] = feature_dim
-        spec = EngineSpec(str(onnx_path), INPUT_NAME, (3, height, width), (OUTPUT_NAME,), network=description)
-        engine = build_engine(settings.engine, spec)
-        times["export"] = time.perf_counter() - t0
+    with ExitStack() as cleanup:
+        with timed(times, "export"):
+            geometry = choose_geometry(settings.preprocess, cal.min_defect_px, [im.shape for im in golden.images])
+            pspec, reference = geometry.spec, None
+            if pspec.align is not None:
+                from calibration.reference import golden_reference
 
-        t0 = time.perf_counter()
-        with bar(len(golden.images), "extracting features") as pb:
+                golden, reference = golden_reference(golden, pspec)
+                originals = enough_originals(golden, cal.min_images, f"golden folder {golden_dir}: only {{n}} images "
+                                             f"register to the golden reference (need {cal.min_images}); see the "
+                                             f"warnings above, or turn preprocess.align off")
+            pre = Preprocessor(pspec, reference=reference)
+            workdir = Path(tempfile.mkdtemp(prefix="inspector-calibrate-"))
+            cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)  # also when calibration fails
+            description = network_description(settings.backbone)
+            input_hw = (pspec.height, pspec.width)  # the network input (one tile)
+            onnx_path, description["feature_dim"] = export_feature_network(description, input_hw,
+                                                                           workdir / "backbone.onnx")
+            network = _Network(description, onnx_path, input_hw, workdir)
+            engine = cleanup.enter_context(opened_engine(settings.engine, network.spec(onnx_path, OUTPUT_NAME,
+                                                                                         description)))
+        with timed(times, "features"), bar(len(golden.images), "extracting features") as pb:
             feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update)
-        times["features"] = time.perf_counter() - t0
 
-        # --- fit on part, score the held-out rest
-        fit_idx, hold_idx = _split_originals(golden.names, cal.holdout, cal.seed)
-        fitter = build_fitter(settings.scorer, seed=cal.seed)
-        t0 = time.perf_counter()
-        params, arrays = _fit(fitter, feats[fit_idx], bar, "fitting (held-out split)")
-        # the memory bank searches in bf16 when the engine runs bf16; recorded in the bundle
-        search = search_params(settings.scorer.type, params.get("method"), normalise_precision(engine.precision))
-        params = {**params, **search}
-        times["fit_split"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        scorer = scorer_from_bundle(settings.scorer.type, params, arrays)
-        head_export = None
-        if "head" in params:
-            head_export = _export_with_head(description, params, arrays, (height, width), workdir)
-            head_onnx, head_description = head_export
-            head_spec = EngineSpec(str(head_onnx), INPUT_NAME, (3, height, width), (params["output_name"],),
-                                   network=head_description)
-            head_engine = build_engine(settings.engine, head_spec)  # closed after the escape rates
-            held_outputs = run_images(head_engine, pre, [golden.images[i] for i in hold_idx],
-                                      batch=head_engine.spec.max_batch)
-        else:
-            held_outputs = {OUTPUT_NAME: feats[hold_idx]}
-        held = scorer.score(held_outputs, pre.grid.work_hw)
-        held_scores = held.image_scores.astype(np.float64)
-        held_maps = None if held.pixel_maps is None else pre.grid.content(held.pixel_maps)  # padding off
-        held_max = (held_maps.reshape(len(hold_idx), -1).max(1) if held_maps is not None
-                    else np.array([], np.float64))
-        thr_image = _threshold(held_scores, cal)
-        thr_pixel = _threshold(held_max, cal) if held_max.size else None
-        warnings = [w for w in (few_heldout_warning(thr_image, cal.holdout),) if w]
-        for w in warnings:
-            log.warning("%s", w)
-        times["thresholds"] = time.perf_counter() - t0
-
-        # --- escape rates at that threshold: synthetic defects in the held-out images, --defects
-        t0 = time.perf_counter()
-        detectability = _detectability(
-            _image_scorer(head_engine or engine, pre, scorer, (height, width)),
-            [golden.images[i] for i in hold_idx], thr_image.value, settings, defects_dir, bar)
-        if head_engine is not None:
-            head_engine.close()
-            head_engine = None
-        times["detectability"] = time.perf_counter() - t0
+        # --- fit on part, score the held-out rest through the network the line will run
+        fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
+        held_images = [golden.images[i] for i in hold_idx]
+        with timed(times, "fit_split"):
+            state = _fit(settings, feats[fit_idx], engine.precision, bar, "fitting (held-out split)")
+        with ExitStack() as head_scope:  # a head network's engine lives until the escape rates are known
+            with timed(times, "thresholds"):
+                onnx_held, description_held, output_held = network.with_head(state, method)
+                scoring_engine = engine
+                if method.HEAD is not None:
+                    scoring_engine = head_scope.enter_context(opened_engine(
+                        settings.engine, network.spec(onnx_held, output_held, description_held)))
+                    outputs = run_images(scoring_engine, pre, held_images, batch=scoring_engine.spec.max_batch)
+                else:
+                    outputs = {OUTPUT_NAME: feats[hold_idx]}
+                held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal)
+            with timed(times, "detectability"):  # escape rates at that threshold
+                detectability = heldout.detectability(
+                    heldout.image_scorer(scoring_engine, pre, Scorer(method, state), input_hw), held_images,
+                    held.image_threshold.value, settings, defects_dir, bar)
         if evaluate_only:
-            engine.close()
             return CalibrationResult(
                 bundle_dir=Path(out_dir) if out_dir else Path(), bundle_id="", images_used=len(golden.images),
                 images_skipped=golden.skipped, holdout_names=[golden.names[i] for i in hold_idx],
-                holdout_scores=held_scores, holdout_map_maxima=held_max, holdout_maps=None, holdout_images=[],
-                image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0, manifest=None,
-                stage_seconds=times, detectability=detectability, warnings=warnings)
+                holdout_scores=held.scores, holdout_map_maxima=held.map_maxima, holdout_maps=None, holdout_images=[],
+                image_threshold=held.image_threshold, pixel_threshold=held.pixel_threshold, bank_size=0,
+                manifest=None, stage_seconds=times, detectability=detectability, warnings=held.warnings)
 
         if cal.refit_on_all:
-            t0 = time.perf_counter()
-            params, arrays = _fit(fitter, feats, bar, "fitting (all golden images)")
-            params = {**params, **search}
-            times["fit_all"] = time.perf_counter() - t0
-
-        # --- bundle
-        t0 = time.perf_counter()
-        output_names = [OUTPUT_NAME]
-        if "head" in params:  # the final head goes into the network the daemon runs
-            if cal.refit_on_all:  # else the held-out step's export is this very network
-                head_export = _export_with_head(description, params, arrays, (height, width), workdir)
-            onnx_path, description = head_export
-            output_names = [params["output_name"]]
-        manifest = {
-            "preprocess": pspec.to_json(),
-            "network": description,
-            "engine": {"onnx": onnx_path.name, "input_name": INPUT_NAME, "input_shape": [3, height, width],
-                       "output_names": output_names, "calibrated_engine": engine.kind,
-                       "calibrated_precision": engine.precision},
-            "scorer": {"type": settings.scorer.type, "params": params},
-            "thresholds": {"image": thr_image.value, "pixel": thr_pixel.value if thr_pixel else None,
-                           "image_rule": thr_image.to_json(), "pixel_rule": thr_pixel.to_json() if thr_pixel else None},
-            "golden": {"folder": str(golden_dir), "images": len(golden.images), "skipped": [n for n, _ in golden.skipped],
-                       "sha256": golden.sha256, "holdout": len(hold_idx), "refit_on_all": cal.refit_on_all,
-                       "seed": cal.seed, "augmented_copies": len(golden.images) - originals},
-            "detectability": detectability.to_json() if detectability is not None else None,
-            "auto": auto_evidence,
-            "metrics": {"heldout_scores": [round(float(s), 6) for s in held_scores],
-                        "heldout_map_maxima": [round(float(s), 6) for s in held_max],
-                        "seconds": {k: round(v, 3) for k, v in times.items()}},
-            "warnings": warnings,
-        }
-        engine.close()
-        if reference is not None:
-            arrays = {**arrays, ALIGN_REFERENCE: reference}
-        written = write_bundle(out_dir, manifest, arrays, onnx_path)
-        times["write"] = time.perf_counter() - t0
-    finally:
-        if head_engine is not None:  # calibration failed between the held-out scores and the escape rates
-            head_engine.close()
-        shutil.rmtree(workdir, ignore_errors=True)  # also when calibration fails
-    bank = arrays.get("memory_bank")
+            with timed(times, "fit_all"):
+                state = _fit(settings, feats, engine.precision, bar, "fitting (all golden images)")
+        with timed(times, "write"):
+            if cal.refit_on_all:  # else the held-out step's network is this very one
+                onnx_held, description_held, output_held = network.with_head(state, method)
+            arrays = state.arrays() if reference is None else {**state.arrays(), ALIGN_REFERENCE: reference}
+            manifest = {
+                "preprocess": pspec.to_json(),
+                "network": description_held,
+                "engine": {"onnx": onnx_held.name, "input_name": INPUT_NAME, "input_shape": [3, *input_hw],
+                           "output_names": [output_held], "calibrated_engine": engine.kind,
+                           "calibrated_precision": engine.precision},
+                "scorer": {"type": settings.scorer.type, "params": state.params.model_dump(mode="json")},
+                **held.manifest_sections(),
+                "golden": {"folder": str(golden_dir), "images": len(golden.images),
+                           "skipped": [n for n, _ in golden.skipped], "sha256": golden.sha256,
+                           "holdout": len(hold_idx), "refit_on_all": cal.refit_on_all, "seed": cal.seed,
+                           "augmented_copies": len(golden.images) - originals},
+                "detectability": detectability.to_json() if detectability is not None else None,
+                "auto": auto_evidence,
+            }
+            manifest["metrics"]["seconds"] = {k: round(v, 3) for k, v in times.items()}
+            written = write_bundle(out_dir, manifest, arrays, onnx_held)
+    bank = getattr(state, "memory_bank", None)
     return CalibrationResult(
-        bundle_dir=Path(out_dir), bundle_id=written.bundle_id, images_used=len(golden.images), images_skipped=golden.skipped,
-        augmented_copies=len(golden.images) - originals,
-        holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held_scores, holdout_map_maxima=held_max,
-        holdout_maps=held_maps, holdout_images=[golden.images[i] for i in hold_idx],
-        image_threshold=thr_image, pixel_threshold=thr_pixel, bank_size=0 if bank is None else len(bank),
-        stage_seconds=times, manifest=written, warnings=warnings, detectability=detectability,
+        bundle_dir=Path(out_dir), bundle_id=written.bundle_id, images_used=len(golden.images),
+        images_skipped=golden.skipped, augmented_copies=len(golden.images) - originals,
+        holdout_names=[golden.names[i] for i in hold_idx], holdout_scores=held.scores,
+        holdout_map_maxima=held.map_maxima, holdout_maps=held.maps, holdout_images=held_images,
+        image_threshold=held.image_threshold, pixel_threshold=held.pixel_threshold,
+        bank_size=0 if bank is None else len(bank), stage_seconds=times, manifest=written, warnings=held.warnings,
+        detectability=detectability,
         geometry_notes=list(geometry.notes),
     )
-
-
-def _threshold(scores: np.ndarray, cal) -> Threshold:
-    """calibration.threshold.rule applied to held-out scores (calibration/thresholds.py)."""
-    if cal.threshold.rule == "budget":
-        return budget_threshold(scores, cal.false_reject_budget)
-    return quantile_margin_threshold(scores, cal.threshold.quantile, cal.threshold.margin)
-
-
-def _image_scorer(engine, pre: Preprocessor, scorer, input_hw: tuple[int, int]):
-    """images -> image scores along the held-out images' path (this engine, preprocessing and
-    scorer). A frame the preprocessor refuses (it does not register to the golden reference)
-    scores +inf: the daemon records an error for it, never a pass."""
-    def score(images: list) -> np.ndarray:
-        scores = np.full(len(images), np.inf)
-        usable = []
-        for k, image in enumerate(images):
-            try:
-                pre.prepare(image)
-            except FrameError:
-                continue
-            usable.append(k)
-        if usable:
-            outputs = run_images(engine, pre, [images[k] for k in usable], batch=engine.spec.max_batch)
-            scores[usable] = scorer.score(outputs, input_hw).image_scores
-        return scores
-
-    return score
-
-
-def _detectability(score_images, held_images: list, threshold: float, settings: Settings,
-                   defects_dir: Optional[str | Path], bar: _Bar) -> Optional[Detectability]:
-    """Escape rates by defect size (calibration/detectability.py); None when
-    calibration.synthetic_defects is 0 and there is no defects folder."""
-    cal = settings.calibration
-    real = None
-    if defects_dir is not None:
-        found = read_golden(defects_dir, max_pixels=settings.preprocess.max_pixels)
-        for _, reason in found.skipped:
-            log.warning("defect image skipped: %s", reason)
-        real = found.images
-    if not cal.synthetic_defects and real is None:
-        return None
-    sizes = defect_sizes(cal.min_defect_px) if cal.synthetic_defects else []
-    with bar(None, "escape rates on synthetic defects") as pb:
-        result = estimate_detectability(score_images, held_images, threshold, sizes, max_images=cal.synthetic_defects,
-                                        seed=cal.seed, roi=settings.preprocess.roi, real_defects=real)
-        pb.update(sum(r.n for r in result.by_size.values()) + (result.real.n if result.real else 0))
-    for size in result.sizes_left_out:
-        log.warning("synthetic defects of %d px do not fit the %s: no escape rate for that size "
-                    "(lower calibration.min_defect_px)", size, "ROI" if settings.preprocess.roi else "images")
-    return result
-
-
-def _fit(fitter, feats: np.ndarray, bar: _Bar, desc: str):
-    pb = bar(None, desc)
-    pb.unit = "step"
-    with pb:
-        return fitter.fit(feats, progress=pb.update, total=lambda n: setattr(pb, "total", n) or pb.refresh())

@@ -58,3 +58,18 @@ def extract_features(engine, preprocessor: Preprocessor, images: Sequence[np.nda
                      progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """images (BGR/grey uint8, any size) -> features float32 [N, D, h, w]."""
     return run_images(engine, preprocessor, images, batch=batch, progress=progress)[OUTPUT_NAME]
+
+
+def export_head_network(description: dict, state, output_name: str, input_hw: tuple[int, int],
+                        workdir: Path) -> tuple[Path, dict]:
+    """Export backbone + a head method's fitted head (``state.network_head()``) as one ONNX
+    network in ``workdir``, output ``output_name``, with the head weights beside it in
+    arrays.npz (where the torch engine reads them); returns (onnx path, the network's
+    description for the manifest)."""
+    from engines.backbones.heads import build_head_network
+
+    head, weights = state.network_head()
+    net_description = {**description, "kind": "patch_features_head", "head": head}
+    np.savez(workdir / "arrays.npz", **weights)
+    net = build_head_network(net_description, arrays=weights)
+    return export_onnx(net, workdir / "network.onnx", (3, *input_hw), INPUT_NAME, (output_name,)), net_description

@@ -20,7 +20,7 @@ from inspector.align import unalign_map
 def _engine_line(manifest: BundleManifest) -> str:
     """Which engine precision (and kNN search) the thresholds belong to: the line must run the same."""
     e = manifest.engine
-    search = manifest.scorer.params.get("search")
+    search = getattr(manifest.scorer.params, "search", None)
     align = manifest.preprocess.align
     return (f"engine        {e.calibrated_engine} {e.calibrated_precision}"
             + (f", kNN search {search}" if search else "")

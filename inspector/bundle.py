@@ -2,7 +2,9 @@
 
     manifest.json   the typed manifest (inspector/manifest.py): preprocessing, network, engine I/O,
                     scorer, thresholds, hashes of the other files, and a checksum of itself
-    arrays.npz      numeric state (memory bank, Gaussian stats...), loaded with allow_pickle=False
+    arrays.npz      numeric state (memory bank, Gaussian stats...), loaded with allow_pickle=False;
+                    the method's typed State is built from it and the manifest's scorer params
+                    at load, so a missing or ill-shaped array refuses the bundle
     backbone.onnx   the feature network (and any trained head) for the engines
 
 Writing lives in calibration/bundle.py; the daemon only reads.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +21,8 @@ from engines.base import EngineSpec
 from engines.hashing import file_sha256
 from inspector.errors import BundleError
 from inspector.manifest import SCHEMA_VERSION, BundleManifest, ManifestInvalid
+from inspector.methods.base import Method, StateInvalid
+from inspector.methods.registry import Scorer, load_state, method_of
 from inspector.preprocess import Preprocessor, PreprocessSpec
 
 __all__ = ["ALIGN_REFERENCE", "ARRAYS", "MANIFEST", "SCHEMA_VERSION", "Bundle", "load_bundle"]
@@ -33,6 +38,7 @@ class Bundle:
     path: Path
     manifest: BundleManifest
     arrays: dict[str, np.ndarray]
+    state: Any  # the method's State (inspector/methods/<method>.py)
 
     @property
     def id(self) -> str:
@@ -61,7 +67,16 @@ class Bundle:
 
     @property
     def scorer_params(self) -> dict:
-        return self.manifest.scorer.params
+        """The method's params as JSON data."""
+        return self.manifest.scorer.params.model_dump(mode="json")
+
+    @property
+    def method(self) -> Method:
+        return method_of(self.manifest.scorer.params.method)
+
+    def scorer(self) -> Scorer:
+        """The method bound to this bundle's fitted state (what the pipeline scores with)."""
+        return Scorer(self.method, self.state)
 
     @property
     def calibrated_precision(self) -> str:
@@ -118,7 +133,11 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as exc:
         raise BundleError(f"bundle {path}: {ARRAYS} unreadable ({exc}); recalibrate") from None
-    bundle = Bundle(path=path, manifest=manifest, arrays=arrays)
+    try:
+        state = load_state(manifest.scorer.params, arrays)
+    except StateInvalid as exc:
+        raise BundleError(f"bundle {path}: {ARRAYS} {exc}; the bundle is incomplete, recalibrate") from None
+    bundle = Bundle(path=path, manifest=manifest, arrays=arrays, state=state)
     pre = bundle.preprocess
     if pre.align is not None:
         ref = arrays.get(ALIGN_REFERENCE)

@@ -3,7 +3,8 @@
 Calibration writes the manifest through ``BundleManifest`` (calibration/bundle.py) and the daemon
 reads it back through the same class (inspector/bundle.py), so every field is checked the same
 way at both ends: finite thresholds, positive sizes, sha256 hashes present, the engine input
-agreeing with the preprocessing, a scorer this inspector knows. Nothing in a manifest is
+agreeing with the preprocessing, a method this inspector knows with its params typed by the
+method (inspector/methods/<method>.py Params). Nothing in a manifest is
 trusted as it stands; a field that does not validate refuses the bundle with one line.
 
 The manifest also covers itself: ``manifest_sha256`` is the sha256 of the canonical JSON
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from typing_extensions import Annotated
 
 from engines.base import PRECISION_NAMES
+from inspector.methods.registry import ScorerParams, method_name
 
 SCHEMA_VERSION = 2  # 2: typed, self-checksummed manifest (1: no checksum; refused, recalibrate)
 CHECKSUM_KEY = "manifest_sha256"
@@ -43,7 +45,7 @@ class _Section(BaseModel):
 
 
 def _check_json_tree(value: Any, where: str) -> Any:
-    """Free-form manifest parts (scorer params, network description): JSON types only, every
+    """Free-form manifest parts (network description, evidence): JSON types only, every
     number finite."""
     if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
         return value
@@ -139,26 +141,22 @@ class EngineSection(_Section):
 
 
 class ScorerSection(_Section):
+    """``type`` the family, ``params`` the method's typed params (inspector/methods/<method>.py
+    Params, chosen by ``params.method``; bundles without one were their family's first method)."""
+
     type: NonEmptyStr
-    # the scorer's own state description; each method reads its keys (a follow-up types them)
-    params: dict[str, Any]
+    params: ScorerParams
 
-    @field_validator("params")
+    @model_validator(mode="before")
     @classmethod
-    def _json_params(cls, v):
-        return _check_json_tree(v, "scorer.params")
-
-    @model_validator(mode="after")
-    def _known_scorer(self):
-        from inspector.scoring.registry import SCORERS, default_method
-
-        method = self.params.get("method") or default_method(self.type)
-        if not isinstance(method, str):
-            raise ValueError(f"scorer.params.method {method!r} is not a method name")
-        if (self.type, method) not in SCORERS:
-            known = ", ".join(sorted(f"{t}/{m}" for t, m in SCORERS))
-            raise ValueError(f"scorer {self.type}/{method} is not one this inspector has (known: {known})")
-        return self
+    def _known_method(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("params"), dict) and isinstance(data.get("type"), str):
+            try:
+                name = method_name(data["type"], data["params"].get("method"))
+            except ValueError as exc:
+                raise ValueError(f"scorer {exc}") from None
+            data = {**data, "params": {**data["params"], "method": name}}
+        return data
 
 
 class ThresholdRule(_Section):

@@ -5,7 +5,7 @@ spin on the same two cores as the inference engine, decoding and the writer, and
 third of the throughput: 129-144 frames/s with the default against 176-216 with one BLAS thread
 (benchmarks/bench_throughput.py, docs/BENCHMARKS.md). The memory-bank kNN is one GEMM per frame:
 one thread does it without waiting on others. The same limit goes to torch where the scorer uses it
-(the bf16 search, inspector/scoring/knn_bf16.py): two torch threads for it cost 150 vs 180 frames/s.
+(the bf16 search, inspector/methods/knn_bf16.py): two torch threads for it cost 150 vs 180 frames/s.
 """
 from __future__ import annotations
 

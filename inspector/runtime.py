@@ -11,7 +11,6 @@ from inspector.bundle import Bundle
 from inspector.errors import BundleError, InspectorError
 from inspector.pipeline import InspectionPipeline
 from inspector.tiling import TileGrid
-from inspector.scoring.registry import scorer_from_bundle
 from inspector.verdict import Judge
 
 log = logging.getLogger(__name__)
@@ -107,13 +106,11 @@ def build_pipeline(bundle: Bundle, engine_config, roi_by_source: Optional[dict] 
     except BundleError:
         engine.close()
         raise
-    try:
-        scorer = scorer_from_bundle(bundle.scorer_type, bundle.scorer_params, bundle.arrays)
-    except KeyError as exc:
-        raise BundleError(f"bundle {bundle.path}: {exc.args[0]}; this inspector cannot score it") from None
+    scorer = bundle.scorer()
     pre = bundle.preprocessor(roi_by_source)
     judge = Judge(bundle.image_threshold, bundle.pixel_threshold, input_area=pre.spec.width * pre.spec.height)
-    log.info("pipeline: bundle %s (%s), engine %s %s, %s, threshold %.4f%s", bundle.id, bundle.scorer_type,
-             engine.kind, engine.precision, pre.spec.describe(), judge.image_threshold,
-             f", kNN search {scorer.search_precision}" if hasattr(scorer, "search_precision") else "")
+    search = getattr(scorer.state.params, "search", None)
+    log.info("pipeline: bundle %s (%s/%s), engine %s %s, %s, threshold %.4f%s", bundle.id, bundle.scorer_type,
+             scorer.name, engine.kind, engine.precision, pre.spec.describe(), judge.image_threshold,
+             f", kNN search {search}" if search else "")
     return InspectionPipeline(pre, engine, scorer, judge, bundle.id, maps_for_passes=maps_for_passes)

@@ -18,6 +18,8 @@ from engines.tensorrt_engine import TensorRTEngineConfig
 from engines.torch_engine import TorchEngineConfig
 from inspector.config_file import parse_config_yaml, read_config_text
 from inspector.errors import ConfigError
+from inspector.methods import patchcore
+from inspector.methods.registry import BY_NAME, ScorerConfig, check_scorer_section
 from inspector.metrics import MetricsConfig
 from inspector.sources.stream_config import StreamSourceConfig
 
@@ -159,117 +161,6 @@ class BackboneConfig(_Strict):
     weights: Optional[Path] = None
     # Patch feature dimension after channel reduction; None keeps the concatenated channels.
     feature_dim: Optional[int] = Field(None, ge=8, le=4096)
-
-
-class CoresetConfig(_Strict):
-    # Size of the memory bank: an absolute count (wins when set) or a ratio of all patches.
-    size: Optional[int] = Field(None, ge=1)
-    ratio: float = Field(0.01, gt=0.0, le=1.0)
-    # Cap on the ratio-derived size: the per-frame search grows with the bank. At 2000 x 152 dims
-    # it costs less than the backbone (docs/BENCHMARKS.md); 4000 bought no AUROC on magnetic_tile.
-    max_size: Optional[int] = Field(2000, ge=1)
-    projection_dim: int = Field(64, ge=8)  # random projection used to select the coreset
-    # the coreset is picked among at most this many golden patches (a seeded random sample; None:
-    # all). Each greedy pick reads every candidate: tiled frames and large golden sets (600k+
-    # patches) made the fit memory-bound for minutes (docs/BENCHMARKS.md, issue 12)
-    max_candidates: Optional[int] = Field(250_000, ge=1000)
-
-
-class PadimConfig(_Strict):
-    """PaDiM (Defard et al. 2021): a Gaussian per patch position over a random channel subset."""
-
-    # channels kept (a seeded random subset of the feature channels, as in the paper);
-    # None or >= the feature dim keeps all. Memory: h*w*n_channels^2*4 bytes of inverse covariance.
-    n_channels: Optional[int] = Field(100, ge=2, le=1024)
-    eps: float = Field(0.01, gt=0.0)  # covariance regularisation: cov + eps * I
-
-
-class MemoryBankScorerConfig(_Strict):
-    """method patchcore: nearest golden patch (coreset); method padim: per-position Gaussian."""
-
-    type: Literal["memory_bank"] = "memory_bank"
-    method: Literal["patchcore", "padim"] = "patchcore"
-    coreset: CoresetConfig = CoresetConfig()  # patchcore only
-    # PatchCore paper's image-score reweighting by the density around the nearest neighbour.
-    reweight: bool = False
-    reweight_neighbours: int = Field(3, ge=1)
-    padim: PadimConfig = PadimConfig()  # padim only
-    smoothing_sigma: float = Field(4.0, ge=0.0)  # Gaussian blur of the anomaly map, input pixels
-
-
-class TrainingConfig(_Strict):
-    """How a trained head (Deep SVDD projection, autoencoder) is fitted on golden features:
-    Adam, mini-batches, early stopping on a held-out share of the golden data. CPU here,
-    CUDA where torch sees one."""
-
-    epochs: int = Field(30, ge=1, le=10_000)
-    batch_size: int = Field(1024, ge=1)  # patches (deep_svdd) or feature maps (autoencoder)
-    lr: float = Field(1e-3, gt=0.0, le=1.0)
-    weight_decay: float = Field(1e-6, ge=0.0)
-    val_share: float = Field(0.1, gt=0.0, lt=0.5)  # held out for early stopping
-    patience: int = Field(5, ge=1)  # epochs without validation improvement before stopping
-    max_patches: Optional[int] = Field(200_000, ge=1000)  # deep_svdd: random patch subsample per fit
-    # torch CPU threads while training (0: torch's default). These heads are small: one thread
-    # avoids thread hand-off costs that dominate on a busy 2-core box (measured 9 ms vs 250 ms/step).
-    threads: int = Field(1, ge=0, le=256)
-
-
-class DeepSvddConfig(_Strict):
-    """Deep SVDD (Ruff et al. 2018) on frozen backbone patch features: bias-free 1x1 convs."""
-
-    hidden_dims: tuple[int, ...] = (256,)
-    out_dim: int = Field(64, ge=2, le=1024)
-    objective: Literal["one_class", "soft_boundary"] = "one_class"
-    nu: float = Field(0.1, gt=0.0, le=1.0)  # soft_boundary: share of golden patches allowed outside R
-    centre_eps: float = Field(0.1, gt=0.0)  # centre coordinates nearer 0 than this become +-eps
-    training: TrainingConfig = TrainingConfig()
-
-
-class OcsvmConfig(_Strict):
-    """One-class SVM (RBF) on pooled image features: image-level only, for few golden images."""
-
-    nu: float = Field(0.1, gt=0.0, le=1.0)
-    gamma: Union[Literal["scale"], float] = "scale"
-    pooling: Literal["avg", "avg_max"] = "avg_max"
-
-
-class HypersphereScorerConfig(_Strict):
-    """method deep_svdd: patch distance to a learnt centre (pixel maps); method ocsvm: image-level."""
-
-    type: Literal["hypersphere"]
-    method: Literal["deep_svdd", "ocsvm"] = "deep_svdd"
-    deep_svdd: DeepSvddConfig = DeepSvddConfig()  # deep_svdd only
-    ocsvm: OcsvmConfig = OcsvmConfig()  # ocsvm only
-    smoothing_sigma: float = Field(4.0, ge=0.0)
-
-
-class AutoencoderConfig(_Strict):
-    """A small convolutional autoencoder over the standardised backbone feature map (stride 8):
-    1x1 conv to widths[0], 3x3 stride-2 conv to widths[1], 3x3 conv to the bottleneck; decoder
-    3x3 conv, upsampling, 1x1 convs back (engines/backbones/heads.py)."""
-
-    widths: tuple[int, int] = (128, 64)
-    bottleneck: int = Field(32, ge=2, le=1024)
-    training: TrainingConfig = TrainingConfig(epochs=60, batch_size=4, lr=2e-3, patience=8)
-
-
-class ReconstructionScorerConfig(_Strict):
-    """method autoencoder: per-patch reconstruction error (mean squared error over channels)."""
-
-    type: Literal["reconstruction"]
-    method: Literal["autoencoder"] = "autoencoder"
-    autoencoder: AutoencoderConfig = AutoencoderConfig()
-    smoothing_sigma: float = Field(4.0, ge=0.0)
-
-
-ScorerConfig = Annotated[
-    Union[
-        Annotated[MemoryBankScorerConfig, Tag("memory_bank")],
-        Annotated[HypersphereScorerConfig, Tag("hypersphere")],
-        Annotated[ReconstructionScorerConfig, Tag("reconstruction")],
-    ],
-    _type_or("memory_bank"),
-]
 
 
 class AugmentConfig(_Strict):
@@ -418,7 +309,8 @@ class Settings(_Strict):
     output: OutputConfig = OutputConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     backbone: BackboneConfig = BackboneConfig()
-    scorer: ScorerConfig = MemoryBankScorerConfig()
+    # one method's config (inspector/methods/<method>.py Config); PatchCore by default
+    scorer: ScorerConfig = patchcore.Config()
     calibration: CalibrationConfig = CalibrationConfig()
     engine: EngineConfig = OpenVinoEngineConfig()
     runtime: RuntimeConfig = RuntimeConfig()
@@ -431,6 +323,11 @@ class Settings(_Strict):
     # which top-level sections the file actually set (so `run` can tell "preprocess given and
     # differs from the bundle" from "preprocess omitted: take the bundle's")
     explicit_sections: frozenset[str] = frozenset()
+
+    @field_validator("scorer", mode="before")
+    @classmethod
+    def _known_method(cls, v):
+        return check_scorer_section(v)
 
     @field_validator("timezone")
     @classmethod
@@ -452,7 +349,7 @@ class Settings(_Strict):
         return self
 
 
-_TAGS = {"folder", "stream", "memory_bank", "hypersphere", "reconstruction", "onnxruntime", "torch", "tensorrt", "openvino"}
+_TAGS = {"folder", "stream", "onnxruntime", "torch", "tensorrt", "openvino", *BY_NAME}
 
 
 _QUOTE = reprlib.Repr()
@@ -473,12 +370,18 @@ MAX_ERRORS_SHOWN = 3
 MAX_MESSAGE = 200
 
 
+def _without_tags(loc: tuple) -> list:
+    """pydantic puts the union tag in the location (sources.0.folder.inbox, scorer.deep_svdd.
+    deep_svdd.objective): drop it where a union is, keep a field that shares a tag's name."""
+    return [p for i, p in enumerate(loc)
+            if not (p in _TAGS and i > 0 and (loc[i - 1] in ("scorer", "engine") or isinstance(loc[i - 1], int)))]
+
+
 def _format_validation_error(path: str, exc: ValidationError) -> str:
     parts = []
     errors = exc.errors()
     for err in errors[:MAX_ERRORS_SHOWN]:
-        # pydantic puts the union tag in the location (sources.0.folder.inbox): drop it
-        loc = ".".join(str(p) if len(str(p)) <= 40 else quote_value(str(p)) for p in err["loc"] if p not in _TAGS)
+        loc = ".".join(str(p) if len(str(p)) <= 40 else quote_value(str(p)) for p in _without_tags(err["loc"]))
         kind = err["type"]
         value = err.get("input")
         msg = err["msg"]

@@ -1,7 +1,7 @@
 """Stage contracts: small frozen dataclasses holding numpy arrays (no torch here).
 
 Data flows one way: Source -Frame-> Preprocessor -tensor-> Engine -Features-> Scorer
--ScoreMap (inspector/scoring/base.py)-> Judge -Verdict-> Writer.
+-ScoreMap (inspector/methods/base.py)-> Judge -Verdict-> Writer.
 """
 from __future__ import annotations
 

@@ -85,9 +85,10 @@ def test_missing_defects_folder_is_one_clear_error(tmp_path, golden_dir):
 
 
 def test_no_escape_estimate_when_turned_off():
-    from calibration.calibrate import _Bar, _detectability
+    from calibration.heldout import detectability
+    from calibration.progress import Bar
 
     settings = small_settings(calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 0})
     never = lambda images: (_ for _ in ()).throw(AssertionError("nothing is to be scored"))  # noqa: E731
-    assert _detectability(never, [make_part(np.random.default_rng(0), size=64)], 1.0, settings, None,
-                          _Bar(False)) is None
+    assert detectability(never, [make_part(np.random.default_rng(0), size=64)], 1.0, settings, None,
+                         Bar(False)) is None

@@ -97,3 +97,26 @@ def head_scores(params: dict, arrays: dict, feats: np.ndarray) -> np.ndarray:
 
     with torch.no_grad():
         return load_head(params["head"], arrays)(torch.from_numpy(feats)).numpy()
+
+
+def fitted(config, feats: np.ndarray, seed: int = 0):
+    """The method ``config`` names fitted on ``feats``, bound to its state (a registry Scorer)."""
+    from calibration.methods import NoProgress, fitter
+    from inspector.methods.registry import Scorer, method_of
+
+    return Scorer(method_of(config.method), fitter(config.method)(feats, config, seed, NoProgress()))
+
+
+def fit_params_arrays(config, feats: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
+    """The fitted state as a bundle stores it: (params as JSON data, arrays)."""
+    state = fitted(config, feats, seed).state
+    return state.params.model_dump(mode="json"), state.arrays()
+
+
+def scorer_of(params: dict, arrays: dict):
+    """A Scorer from stored params (validated as a manifest validates them) and arrays."""
+    from pydantic import TypeAdapter
+
+    from inspector.methods.registry import ScorerParams, scorer_from_bundle
+
+    return scorer_from_bundle(TypeAdapter(ScorerParams).validate_python(params), arrays)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from calibration.augment import augment_golden, is_augmented, jitter, original_name
-from calibration.calibrate import _split_originals
-from calibration.fitters.training import split_rows
+from calibration.golden_split import split_originals
+from calibration.methods.training import split_rows
 from calibration.golden import GoldenSet
 from inspector.settings import AugmentConfig
 
@@ -64,7 +64,7 @@ def test_jitter_respects_the_configured_tolerance():
 
 def test_held_out_images_are_originals_and_their_copies_are_not_fitted():
     g = augment_golden(_golden(10), 3, seed=0)
-    fit_idx, hold_idx = _split_originals(g.names, 0.3, seed=0)
+    fit_idx, hold_idx = split_originals(g.names, 0.3, seed=0)
     held = {g.names[i] for i in hold_idx}
     assert held and not any(is_augmented(n) for n in held)
     fitted_origins = {original_name(g.names[i]) for i in fit_idx}
@@ -72,7 +72,7 @@ def test_held_out_images_are_originals_and_their_copies_are_not_fitted():
     assert len(fit_idx) == (10 - len(held)) * 4
     # without copies, the split is the plain one
     plain = _golden(10)
-    for a, b in zip(_split_originals(plain.names, 0.3, 0), split_rows(10, 0.3, 0)):
+    for a, b in zip(split_originals(plain.names, 0.3, 0), split_rows(10, 0.3, 0)):
         np.testing.assert_array_equal(a, b)
 
 

@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.fitters.autoencoder import AutoencoderFitter
 from engines.backbones.heads import load_head
-from inspector.scoring.reconstruction import AutoencoderScorer
 from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
-from tests.unit._scorer_data import data, engine_features, head_scores, peak_is_at_defect, preprocess
+from tests.unit._scorer_data import fit_params_arrays, scorer_of, data, engine_features, head_scores, peak_is_at_defect, preprocess
 
 TRAIN = {"epochs": 40, "batch_size": 2, "lr": 0.003, "patience": 6}
 
@@ -23,7 +21,7 @@ def _settings(epochs=TRAIN["epochs"]):
 @functools.lru_cache(maxsize=1)
 def _fit():
     """(params, arrays) fitted on the golden features, once per process."""
-    return AutoencoderFitter(_settings().scorer, seed=0).fit(data()[0])
+    return fit_params_arrays(_settings().scorer, seed=0, feats=data()[0])
 
 
 def test_error_is_the_mean_squared_error_over_standardised_channels():
@@ -39,7 +37,7 @@ def test_error_is_the_mean_squared_error_over_standardised_channels():
 def test_planted_defect_scores_above_every_good_part_and_points_at_it():
     params, arrays = _fit()
     _, test, _, labels = data()
-    sm = AutoencoderScorer.from_bundle(params, arrays).score({"patch_scores": head_scores(params, arrays, test)},
+    sm = scorer_of(params, arrays).score({"patch_scores": head_scores(params, arrays, test)},
                                                              (TEST_SIZE, TEST_SIZE))
     assert sm.image_scores[labels == 1].min() > sm.image_scores[labels == 0].max()
     assert peak_is_at_defect(sm.pixel_maps[-1])
@@ -51,7 +49,7 @@ def test_batch_scores_equal_one_by_one():
     whole = head_scores(params, arrays, test)
     one = np.concatenate([head_scores(params, arrays, test[i:i + 1]) for i in range(len(test))])
     np.testing.assert_allclose(one, whole, rtol=1e-4, atol=1e-6)
-    scorer = AutoencoderScorer.from_bundle(params, arrays)
+    scorer = scorer_of(params, arrays)
     sm = scorer.score({"patch_scores": whole}, (TEST_SIZE, TEST_SIZE))
     for i in range(len(test)):
         s1 = scorer.score({"patch_scores": whole[i:i + 1]}, (TEST_SIZE, TEST_SIZE))
@@ -60,8 +58,8 @@ def test_batch_scores_equal_one_by_one():
 
 def test_seeded_fit_is_deterministic():
     s = _settings(epochs=3)
-    a = AutoencoderFitter(s.scorer, seed=2).fit(data()[0][:6])[1]
-    b = AutoencoderFitter(s.scorer, seed=2).fit(data()[0][:6])[1]
+    a = fit_params_arrays(s.scorer, seed=2, feats=data()[0][:6])[1]
+    b = fit_params_arrays(s.scorer, seed=2, feats=data()[0][:6])[1]
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
 
@@ -91,7 +89,7 @@ def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle, golden_dir):
     # calibrating engine) trains the very head the bundle holds
     settings = _settings(epochs=15)
     golden = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels).images
-    params, arrays = AutoencoderFitter(settings.scorer, seed=0).fit(engine_features(golden, settings))
+    params, arrays = fit_params_arrays(settings.scorer, seed=0, feats=engine_features(golden, settings))
     for k, v in arrays.items():
         np.testing.assert_array_equal(bundle.arrays[k], v, err_msg=k)
     np.testing.assert_allclose(ort_out, head_scores(params, arrays, data()[1]), rtol=1e-3, atol=1e-4)
@@ -99,6 +97,6 @@ def test_bundle_round_trip_engines_and_in_memory_agree(ae_bundle, golden_dir):
     # relative) a head whose map differs by up to 10% at single patches (19 of 1792 beyond 2% on an
     # AVX2 CPU): training amplifies rounding, deterministically per CPU. Only the map's scale is
     # stable: measured 0.6% of its peak here; the verdicts rest on the peak.
-    params, arrays = AutoencoderFitter(settings.scorer, seed=0).fit(data()[0])
+    params, arrays = fit_params_arrays(settings.scorer, seed=0, feats=data()[0])
     torch_fit = head_scores(params, arrays, data()[1])
     assert np.abs(ort_out - torch_fit).max() <= 0.03 * np.abs(ort_out).max()

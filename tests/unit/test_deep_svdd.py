@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.fitters.deep_svdd import DeepSvddFitter
 from engines.backbones.heads import FeaturesWithHead, SvddHead, load_head
-from inspector.scoring.hypersphere import DeepSvddScorer
 from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
-from tests.unit._scorer_data import _net, data, engine_features, head_scores, peak_is_at_defect, preprocess
+from tests.unit._scorer_data import fit_params_arrays, scorer_of, _net, data, engine_features, head_scores, peak_is_at_defect, preprocess
 
 TRAIN = {"epochs": 4, "batch_size": 256, "patience": 3}
 
@@ -23,7 +21,7 @@ def _settings(**svdd):
 @functools.lru_cache(maxsize=None)
 def _fit(seed=0, **svdd):
     """(params, arrays) fitted on the golden features; once per process for each (seed, settings)."""
-    return DeepSvddFitter(_settings(**svdd).scorer, seed=seed).fit(data()[0])
+    return fit_params_arrays(_settings(**svdd).scorer, seed=seed, feats=data()[0])
 
 
 def test_head_has_no_bias_and_the_centre_avoids_zero():
@@ -36,7 +34,7 @@ def test_head_has_no_bias_and_the_centre_avoids_zero():
 def test_planted_defect_scores_above_every_good_part_and_points_at_it():
     params, arrays = _fit()
     _, test, _, labels = data()
-    sm = DeepSvddScorer.from_bundle(params, arrays).score({"patch_scores": head_scores(params, arrays, test)},
+    sm = scorer_of(params, arrays).score({"patch_scores": head_scores(params, arrays, test)},
                                                           (TEST_SIZE, TEST_SIZE))
     assert sm.image_scores[labels == 1].min() > sm.image_scores[labels == 0].max()
     assert peak_is_at_defect(sm.pixel_maps[-1])
@@ -61,14 +59,14 @@ def test_soft_boundary_keeps_about_nu_of_golden_patches_outside_the_radius():
     dist = head_scores(params, arrays, data()[0]).ravel()
     outside = float((dist > params["radius_sq"]).mean())
     assert 0.05 < outside < 0.4
-    sm = DeepSvddScorer.from_bundle(params, arrays).score({"patch_scores": head_scores(params, arrays, data()[1])},
+    sm = scorer_of(params, arrays).score({"patch_scores": head_scores(params, arrays, data()[1])},
                                                           (TEST_SIZE, TEST_SIZE))
     assert sm.image_scores[-1] > sm.image_scores[:-1].max()
 
 
 def test_batch_scores_equal_one_by_one():
     params, arrays = _fit()
-    scorer = DeepSvddScorer.from_bundle(params, arrays)
+    scorer = scorer_of(params, arrays)
     maps = head_scores(params, arrays, data()[1])
     whole = scorer.score({"patch_scores": maps}, (TEST_SIZE, TEST_SIZE))
     for i in range(len(maps)):
@@ -80,8 +78,8 @@ def test_batch_scores_equal_one_by_one():
 
 
 def test_seeded_fit_is_deterministic():
-    a = DeepSvddFitter(_settings().scorer, seed=3).fit(data()[0][:6])[1]
-    b = DeepSvddFitter(_settings().scorer, seed=3).fit(data()[0][:6])[1]
+    a = fit_params_arrays(_settings().scorer, seed=3, feats=data()[0][:6])[1]
+    b = fit_params_arrays(_settings().scorer, seed=3, feats=data()[0][:6])[1]
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
@@ -131,10 +129,10 @@ def test_bundle_round_trip_engines_and_in_memory_agree(svdd_bundle, golden_dir):
     # of the same parts: they differ by ~1e-6 and training amplifies that; see test_autoencoder.)
     settings = _settings()
     golden = read_golden(golden_dir, max_pixels=settings.preprocess.max_pixels).images
-    params, arrays = DeepSvddFitter(settings.scorer, seed=0).fit(engine_features(golden, settings))
+    params, arrays = fit_params_arrays(settings.scorer, seed=0, feats=engine_features(golden, settings))
     for k, v in arrays.items():
         np.testing.assert_array_equal(bundle.arrays[k], v, err_msg=k)
-    want = DeepSvddScorer.from_bundle(params, arrays).score(
+    want = scorer_of(params, arrays).score(
         {"patch_scores": head_scores(params, arrays, data()[1])}, (TEST_SIZE, TEST_SIZE)).image_scores
     np.testing.assert_allclose(got_ort, want, rtol=1e-3)
     assert got_ort[-1] > got_ort[:-1].max()

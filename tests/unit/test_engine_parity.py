@@ -318,7 +318,7 @@ def test_search_precision_follows_the_engine(bundle_dir, fp32_bundle_dir):
     try:
         want = "bf16" if default.engine.precision == "bf16" else "fp32"
         assert bundle.scorer_params["search"] == want  # recorded at calibration
-        assert default.scorer.search_precision == want
+        assert default.scorer.state.searcher.name == want
     finally:
         default.engine.close()
     fp32_bundle = load_bundle(fp32_bundle_dir)
@@ -327,7 +327,7 @@ def test_search_precision_follows_the_engine(bundle_dir, fp32_bundle_dir):
     fp32 = build_pipeline(fp32_bundle, Settings().engine)
     try:
         assert fp32.engine.kind == "openvino" and fp32.engine.precision == "fp32"
-        assert fp32.scorer.search_precision == "fp32"
+        assert fp32.scorer.state.searcher.name == "fp32"
     finally:
         fp32.engine.close()
 

@@ -35,9 +35,9 @@ def test_runtime_never_imports_calibration_except_offline_commands():
 
 def test_daemon_process_does_not_load_calibration_or_torch():
     # torch is loaded only where it runs: the torch engine, or the bf16 kNN search of a bundle
-    # calibrated at bf16 (inspector/scoring/knn_bf16.py); importing the daemon loads neither
+    # calibrated at bf16 (inspector/methods/knn_bf16.py); importing the daemon loads neither
     code = ("import sys; import inspector.commands.run as r; import inspector.service, inspector.runtime, "
-            "inspector.sources.folder, inspector.scoring.memory_bank, engines.openvino_engine, "
+            "inspector.sources.folder, inspector.methods.registry, engines.openvino_engine, "
             "engines.onnxruntime_engine; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('calibration', 'torch')))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

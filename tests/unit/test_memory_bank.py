@@ -2,16 +2,27 @@
 import numpy as np
 import pytest
 
-from calibration.fitters.coreset import coreset_size, greedy_coreset
-from inspector.scoring.memory_bank import MemoryBankScorer, nearest_distances
-from inspector.scoring.registry import scorer_from_bundle, search_params
+from calibration.methods import NoProgress
+from calibration.methods.coreset import coreset_size, greedy_coreset
+from inspector.methods import patchcore
+from inspector.methods.knn import ExactSearch, search_for_engine
+from inspector.methods.registry import Scorer
+
+
+def nearest_distances(queries, bank, chunk=4096):
+    return ExactSearch(bank).search(queries, chunk=chunk)
+
+
+def bank_scorer(bank, *, smoothing_sigma=4.0, bank_knn_index=None, search="fp32") -> Scorer:
+    params = patchcore.Params(smoothing_sigma=smoothing_sigma, reweight=bank_knn_index is not None, search=search)
+    return Scorer(patchcore, patchcore.State(params, bank, bank_knn_index))
 
 
 def test_nearest_distances_are_exact():
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(300, 16)).astype(np.float32)
     q = rng.normal(size=(50, 16)).astype(np.float32)
-    d, idx = nearest_distances(q, bank, (bank ** 2).sum(1), chunk=7)
+    d, idx = nearest_distances(q, bank, chunk=7)
     brute = np.linalg.norm(q[:, None] - bank[None], axis=2)
     np.testing.assert_allclose(d, brute.min(1), rtol=1e-4, atol=1e-4)
     assert (idx == brute.argmin(1)).all()
@@ -62,7 +73,7 @@ def test_planted_outlier_is_flagged_at_its_place():
     rng = np.random.default_rng(0)
     golden = _features(rng, 10)
     bank = golden.transpose(0, 2, 3, 1).reshape(-1, 16)
-    scorer = MemoryBankScorer(bank, smoothing_sigma=2.0)
+    scorer = bank_scorer(bank, smoothing_sigma=2.0)
     test = _features(rng, 2)
     test[1, :, 5, 2] += 3.0  # one anomalous patch at row 5, col 2
     sm = scorer.score({"features": test}, (64, 64))
@@ -75,7 +86,7 @@ def test_planted_outlier_is_flagged_at_its_place():
 def test_batch_scores_equal_one_by_one():
     rng = np.random.default_rng(3)
     bank = rng.normal(size=(200, 16)).astype(np.float32)
-    scorer = MemoryBankScorer(bank)
+    scorer = bank_scorer(bank)
     feats = rng.normal(size=(4, 16, 8, 8)).astype(np.float32)
     whole = scorer.score({"features": feats}, (32, 32))
     for i in range(4):
@@ -85,12 +96,12 @@ def test_batch_scores_equal_one_by_one():
 
 
 def test_reweighting_lowers_scores_in_dense_regions():
-    from calibration.fitters.coreset import bank_neighbours
+    from calibration.methods.coreset import bank_neighbours
 
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(100, 8)).astype(np.float32)
-    plain = MemoryBankScorer(bank)
-    rew = MemoryBankScorer(bank, bank_knn_index=bank_neighbours(bank, 3))
+    plain = bank_scorer(bank)
+    rew = bank_scorer(bank, bank_knn_index=bank_neighbours(bank, 3))
     feats = rng.normal(size=(3, 8, 4, 4)).astype(np.float32)
     a = plain.score({"features": feats}, (16, 16)).image_scores
     b = rew.score({"features": feats}, (16, 16)).image_scores
@@ -111,12 +122,11 @@ def test_bf16_search_picks_a_row_within_a_hair_of_the_nearest(seed):
     bank = _patch_like(rng, 2000, w, offset)
     queries = _patch_like(rng, 1024, w, offset)
     queries[:10] += rng.normal(0, 1.0, (10, 152)).astype(np.float32)  # a few anomalous patches
-    _, exact_idx = nearest_distances(queries, bank, (bank ** 2).sum(1))
+    _, exact_idx = nearest_distances(queries, bank)
     exact = np.linalg.norm(queries - bank[exact_idx], axis=1)
-    scorer = MemoryBankScorer(bank)
-    scorer.set_search_precision("bf16")
-    assert scorer.search_precision == "bf16"
-    dist, idx = scorer.nearest(queries)
+    state = bank_scorer(bank).state.with_search("bf16")
+    assert state.searcher.name == "bf16"
+    dist, idx = state.searcher.search(queries)
     # the distance returned is the exact fp32 distance to the row it chose ...
     np.testing.assert_allclose(dist, np.linalg.norm(queries - bank[idx], axis=1), rtol=1e-5)
     assert np.all(dist >= exact * (1 - 1e-5))  # ... so never below the true nearest
@@ -129,34 +139,30 @@ def test_search_precision_follows_the_engine_and_fp32_stays_exact():
     rng = np.random.default_rng(3)
     bank = rng.normal(size=(300, 16)).astype(np.float32)
     q = rng.normal(size=(50, 16)).astype(np.float32)
-    scorer = MemoryBankScorer(bank)
-    scorer.set_search_precision("bf16")
-    scorer.set_search_precision("fp32")
-    assert scorer.search_precision == "fp32"
-    np.testing.assert_array_equal(scorer.nearest(q)[1], nearest_distances(q, bank, (bank ** 2).sum(1))[1])
+    state = bank_scorer(bank).state.with_search("bf16").with_search("fp32")
+    assert state.searcher.name == "fp32"
+    np.testing.assert_array_equal(state.searcher.search(q)[1], nearest_distances(q, bank)[1])
     # a bundle says how it was calibrated to search; bundles from before bf16 search say nothing
-    assert scorer_from_bundle("memory_bank", {"search": "bf16"}, {"memory_bank": bank}).search_precision == "bf16"
-    assert scorer_from_bundle("memory_bank", {}, {"memory_bank": bank}).search_precision == "fp32"
-    assert search_params("memory_bank", "patchcore", "bf16") == {"search": "bf16"}
-    assert search_params("memory_bank", "patchcore", "fp16") == {"search": "fp32"}
-    assert search_params("memory_bank", "padim", "bf16") == {}  # PaDiM does not search
+    assert patchcore.State.from_bundle(patchcore.Params(search="bf16"), {"memory_bank": bank}).searcher.name == "bf16"
+    assert patchcore.State.from_bundle(patchcore.Params(), {"memory_bank": bank}).searcher.name == "fp32"
+    assert search_for_engine("bf16") == "bf16" and search_for_engine("fp16") == "fp32"
+    assert patchcore.for_engine(state, "bf16").params.search == "bf16"
 
 
 def test_coreset_is_picked_among_a_bounded_seeded_sample_of_patches():
     """Large golden sets (tiled frames) pick the bank among coreset.max_candidates patches; the
     bank still holds real golden patches, and the same seed gives the same bank."""
-    from calibration.fitters.memory_bank import CoresetFitter
-    from inspector.settings import MemoryBankScorerConfig
+    from calibration.methods.patchcore import fit
 
     rng = np.random.default_rng(3)
     feats = rng.normal(size=(30, 16, 10, 10)).astype(np.float32)  # 3000 patches
-    cfg = MemoryBankScorerConfig(coreset={"size": 50, "max_candidates": 1000})
-    params, arrays = CoresetFitter(cfg, seed=1).fit(feats)
-    bank = arrays["memory_bank"]
+    cfg = patchcore.Config(coreset={"size": 50, "max_candidates": 1000})
+    state = fit(feats, cfg, 1, NoProgress())
+    bank = state.memory_bank
     patches = feats.transpose(0, 2, 3, 1).reshape(-1, 16)
-    assert params["coreset_candidates"] == 1000 and params["patches_seen"] == 3000
+    assert state.params.coreset_candidates == 1000 and state.params.patches_seen == 3000
     assert len(bank) == 50 and all((patches == row).all(1).any() for row in bank)
-    again = CoresetFitter(cfg, seed=1).fit(feats)[1]["memory_bank"]
+    again = fit(feats, cfg, 1, NoProgress()).memory_bank
     np.testing.assert_array_equal(bank, again)
-    everything = CoresetFitter(MemoryBankScorerConfig(coreset={"size": 50, "max_candidates": None}), seed=1).fit(feats)
-    assert everything[0]["coreset_candidates"] == 3000
+    everything = fit(feats, patchcore.Config(coreset={"size": 50, "max_candidates": None}), 1, NoProgress())
+    assert everything.params.coreset_candidates == 3000

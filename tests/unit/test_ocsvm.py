@@ -2,16 +2,17 @@
 planted outlier flagged, batch == one-by-one, determinism, bundle round trip."""
 import numpy as np
 
-from calibration.fitters.ocsvm import OcsvmFitter
-from inspector.scoring.hypersphere import OcsvmScorer, pool_features, rbf_decision
+from calibration.methods.ocsvm import fit_svm
+from inspector.methods import ocsvm
+from inspector.methods.ocsvm import pool_features, rbf_decision
 from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings
-from tests.unit._scorer_data import data, features
+from tests.unit._scorer_data import data, features, fitted
 
 OCSVM = {"type": "hypersphere", "method": "ocsvm"}
 
 
-def _fitter(**ocsvm):
-    return OcsvmFitter(small_settings(scorer={**OCSVM, "ocsvm": ocsvm}).scorer, seed=0)
+def _config(**section):
+    return small_settings(scorer={**OCSVM, "ocsvm": section}).scorer
 
 
 def test_numpy_decision_function_equals_sklearn_on_random_data():
@@ -28,13 +29,12 @@ def test_numpy_decision_function_equals_sklearn_on_random_data():
 
 def test_stored_arrays_score_like_the_fitted_sklearn_model():
     for pooling in ("avg", "avg_max"):
-        fitter = _fitter(pooling=pooling)
+        config = _config(pooling=pooling)
         golden, test = data()[0], data()[1]
-        svm, mean, std = fitter.fit_svm(golden)
-        params, arrays = fitter.fit(golden)
-        scorer = OcsvmScorer.from_bundle(params, arrays)
+        svm, mean, std = fit_svm(golden, config)
+        scorer = fitted(config, golden)
         want = svm.decision_function((pool_features(test, pooling) - mean) / std)
-        np.testing.assert_allclose(scorer.decision(test), want, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(ocsvm.decision(scorer.state, test), want, rtol=1e-9, atol=1e-9)
         sm = scorer.score({"features": test}, (TEST_SIZE, TEST_SIZE))
         assert sm.pixel_maps is None and sm.image_scores.dtype == np.float32
         np.testing.assert_allclose(sm.image_scores, -want, rtol=1e-5, atol=1e-6)
@@ -42,7 +42,7 @@ def test_stored_arrays_score_like_the_fitted_sklearn_model():
 
 def test_planted_outlier_scores_above_every_good_part():
     golden, test, images, _ = data()
-    scorer = OcsvmScorer.from_bundle(*_fitter().fit(golden))
+    scorer = fitted(_config(), golden)
     # image level: a large foreign patch, and an inverted part, shift the pooled features
     odd = images[1].copy()
     odd[30:100, 20:110] = 230
@@ -54,11 +54,10 @@ def test_planted_outlier_scores_above_every_good_part():
 
 def test_batch_scores_equal_one_by_one_and_fit_is_deterministic():
     golden, test = data()[0], data()[1]
-    a = _fitter().fit(golden)
-    b = _fitter().fit(golden)
-    for k in a[1]:
-        np.testing.assert_array_equal(a[1][k], b[1][k])
-    scorer = OcsvmScorer.from_bundle(*a)
+    scorer = fitted(_config(), golden)
+    a, b = scorer.state.arrays(), fitted(_config(), golden).state.arrays()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
     whole = scorer.score({"features": test}, (TEST_SIZE, TEST_SIZE)).image_scores
     one = [scorer.score({"features": test[i:i + 1]}, (TEST_SIZE, TEST_SIZE)).image_scores[0] for i in range(len(test))]
     np.testing.assert_allclose(one, whole, rtol=1e-6, atol=1e-7)
@@ -76,8 +75,8 @@ def test_bundle_round_trip_scores_equal_the_in_memory_fitter(tmp_path, golden_di
     bundle = load_bundle(tmp_path / "b")
     assert bundle.pixel_threshold is None
     golden, test, images, _ = data()  # golden_dir holds data()'s golden parts
-    params, arrays = OcsvmFitter(settings.scorer, seed=0).fit(golden)
+    mine = fitted(settings.scorer, golden)
     pipe = build_pipeline(bundle, settings.engine)
     got = pipe.scorer.score(pipe.engine.run(preprocess(images)), (TEST_SIZE, TEST_SIZE)).image_scores
-    want = OcsvmScorer.from_bundle(params, arrays).score({"features": test}, (TEST_SIZE, TEST_SIZE))
+    want = mine.score({"features": test}, (TEST_SIZE, TEST_SIZE))
     np.testing.assert_allclose(got, want.image_scores, rtol=1e-3, atol=1e-3)

@@ -1,6 +1,6 @@
 """Nearest golden patch with a bf16 GEMM, for bundles calibrated on an engine that runs bf16.
 
-The exact fp32 search (memory_bank.nearest_distances) is one [P, D+1] @ [D+1, M] GEMM per frame;
+The exact fp32 search (knn.ExactSearch) is one [P, D+1] @ [D+1, M] GEMM per frame;
 on one core that is ~4.6 ms for P=1024, M=2000, D=152, more than the bf16 backbone itself (2.9 ms).
 On CPUs with AMX / AVX512_BF16 (those where the engine picks bf16) a bf16 GEMM does the same
 product in ~0.7 ms. Its inputs keep 8 significant bits and torch returns the product rounded to
@@ -13,7 +13,7 @@ Measured on magnetic_tile's features (582 test images, 2000-row bank, one thread
 against 4.5 ms exact; 0.01% of patch distances above exact, by at most 0.19%; image scores within
 2e-6 relative; AUROC identical. (With the best row alone, 0.2% of patches were off, by up to 0.7%.)
 Whether a bundle searches this way is recorded in its scorer params ("search") at
-calibration, so thresholds are always used with the search they were set with.
+calibration (inspector/methods/knn.py), so thresholds are always used with the search they were set with.
 """
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ import numpy as np
 from inspector import maththreads
 
 
-class Bf16NearestSearch:
+class Bf16ShortlistSearch:
+    name = "bf16"
+
     def __init__(self, bank: np.ndarray):
         import torch
 

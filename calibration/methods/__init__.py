@@ -1,0 +1,51 @@
+"""Offline fitting, one module per method: ``calibration/methods/<name>.py`` holds only
+``fit(features, config, seed, progress) -> State`` for the method ``inspector/methods/<name>.py``
+(the contract: inspector/methods/base.py). Shared pieces: coreset.py (PatchCore's k-center
+selection), training.py (the loop the trained heads share)."""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+
+
+class Progress(Protocol):
+    """What a fit reports: ``total(n)`` once it knows how many steps it takes, ``update(n)``
+    after each n steps."""
+
+    def total(self, n: int) -> None: ...
+
+    def update(self, n: int = 1) -> None: ...
+
+
+class NoProgress:
+    def total(self, n: int) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+class CallbackProgress:
+    """A Progress from two callbacks (a tqdm bar's update and a total setter)."""
+
+    def __init__(self, update: Callable[[int], None], total: Optional[Callable[[int], None]] = None):
+        self._update, self._total = update, total
+
+    def total(self, n: int) -> None:
+        if self._total:
+            self._total(n)
+
+    def update(self, n: int = 1) -> None:
+        self._update(n)
+
+
+def fitter(method: str) -> Callable:
+    """``calibration.methods.<method>.fit`` (imported on first use: the trained heads pull in torch)."""
+    return importlib.import_module(f"{__name__}.{method}").fit
+
+
+def fit_method(config, features: np.ndarray, seed: int = 0, progress: Optional[Progress] = None):
+    """The configured method fitted on golden features float32 [N, D, h, w] -> its State."""
+    return fitter(config.method)(features, config, seed, progress or NoProgress())

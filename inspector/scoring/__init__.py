@@ -1,1 +1,0 @@
-"""Runtime scorers: features -> image scores and pixel anomaly maps. One module per family."""

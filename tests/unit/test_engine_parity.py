@@ -250,7 +250,7 @@ def test_without_pass_maps_only_fails_get_a_map_and_the_same_regions(bundle, par
 def _service(max_batch=4, batch_wait_ms=50.0):
     from inspector.service import InspectionService
 
-    # _take_batch touches only the frame queue and the batch settings
+    # take_batch touches only the frame queue and the batch settings
     return InspectionService(pipeline=None, store=None, sources=(), layout=None, max_batch=max_batch,
                              batch_wait_ms=batch_wait_ms, queue_size=16)
 
@@ -264,7 +264,7 @@ def test_take_batch_takes_what_is_waiting():
     svc = _service(max_batch=4, batch_wait_ms=50.0)
     _fill(svc, 3)
     t0 = time.monotonic()
-    batch = svc._take_batch()
+    batch = svc.engine_stage.take_batch()
     waited = time.monotonic() - t0
     assert [f.id for f in batch] == ["f0", "f1", "f2"]
     # a 4th frame never came: it waited for it at most batch_wait_ms (plus scheduling slack)
@@ -276,9 +276,9 @@ def test_take_batch_splits_at_max_batch():
     svc = _service(max_batch=4, batch_wait_ms=1000.0)
     _fill(svc, 6)
     t0 = time.monotonic()
-    first = svc._take_batch()
+    first = svc.engine_stage.take_batch()
     full_in = time.monotonic() - t0
-    second = svc._take_batch()
+    second = svc.engine_stage.take_batch()
     assert [f.id for f in first] == ["f0", "f1", "f2", "f3"]
     assert [f.id for f in second] == ["f4", "f5"]
     assert full_in < 0.2, "a full batch must go at once, not wait out batch_wait_ms"
@@ -287,7 +287,7 @@ def test_take_batch_splits_at_max_batch():
 def test_take_batch_on_empty_queue_returns_quickly():
     svc = _service(max_batch=4, batch_wait_ms=5000.0)
     t0 = time.monotonic()
-    assert svc._take_batch() == []
+    assert svc.engine_stage.take_batch() == []
     assert time.monotonic() - t0 < 0.2 + 0.15
 
 
@@ -299,7 +299,7 @@ def test_take_batch_includes_a_frame_arriving_within_the_wait():
     timer.start()
     try:
         t0 = time.monotonic()
-        batch = svc._take_batch()
+        batch = svc.engine_stage.take_batch()
         waited = time.monotonic() - t0
     finally:
         timer.cancel()

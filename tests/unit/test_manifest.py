@@ -83,6 +83,10 @@ MUTATIONS: list[tuple[str, list]] = [
     ("scorer.params", [None, "x", [], DELETE]),
     ("scorer.params.method", ["nope", 3]),
     ("scorer.params.smoothing_sigma", [NAN, INF]),
+    ("scorer.params.search", ["fp16", 16]),  # typed by the method (inspector/methods/patchcore.py Params)
+    ("scorer.params.reweight", ["yes", 1]),
+    ("scorer.params.bank_size", [-1, "2000"]),
+    ("scorer.params.surprise", [1]),
     ("scorer", [None, DELETE]),
     ("network.kind", ["x", None, DELETE]),
     ("network.backbone", ["", None, DELETE]),
@@ -141,7 +145,7 @@ def test_the_real_manifest_loads(bundle_copy, real_manifest):
 
 @pytest.mark.parametrize("path,value", CASES)
 def test_each_mutation_is_refused_with_one_line(bundle_copy, real_manifest, path, value):
-    write_manifest(bundle_copy, reseal(mutated(real_manifest, path, value, new_key=path == "surprise")))
+    write_manifest(bundle_copy, reseal(mutated(real_manifest, path, value, new_key=path.endswith("surprise"))))
     msg = refusal(bundle_copy)
     # the line names the section that is wrong
     assert path.split(".")[0].replace("_", " ") in msg.replace("_", " "), msg

@@ -102,7 +102,7 @@ class InspectionService:
     def __init__(self, pipeline: InspectionPipeline, store: ResultStore, sources: Sequence, layout: OutputLayout,
                  *, max_batch: int, batch_wait_ms: float, queue_size: int, status_path: Optional[Path] = None,
                  notifier: Optional[SystemdNotifier] = None, metrics: Optional[Metrics] = None,
-                 periodic: Sequence = (), stall_seconds: float = 60.0):
+                 periodic: Sequence = (), stall_seconds: float = 60.0, sinks=None):
         self.pipeline = pipeline
         self.store = store
         self.sources = list(sources)
@@ -132,6 +132,7 @@ class InspectionService:
         self._disk_incident = _Incident("cannot write output files", self._progress)
         self._move_incident = _Incident("cannot move frames to the output folders", self._progress)
         self._by_source = {s.name: s for s in self.sources}
+        self.sinks = sinks  # inspector/sinks/manager.SinkManager (started and stopped by `run`): its status
 
     # ------------------------------------------------------------ sources -> queue
     def emit(self, frame: Frame) -> bool:
@@ -471,7 +472,8 @@ class InspectionService:
                 "last_verdict": self._last, "latency_p50_ms": p(0.5), "latency_p95_ms": p(0.95),
                 "frames_waiting": self._progress.waiting,
                 "stalled": self._stall_text(self._progress.stalled_for()) if self._stalled else None,
-                "streams": {s.name: s.stats() for s in self.sources}}
+                "streams": {s.name: s.stats() for s in self.sources},
+                "sinks": self.sinks.status() if self.sinks is not None else {}}
 
     def _write_status_file(self) -> None:
         if self.status_path is None:

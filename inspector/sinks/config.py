@@ -152,7 +152,6 @@ class ModbusSinkConfig(_ServerBase):
 
     type: Literal["modbus"] = "modbus"
     listen: str = "127.0.0.1:5020"  # 502 needs CAP_NET_BIND_SERVICE
-    unit_id: int = Field(1, ge=0, le=247)
     # first register (and coil) of each source's block; default: sources in config order at 0, 16, 32, ...
     blocks: dict[str, int] = {}
 

@@ -186,6 +186,9 @@ class OpcUaSinkConfig(_ServerBase):
             raise ValueError("security: give at least one of none, basic256sha256_sign, basic256sha256_sign_encrypt")
         if any(s != "none" for s in self.security) and (self.certificate is None or self.private_key is None):
             raise ValueError("the basic256sha256 endpoints need certificate and private_key (the server's own)")
+        if not self.allow_anonymous and all(s == "none" for s in self.security):
+            raise ValueError("allow_anonymous: false needs a basic256sha256 endpoint (clients prove a certificate "
+                             "identity on a signed channel)")
         return self
 
 

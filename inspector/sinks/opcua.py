@@ -88,7 +88,9 @@ class OpcUaSink:
         server.set_server_name("inspector")
         server.allow_remote_admin(False)
         server.set_security_policy([getattr(ua.SecurityPolicyType, _POLICIES[s]) for s in self.config.security])
-        tokens = [ua.X509IdentityToken]
+        secure = any(s != "none" for s in self.config.security)
+        # a certificate identity can only be verified on a signed channel
+        tokens = [ua.X509IdentityToken] if secure else []
         if self.config.allow_anonymous:
             tokens.insert(0, ua.AnonymousIdentityToken)
         server.set_identity_tokens(tokens)

@@ -192,3 +192,38 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     r = WebhookReceiver()
     yield r
     r.close()
+
+
+# ---------------------------------------------------------------- the daemon's side, without the daemon
+def sink_manager(tmp_path: Path, sink: dict, *, sources=("cam1", "cam2"), bundle_id: Optional[str] = None,
+                 metrics=None, stats: Optional[Callable[[], dict]] = None):
+    """(store, SinkManager) for one sink config, on a SQLite file in ``tmp_path`` (reused by a
+    second call: the same database, as after a restart)."""
+    from inspector.settings import settings_from_dict
+    from inspector.sinks.manager import SinkContext, SinkManager
+    from inspector.storage import ResultStore
+
+    settings = settings_from_dict({"sources": [{"name": s, "inbox": str(tmp_path)} for s in sources],
+                                   "sinks": [sink]}, base_dir=tmp_path)
+    store = ResultStore(f"sqlite:///{tmp_path / 'r.db'}")
+    store.ensure_schema()
+    ctx = SinkContext(list(sources), bundle_id, stats=stats or (lambda: {"frames_processed": 7}))
+    return store, SinkManager(settings.sinks, store, ctx, metrics=metrics, grace_s=2.0)
+
+
+def record_verdict(store, i: int, source: str = "cam1", kind: str = "fail", score: Optional[float] = 0.75,
+                   regions=((1, 2, 3, 4, 12, 0.9),)) -> int:
+    """Record one verdict of part ``i`` (frame key ``<source>-<i>``) as the daemon's writer does."""
+    from tests.db_fixtures import make_verdict
+
+    return store.record(make_verdict(kind=kind, source=source, name=f"p{i}.png", score=score, regions=regions),
+                        frame_key=f"{source}-{i}", heatmap_path=None)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -71,6 +71,7 @@ class SinkMetrics:
         for w in workers:
             self.up.set(1 if w.state in ("connected", "delivering") else 0, sink=w.name, type=w.sink.kind)
             self.backlog.set(w.backlog, sink=w.name)
+            self.errors.inc(0, sink=w.name)  # a sample from the start, so rate() works from the first error
             self.errors.set_total(w.incident.count, sink=w.name)
 
 

@@ -26,16 +26,15 @@ answered with an exception: nothing a client sends reaches the daemon. Any unit 
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
-import threading
 import time
 from typing import Optional
 
 from inspector.sinks.base import SinkError, require
 from inspector.sinks.config import ModbusSinkConfig
 from inspector.sinks.listen import bind_address
+from inspector.sinks.loop import LoopThread
 from inspector.sinks.manager import SinkContext
 from inspector.storage.outbox import Event
 
@@ -83,8 +82,7 @@ class ModbusSink:
         size = max(blocks.values(), default=0) + BLOCK
         self._registers = [0] * size  # replaced whole on each update: the server thread copies a consistent list
         self._bits = [0] * ((size + 15) // 16)  # coils, 16 per register word (pymodbus bit addressing)
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
+        self._loop: Optional[LoopThread] = None
         self._server = None
         self._started = time.monotonic()
         self.address: Optional[tuple[str, int]] = None
@@ -121,11 +119,9 @@ class ModbusSink:
 
     def open(self) -> None:
         host, port = bind_address(self.config.listen, self.config.interface)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"sink-{self.name}-server", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread(f"sink-{self.name}-server")
         try:
-            asyncio.run_coroutine_threadsafe(self._serve(host, port), self._loop).result(10)
+            self._loop.run(self._serve(host, port), 10)
         except Exception as exc:
             self.close()
             raise SinkError(f"cannot serve Modbus TCP on {host}:{port} ({exc})") from None
@@ -160,16 +156,7 @@ class ModbusSink:
         self._registers = regs
 
     def close(self) -> None:
-        loop, server, thread = self._loop, self._server, self._thread
-        self._loop = self._server = self._thread = None
-        if loop is None:
-            return
-        if server is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(server.shutdown(), loop).result(5)
-            except Exception:
-                log.debug("sink %s: server shutdown failed", self.name, exc_info=True)
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(5)
-        loop.close()
+        loop, server = self._loop, self._server
+        self._loop = self._server = None
+        if loop is not None:
+            loop.close(server.shutdown if server is not None else None, f"sink {self.name}")

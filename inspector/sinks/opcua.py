@@ -17,15 +17,14 @@ that folder; ``allow_anonymous: false`` asks every client for a certificate iden
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from datetime import datetime
 from typing import Optional
 
 from inspector.sinks.base import SinkError, require
 from inspector.sinks.config import OpcUaSinkConfig
 from inspector.sinks.listen import bind_address
+from inspector.sinks.loop import LoopThread
 from inspector.sinks.manager import SinkContext
 from inspector.storage.outbox import Event
 
@@ -68,8 +67,7 @@ class OpcUaSink:
         self.config = config
         self.name = config.name
         self.context = context
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
+        self._loop: Optional[LoopThread] = None
         self._server = None
         self._nodes: dict[str, dict[str, object]] = {}  # source -> field -> node id
         self._bundle = None
@@ -141,11 +139,9 @@ class OpcUaSink:
     # ------------------------------------------------------------ Sink
     def open(self) -> None:
         host, port = bind_address(self.config.listen, self.config.interface)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"sink-{self.name}-server", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread(f"sink-{self.name}-server")
         try:
-            asyncio.run_coroutine_threadsafe(self._start(host, port), self._loop).result(START_TIMEOUT_S)
+            self._loop.run(self._start(host, port), START_TIMEOUT_S)
         except Exception as exc:
             self.close()
             raise SinkError(f"cannot serve OPC UA on {host}:{port} ({type(exc).__name__}: {exc})") from None
@@ -156,7 +152,7 @@ class OpcUaSink:
         if self._loop is None:
             raise SinkError("the OPC UA server is not running")
         try:
-            asyncio.run_coroutine_threadsafe(self._write(events), self._loop).result(WRITE_TIMEOUT_S)
+            self._loop.run(self._write(events), WRITE_TIMEOUT_S)
         except Exception as exc:
             raise SinkError(f"cannot update the OPC UA nodes ({type(exc).__name__}: {exc})") from None
 
@@ -168,16 +164,7 @@ class OpcUaSink:
         pass
 
     def close(self) -> None:
-        loop, server, thread = self._loop, self._server, self._thread
-        self._loop = self._server = self._thread = None
-        if loop is None:
-            return
-        if server is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-            except Exception:
-                log.debug("sink %s: server stop failed", self.name, exc_info=True)
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(5)
-        loop.close()
+        loop, server = self._loop, self._server
+        self._loop = self._server = None
+        if loop is not None:
+            loop.close(server.stop if server is not None else None, f"sink {self.name}")

@@ -8,28 +8,13 @@ import time
 
 import pytest
 
-from inspector.settings import settings_from_dict
-from inspector.sinks.manager import SinkContext, SinkManager
-from inspector.storage import ResultStore
-from tests.db_fixtures import make_verdict
-from tests.sink_fixtures import free_port
+from tests.sink_fixtures import free_port, record_verdict, sink_manager
 
 pytest.importorskip("pymodbus", reason="pymodbus missing: pip install 'inspector[line]'")
 
 
-def _manager(tmp_path, sink: dict):
-    settings = settings_from_dict({"sources": [{"name": "cam1", "inbox": str(tmp_path)},
-                                               {"name": "cam2", "inbox": str(tmp_path)}],
-                                   "sinks": [sink]}, base_dir=tmp_path)
-    store = ResultStore(f"sqlite:///{tmp_path / 'r.db'}")
-    store.ensure_schema()
-    return store, SinkManager(settings.sinks, store, SinkContext(["cam1", "cam2"]), grace_s=2.0)
-
-
 def _record(store, i, source="cam1", kind="fail", score=0.8127):
-    return store.record(make_verdict(kind=kind, source=source, name=f"p{i}.png", score=score,
-                                     regions=((1, 2, 3, 4, 12, 0.9),) * (2 if kind == "fail" else 0)),
-                        frame_key=f"{source}-{i}", heatmap_path=None)
+    return record_verdict(store, i, source, kind, score, regions=((1, 2, 3, 4, 12, 0.9),) * (2 if kind == "fail" else 0))
 
 
 def _client(port):
@@ -62,7 +47,7 @@ def _wait_seq(c, base, seq, timeout=10):
 
 def test_last_verdict_per_source_in_registers_and_coils(tmp_path):
     port = free_port()
-    store, mgr = _manager(tmp_path, {"type": "modbus", "listen": f"127.0.0.1:{port}", "blocks": {"cam2": 100}})
+    store, mgr = sink_manager(tmp_path, {"type": "modbus", "listen": f"127.0.0.1:{port}", "blocks": {"cam2": 100}})
     mgr.start()
     c = _client(port)
     try:
@@ -96,7 +81,7 @@ def test_last_verdict_per_source_in_registers_and_coils(tmp_path):
         mgr.stop()
         store.close()
     # after a restart the last state is shown again, before any new verdict
-    store, mgr = _manager(tmp_path, {"type": "modbus", "listen": f"127.0.0.1:{port}", "blocks": {"cam2": 100}})
+    store, mgr = sink_manager(tmp_path, {"type": "modbus", "listen": f"127.0.0.1:{port}", "blocks": {"cam2": 100}})
     mgr.start()
     c = _client(port)
     try:
@@ -122,7 +107,7 @@ def test_binds_loopback_by_default_and_a_taken_port_does_not_stop_recording(tmp_
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
-    store, mgr = _manager(tmp_path, {"type": "modbus", "listen": f"{port}"})
+    store, mgr = sink_manager(tmp_path, {"type": "modbus", "listen": f"{port}"})
     mgr.start()
     try:
         _record(store, 1)

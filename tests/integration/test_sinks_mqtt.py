@@ -11,37 +11,20 @@ from pathlib import Path
 import pytest
 
 from inspector.metrics import Metrics
-from inspector.settings import settings_from_dict
-from inspector.sinks.manager import SinkContext, SinkManager
-from inspector.storage import ResultStore
-from tests.db_fixtures import make_verdict
-from tests.sink_fixtures import Mosquitto, Subscriber, free_port
+from tests.sink_fixtures import Mosquitto, Subscriber, free_port, record_verdict, sink_manager, wait_until
 
 pytest.importorskip("paho.mqtt.client", reason="paho-mqtt missing: pip install 'inspector[line]'")
 
 
 def _manager(tmp_path, sink: dict, *, metrics=None, stats=None):
-    settings = settings_from_dict({"sources": [{"name": "cam1", "inbox": str(tmp_path)},
-                                               {"name": "line/2", "inbox": str(tmp_path)}],
-                                   "sinks": [sink]}, base_dir=tmp_path)
-    store = ResultStore(f"sqlite:///{tmp_path / 'r.db'}")
-    store.ensure_schema()
-    ctx = SinkContext(["cam1", "line/2"], "b1", stats=stats or (lambda: {"frames_processed": 7}))
-    return store, SinkManager(settings.sinks, store, ctx, metrics=metrics, grace_s=2.0)
+    return sink_manager(tmp_path, sink, sources=("cam1", "line/2"), metrics=metrics, stats=stats)
 
 
 def _record(store, i, source="cam1", kind="fail"):
-    return store.record(make_verdict(kind=kind, source=source, name=f"p{i}.png", score=0.9,
-                                     regions=((1, 2, 3, 4, 12, 0.95),)), frame_key=f"{source}-{i}", heatmap_path=None)
+    return record_verdict(store, i, source, kind, score=0.9, regions=((1, 2, 3, 4, 12, 0.95),))
 
 
-def _wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+_wait = wait_until
 
 
 def test_verdicts_available_and_stats_reach_a_subscriber(tmp_path, mosquitto):

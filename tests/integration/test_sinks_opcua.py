@@ -8,28 +8,17 @@ import time
 
 import pytest
 
-from inspector.settings import settings_from_dict
-from inspector.sinks.manager import SinkContext, SinkManager
-from inspector.storage import ResultStore
-from tests.db_fixtures import make_verdict
-from tests.sink_fixtures import free_port
+from tests.sink_fixtures import free_port, record_verdict, sink_manager
 
 pytest.importorskip("asyncua", reason="asyncua missing: pip install 'inspector[line]'")
 
 
 def _manager(tmp_path, sink: dict):
-    settings = settings_from_dict({"sources": [{"name": "cam1", "inbox": str(tmp_path)},
-                                               {"name": "cam2", "inbox": str(tmp_path)}],
-                                   "sinks": [sink]}, base_dir=tmp_path)
-    store = ResultStore(f"sqlite:///{tmp_path / 'r.db'}")
-    store.ensure_schema()
-    return store, SinkManager(settings.sinks, store, SinkContext(["cam1", "cam2"], "bundle-a"), grace_s=2.0)
+    return sink_manager(tmp_path, sink, bundle_id="bundle-a")
 
 
 def _record(store, i, source="cam1", kind="fail", score=0.75):
-    return store.record(make_verdict(kind=kind, source=source, name=f"p{i}.png", score=score, bundle_id=None,
-                                     regions=((1, 2, 3, 4, 12, 0.9),) if kind == "fail" else ()),
-                        frame_key=f"{source}-{i}", heatmap_path=None)
+    return record_verdict(store, i, source, kind, score, regions=((1, 2, 3, 4, 12, 0.9),) if kind == "fail" else ())
 
 
 def _wait_serving(mgr, timeout=60):

@@ -7,34 +7,18 @@ import hmac
 import json
 import time
 
-from inspector.settings import settings_from_dict
-from inspector.sinks.manager import SinkContext, SinkManager
-from inspector.storage import ResultStore
-from tests.db_fixtures import make_verdict
-from tests.sink_fixtures import WebhookReceiver, free_port
+from tests.sink_fixtures import WebhookReceiver, free_port, record_verdict, sink_manager, wait_until
 
 
 def _manager(tmp_path, sink: dict):
-    settings = settings_from_dict({"sources": [{"name": "cam1", "inbox": str(tmp_path)},
-                                               {"name": "cam2", "inbox": str(tmp_path)}],
-                                   "sinks": [sink]}, base_dir=tmp_path)
-    store = ResultStore(f"sqlite:///{tmp_path / 'r.db'}")
-    store.ensure_schema()
-    return store, SinkManager(settings.sinks, store, SinkContext(["cam1", "cam2"]), grace_s=2.0)
+    return sink_manager(tmp_path, sink)
 
 
 def _record(store, i, source="cam1", kind="fail"):
-    return store.record(make_verdict(kind=kind, source=source, name=f"p{i}.png", score=0.7),
-                        frame_key=f"{source}-{i}", heatmap_path=None)
+    return record_verdict(store, i, source, kind, score=0.7)
 
 
-def _wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+_wait = wait_until
 
 
 def test_posts_signed_json_with_event_id(tmp_path, webhook_receiver, monkeypatch):

@@ -174,3 +174,31 @@ def test_an_unreadable_secret_refuses_the_start_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"sink mqtt: password: environment variable NO_SUCH_VAR_X is not set"):
         _manager(tmp_path, {"type": "mqtt", "host": "127.0.0.1", "port": free_port(), "username": "u",
                             "password": {"env": "NO_SUCH_VAR_X"}})
+
+
+def test_tls_broker_with_the_right_ca_and_a_wrong_one(tmp_path):
+    from tests.sink_fixtures import make_tls_files
+
+    ca, cert, key = make_tls_files(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    wrong_ca, _, _ = make_tls_files(other)
+    broker = Mosquitto(extra=f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n").start()
+    try:
+        store, mgr = _manager(tmp_path, {"type": "mqtt", "host": "127.0.0.1", "port": broker.port,
+                                         "tls": {"ca_file": str(ca)}})
+        mgr.start()
+        _record(store, 1)
+        _wait(lambda: mgr.status()["mqtt"]["delivered"] == 1, 15, "delivery over TLS")
+        mgr.stop()
+        store.close()
+        (tmp_path / "r.db").unlink()
+        store, mgr = _manager(tmp_path, {"type": "mqtt", "host": "127.0.0.1", "port": broker.port,
+                                         "tls": {"ca_file": str(wrong_ca)}, "timeout_s": 2})
+        mgr.start()
+        _wait(lambda: mgr.status()["mqtt"]["last_error"] is not None, 15, "the TLS refusal")
+        assert "CERTIFICATE_VERIFY_FAILED" in mgr.status()["mqtt"]["last_error"]
+        mgr.stop()
+        store.close()
+    finally:
+        broker.cleanup()

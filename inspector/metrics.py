@@ -34,7 +34,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterable, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ class MetricsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     listen: Optional[str] = None
+    # serve on this network interface's IPv4 address instead of listen's host (listen's port is kept)
+    interface: Optional[str] = Field(None, min_length=1, max_length=15)
 
     @field_validator("listen", mode="before")
     @classmethod

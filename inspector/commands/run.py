@@ -169,9 +169,19 @@ def run(args: argparse.Namespace) -> int:
     metrics.set_engine_info(pipeline.engine.kind, pipeline.engine.precision)
     server = None
     if settings.metrics.listen:
-        server = MetricsServer(metrics, settings.metrics.listen)
+        listen = settings.metrics.listen
+        if settings.metrics.interface:
+            from inspector.metrics import parse_listen
+            from inspector.sinks.base import SinkError
+            from inspector.sinks.listen import interface_address
+
+            try:
+                listen = f"{interface_address(settings.metrics.interface)}:{parse_listen(listen)[1]}"
+            except SinkError as exc:
+                raise ConfigError(f"metrics: {exc}") from None
+        server = MetricsServer(metrics, listen)
         server.start()
-        log.info("metrics on http://%s/metrics", settings.metrics.listen)
+        log.info("metrics on http://%s/metrics", listen)
     sources = build_sources(settings)
     periodic = []
     retention = settings.retention

@@ -71,7 +71,7 @@ def test_sinks_that_cannot_connect_never_hold_inspection_back(tmp_path, bundle_d
     dead = free_port()  # nothing listens here
     modbus, opcua, metrics_port = free_port(), free_port(), free_port()
     ws = make_workspace(tmp_path, bundle_dir, source={"name": "cam1"}, extra={
-        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+        "metrics": {"listen": f"0.0.0.0:{metrics_port}", "interface": "lo"},  # the interface names the address
         "sinks": [{"type": "mqtt", "host": "127.0.0.1", "port": dead, "timeout_s": 1},
                   {"type": "webhook", "name": "erp", "url": f"http://127.0.0.1:{dead}/x", "retries": 0},
                   {"type": "webhook", "name": "mes", "url": hook.url, "verdicts": ["fail"]},
@@ -90,8 +90,10 @@ def test_sinks_that_cannot_connect_never_hold_inspection_back(tmp_path, bundle_d
                                 "--format", "json"], capture_output=True, text=True, env=daemon_env(), timeout=60)
             return json.loads(p.stdout)["daemon"].get("sinks", {})
 
-        wait_for(lambda: status().get("modbus", {}).get("backlog") == 0 and
-                 status().get("erp", {}).get("last_error") is not None, 30, "the sinks' status", d)
+        # asyncua builds its address space before serving: seconds on a busy machine
+        wait_for(lambda: (lambda st: st.get("modbus", {}).get("backlog") == 0 and st.get("opcua", {}).get("backlog")
+                          == 0 and st.get("erp", {}).get("last_error") is not None)(status()), 90,
+                 "the sinks' status", d)
         st = status()
         assert set(st) == {"mqtt", "erp", "mes", "modbus", "opcua"}
         assert st["mqtt"]["state"] in ("failing", "connecting") and st["mqtt"]["backlog"] == 3

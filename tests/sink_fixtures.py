@@ -196,16 +196,16 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 
 # ---------------------------------------------------------------- the daemon's side, without the daemon
 def sink_manager(tmp_path: Path, sink: dict, *, sources=("cam1", "cam2"), bundle_id: Optional[str] = None,
-                 metrics=None, stats: Optional[Callable[[], dict]] = None):
-    """(store, SinkManager) for one sink config, on a SQLite file in ``tmp_path`` (reused by a
-    second call: the same database, as after a restart)."""
+                 metrics=None, stats: Optional[Callable[[], dict]] = None, db_url: Optional[str] = None):
+    """(store, SinkManager) for one sink config, on ``db_url`` or a SQLite file in ``tmp_path``
+    (reused by a second call: the same database, as after a restart)."""
     from inspector.settings import settings_from_dict
     from inspector.sinks.manager import SinkContext, SinkManager
     from inspector.storage import ResultStore
 
     settings = settings_from_dict({"sources": [{"name": s, "inbox": str(tmp_path)} for s in sources],
                                    "sinks": [sink]}, base_dir=tmp_path)
-    store = ResultStore(f"sqlite:///{tmp_path / 'r.db'}")
+    store = ResultStore(db_url or f"sqlite:///{tmp_path / 'r.db'}")
     store.ensure_schema()
     ctx = SinkContext(list(sources), bundle_id, stats=stats or (lambda: {"frames_processed": 7}))
     return store, SinkManager(settings.sinks, store, ctx, metrics=metrics, grace_s=2.0)

@@ -121,3 +121,26 @@ def test_filters_by_verdict_and_source(tmp_path, webhook_receiver):
     finally:
         mgr.stop()
         store.close()
+
+
+def test_restart_resumes_from_the_saved_cursor_on_sqlite_and_postgresql(tmp_path, db_url, webhook_receiver):
+    """After a clean stop, delivered events are not sent again and the next start goes on from the
+    saved cursor, numbering on (cursor and sequence live in the results database)."""
+    sink = {"type": "webhook", "url": webhook_receiver.url}
+    store, mgr = sink_manager(tmp_path, sink, db_url=db_url)
+    mgr.start()
+    record_verdict(store, 1)
+    record_verdict(store, 2)
+    wait_until(lambda: len(webhook_receiver.requests) == 2, 15, "2 POSTs")
+    mgr.stop()
+    store.close()
+    store, mgr = sink_manager(tmp_path, sink, db_url=db_url)
+    mgr.start()
+    try:
+        record_verdict(store, 3)
+        wait_until(lambda: len(webhook_receiver.requests) == 3, 15, "the third POST")
+        time.sleep(0.3)
+        assert [json.loads(b)["seq"] for _, b in webhook_receiver.requests] == [1, 2, 3]
+    finally:
+        mgr.stop()
+        store.close()

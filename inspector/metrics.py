@@ -16,6 +16,11 @@ stream_connected{source}              gauge      1 while a stream source is deli
 engine_info{type,precision}           gauge      1 for the engine in use
 start_time_seconds                    gauge      unix time the daemon started
 stalled                               gauge      1 while frames wait and nothing was committed for runtime.stall_seconds
+sink_up{sink,type}                    gauge      1 while a sink is connected / serving (inspector/sinks/)
+sink_backlog_events{sink}             gauge      outbox events the sink has not delivered yet
+sink_delivered_total{sink}            counter    events delivered
+sink_errors_total{sink}               counter    failed connects / deliveries (each retried)
+sink_delivery_seconds{sink}           histogram  verdict commit -> delivered
 ====================================  =========  ============================================
 """
 from __future__ import annotations
@@ -29,7 +34,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterable, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,8 @@ class MetricsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     listen: Optional[str] = None
+    # serve on this network interface's IPv4 address instead of listen's host (listen's port is kept)
+    interface: Optional[str] = Field(None, min_length=1, max_length=15)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -225,6 +232,7 @@ class Metrics:
 
     def __init__(self, namespace: str = "inspector") -> None:
         self._lock = threading.Lock()
+        self.namespace = namespace
         p = f"{namespace}_" if namespace else ""
         self.frames_total = Counter(f"{p}frames_total", "Inspected frames by verdict and source.",
                                     ("verdict", "source"), self._lock)
@@ -280,6 +288,16 @@ class Metrics:
 
     def add_collector(self, collect: Callable[[], None]) -> None:
         self._collectors.append(collect)
+
+    @property
+    def lock(self) -> threading.Lock:
+        """The registry's lock, for families made elsewhere (inspector/sinks/manager.py)."""
+        return self._lock
+
+    def add_family(self, family: _Family) -> None:
+        """Serve a family made with :attr:`lock` (e.g. the sinks'), after the built-in ones."""
+        with self._lock:
+            self._families = self._families + (family,)
 
     def render(self) -> str:
         """The Prometheus text exposition format (version 0.0.4)."""

@@ -47,7 +47,7 @@ class InspectionService:
     def __init__(self, pipeline: InspectionPipeline, store: ResultStore, sources: Sequence, layout: OutputLayout,
                  *, max_batch: int, batch_wait_ms: float, queue_size: int, status_path: Optional[Path] = None,
                  notifier: Optional[SystemdNotifier] = None, metrics: Optional[Metrics] = None,
-                 periodic: Sequence = (), stall_seconds: float = 60.0):
+                 periodic: Sequence = (), stall_seconds: float = 60.0, sinks=None):
         self.pipeline = pipeline
         self.store = store
         self.sources = list(sources)
@@ -71,6 +71,7 @@ class InspectionService:
         self.writer = VerdictWriter(pipeline, store, layout, verdicts, sources={s.name: s for s in self.sources},
                                     stop_event=self.stop_event, heartbeat=self.heartbeat, progress=self.progress,
                                     tally=self.tally, db_incident=db_incident, metrics=self.metrics)
+        self.sinks = sinks  # inspector/sinks/manager.SinkManager (started and stopped by `run`): its status
 
     # ------------------------------------------------------------ sources -> queue
     def emit(self, frame: Frame) -> bool:
@@ -153,7 +154,8 @@ class InspectionService:
         return {**self.tally.status(), "queue_depth": self.frames.qsize(), "bundle_id": self.pipeline.bundle_id,
                 "engine": {"type": self.pipeline.engine.kind, "precision": self.pipeline.engine.precision},
                 "frames_waiting": self.progress.waiting, "stalled": self.stall.text(),
-                "streams": {s.name: s.stats() for s in self.sources}}
+                "streams": {s.name: s.stats() for s in self.sources},
+                "sinks": self.sinks.status() if self.sinks is not None else {}}
 
     def _write_status_file(self) -> None:
         if self.status_path is None:

@@ -21,6 +21,7 @@ from inspector.errors import ConfigError
 from inspector.methods import patchcore
 from inspector.methods.registry import BY_NAME, ScorerConfig, check_scorer_section
 from inspector.metrics import MetricsConfig
+from inspector.sinks.config import SINK_TAGS, SinkConfig, check_sinks, resolve_sink_paths
 from inspector.sources.stream_config import StreamSourceConfig
 
 
@@ -320,6 +321,8 @@ class Settings(_Strict):
     timezone: str = "UTC"
     retention: RetentionConfig = RetentionConfig()
     metrics: MetricsConfig = MetricsConfig()  # Prometheus /metrics endpoint (off unless listen is set)
+    # outputs to the line: MQTT, webhook, Modbus TCP, OPC UA (inspector/sinks/config.py)
+    sinks: tuple[SinkConfig, ...] = ()
     # which top-level sections the file actually set (so `run` can tell "preprocess given and
     # differs from the bundle" from "preprocess omitted: take the bundle's")
     explicit_sections: frozenset[str] = frozenset()
@@ -346,10 +349,11 @@ class Settings(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"source names must be unique; repeated: {sorted(dup)}")
+        check_sinks(self.sinks, names)
         return self
 
 
-_TAGS = {"folder", "stream", "onnxruntime", "torch", "tensorrt", "openvino", *BY_NAME}
+_TAGS = {"folder", "stream", "onnxruntime", "torch", "tensorrt", "openvino", *BY_NAME} | SINK_TAGS
 
 
 _QUOTE = reprlib.Repr()
@@ -442,6 +446,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     bb = data.get("backbone")
     if isinstance(bb, dict) and bb.get("weights"):
         bb["weights"] = fix(bb["weights"])
+    resolve_sink_paths(data.get("sinks"), fix)
     return data
 
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-pytest_plugins = ["tests.db_fixtures"]
+pytest_plugins = ["tests.db_fixtures", "tests.sink_fixtures"]
 
 # Small input keeps the suite fast on 2 CPU cores; the production default is 256x256.
 TEST_SIZE = 128

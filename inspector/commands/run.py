@@ -152,19 +152,36 @@ def run(args: argparse.Namespace) -> int:
                str(orig) else "check database.url and that its folder is writable by this user")
         raise DatabaseError(f"database {display_url(store.url)}: cannot write to it at start-up ({orig}); "
                             f"{fix}") from None
+    metrics = Metrics()
+    sinks = None
+    if settings.sinks:
+        from inspector.sinks.manager import SinkContext, SinkManager
+
+        # a missing package or unreadable secret refuses the start here; a receiver that is down does not
+        sinks = SinkManager(settings.sinks, store, SinkContext([s.name for s in settings.sources], bundle.id,
+                                                               stats=lambda: service.status()), metrics=metrics)
     notifier = SystemdNotifier()
     notifier.status("loading engine")
     roi = {s.name: tuple(s.roi) for s in settings.sources if getattr(s, "roi", None)}
     limit_blas_threads(settings.runtime.blas_threads)
     pipeline = build_pipeline(bundle, settings.engine, roi, maps_for_passes=settings.output.heatmaps_for_passes)
     pipeline.engine.warmup()
-    metrics = Metrics()
     metrics.set_engine_info(pipeline.engine.kind, pipeline.engine.precision)
     server = None
     if settings.metrics.listen:
-        server = MetricsServer(metrics, settings.metrics.listen)
+        listen = settings.metrics.listen
+        if settings.metrics.interface:
+            from inspector.metrics import parse_listen
+            from inspector.sinks.base import SinkError
+            from inspector.sinks.listen import interface_address
+
+            try:
+                listen = f"{interface_address(settings.metrics.interface)}:{parse_listen(listen)[1]}"
+            except SinkError as exc:
+                raise ConfigError(f"metrics: {exc}") from None
+        server = MetricsServer(metrics, listen)
         server.start()
-        log.info("metrics on http://%s/metrics", settings.metrics.listen)
+        log.info("metrics on http://%s/metrics", listen)
     sources = build_sources(settings)
     periodic = []
     retention = settings.retention
@@ -177,15 +194,19 @@ def run(args: argparse.Namespace) -> int:
         pipeline, store, sources, OutputLayout(settings.output), max_batch=settings.engine.max_batch,
         batch_wait_ms=settings.runtime.batch_wait_ms, queue_size=settings.runtime.queue_size,
         status_path=status_file_path(settings), notifier=notifier, metrics=metrics, periodic=periodic,
-        stall_seconds=settings.runtime.stall_seconds,
+        stall_seconds=settings.runtime.stall_seconds, sinks=sinks,
     )
     for s in sources:
         if hasattr(s, "stats"):
             metrics.add_collector(lambda s=s: metrics.update_stream_stats(s.name, s.stats()))
     service.install_signal_handlers()
     try:
+        if sinks is not None:
+            sinks.start()  # returns at once; each sink connects on its own thread
         return service.run()
     finally:
+        if sinks is not None:
+            sinks.stop()  # after the drain: what the last verdicts produced gets a few seconds to go out
         if server is not None:
             server.stop()
         pipeline.engine.close()

@@ -1,5 +1,6 @@
 """Is the daemon alive and what is it doing: its status file (pid, uptime, queue, streams,
-engine, latency) plus the last hour from the database (opened read-only).
+engine, latency, each sink's state, backlog and last error) plus the last hour from the
+database (opened read-only).
 
 Exit status: 0 when the daemon is running and its status file is fresh, 1 when it runs but is
 stalled (frames wait and nothing was committed for runtime.stall_seconds), 3 when it is not
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 from inspector.errors import InspectorError
+from inspector.names import printable_name
 from inspector.statusfile import status_file_path
 
 STALE_AFTER_S = 60.0  # the daemon rewrites its status every few seconds; older means hung or gone
@@ -158,6 +160,20 @@ def _write_text(out: IO[str], daemon: dict[str, Any], db: dict[str, Any]) -> Non
                 fields = " ".join(f"{k}={st[k]}" for k in ("state", "frames_read", "frames_emitted", "drops",
                                                             "reconnects") if k in st)
                 out.write(f"  {name:<14} {fields}\n")
+    sinks = daemon.get("sinks") or {}
+    if isinstance(sinks, dict) and sinks:
+        out.write("sinks\n")
+        for name, st in sinks.items():
+            if isinstance(st, dict):
+                fields = " ".join(f"{k}={st[k]}" for k in ("type", "state", "backlog", "delivered") if k in st)
+                lat = st.get("latency_p50_ms")
+                if lat is not None:
+                    fields += f" latency p50 {lat} ms, p95 {st.get('latency_p95_ms')} ms"
+                out.write(f"  {printable_name(name):<14} {fields}\n")
+                if st.get("last_error"):
+                    # a receiver's text (an HTTP reason, a broker's message): shown with control characters escaped
+                    out.write(f"  {'':<14} last error {st.get('last_error_at') or ''}: "
+                              f"{printable_name(str(st['last_error']))}\n")
     out.write("database\n")
     if db.get("error"):
         out.write(f"  unavailable: {db['error']}\n")

@@ -31,6 +31,7 @@ from inspector.storage import migrations
 from inspector.storage.models import DefectRegion, Inspection, ModelBundle
 
 if TYPE_CHECKING:
+    from inspector.storage.outbox import OutboxWriter
     from inspector.types import Verdict
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,9 @@ class ResultStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._file = None if read_only else sqlite_path(self.url)
         self._file_identity: Optional[tuple[int, int]] = None  # (st_dev, st_ino) of the file opened first
+        # set by the sink manager (inspector/sinks/manager.py) when sinks are configured: an outbox
+        # event is then written in each verdict's transaction
+        self.outbox: Optional["OutboxWriter"] = None
         if self._file is not None:
             event.listen(self.engine, "connect", self._remember_file)
         log.debug("results database %s (%s)", display_url(self.url), "read-only" if read_only else "read-write")
@@ -346,6 +350,7 @@ class ResultStore:
         self._require_writable()
         rows = [self._row(*item) for item in items]
         what = f"recording frame {items[0][0].frame.id}" + (f" (+{len(items) - 1})" if len(items) > 1 else "")
+        outbox = self.outbox
         with translate_errors(what, self.url):
             try:
                 with self.engine.begin() as conn:
@@ -353,7 +358,12 @@ class ResultStore:
                     regions = [dict(r, inspection_id=i) for i, (_, regs) in zip(ids, rows) for r in regs]
                     if regions:
                         conn.execute(_INSERT_REGION, regions)
-                    return ids
+                    if outbox is not None:  # the sinks' events commit with their verdicts, or neither does
+                        span = outbox.append(conn, [(item[0], row, regs, i)
+                                                    for item, (row, regs), i in zip(items, rows, ids)])
+                if outbox is not None:
+                    outbox.committed(*span)
+                return ids
             except IntegrityError:
                 if len(items) > 1:
                     return [self.record_many([item])[0] for item in items]

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from sqlalchemy import (Column, Connection, DateTime, Engine, Float, ForeignKey, Index, Integer, MetaData, String,
+from sqlalchemy import (BigInteger, Column, Connection, DateTime, Engine, Float, ForeignKey, Index, Integer, MetaData, String,
                         Table, Text, inspect, text)
 
 from inspector.errors import DatabaseError
@@ -87,6 +87,31 @@ def _m002_frame_size_and_stats_indexes(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_defect_regions_area ON defect_regions (area)"))
 
 
+def _m003_outbox(conn: Connection) -> None:
+    """The sinks' outbox: events written with their verdict, a sequence per source, a cursor per sink."""
+    md = MetaData()
+    Table("outbox_events", md,
+          Column("id", Integer, primary_key=True, autoincrement=True),
+          Column("event_id", String(36), nullable=False),
+          Column("source", String(128), nullable=False),
+          Column("seq", BigInteger, nullable=False),
+          Column("inspection_id", Integer),
+          Column("created_at", DateTime, nullable=False),
+          Column("payload", Text, nullable=False),
+          Index("ix_outbox_events_event_id", "event_id", unique=True))
+    Table("outbox_sequences", md,
+          Column("source", String(128), primary_key=True),
+          Column("last_seq", BigInteger, nullable=False),
+          Column("passed", BigInteger, nullable=False),
+          Column("failed", BigInteger, nullable=False),
+          Column("errors", BigInteger, nullable=False))
+    Table("sink_cursors", md,
+          Column("sink", String(128), primary_key=True),
+          Column("last_id", Integer, nullable=False),
+          Column("updated_at", DateTime, nullable=False))
+    md.create_all(conn)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -97,6 +122,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _m001_initial),
     Migration(2, "frame_size_and_stats_indexes", _m002_frame_size_and_stats_indexes),
+    Migration(3, "outbox", _m003_outbox),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

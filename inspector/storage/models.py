@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
-from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -120,6 +120,47 @@ class DefectRegion(Base):
         Index("ix_defect_regions_inspection_id", "inspection_id"),
         Index("ix_defect_regions_area", "area"),
     )
+
+
+class OutboxEvent(Base):
+    """An event for the sinks (MQTT, OPC UA, Modbus, webhook), inserted in the same transaction
+    as its inspection (migration 3). ``id`` is the delivery order; each sink keeps its own cursor
+    (SinkCursor) and rows every sink has passed are deleted."""
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36))  # stable across redeliveries: receivers de-duplicate on it
+    source: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int] = mapped_column(BigInteger)  # per source, 1, 2, 3, ... (OutboxSequence)
+    inspection_id: Mapped[Optional[int]] = mapped_column(Integer)  # no FK: pruning an inspection keeps its event
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    payload: Mapped[str] = mapped_column(Text)  # the event as JSON, exactly as sinks send it
+
+    __table_args__ = (Index("ix_outbox_events_event_id", "event_id", unique=True),)
+
+
+class OutboxSequence(Base):
+    """Per source: the last sequence number handed out and the verdict counts so far, updated in
+    the verdict transaction (events carry them, so a PLC's counters survive restarts and replays)."""
+
+    __tablename__ = "outbox_sequences"
+
+    source: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    passed: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+
+
+class SinkCursor(Base):
+    """Per sink: the id of the last outbox event it delivered."""
+
+    __tablename__ = "sink_cursors"
+
+    sink: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class SchemaMigration(Base):

@@ -32,13 +32,27 @@ DEFECTS = (None, None, "scratch", "spot", "missing_hole")  # ~60% fails: plenty 
 
 class Camera(threading.Thread):
     """Drops ``n`` synthetic parts into the inbox at about ``rate`` per second, each written under
-    a temporary name and renamed in, whatever the daemon is doing."""
+    a temporary name and renamed in, whatever the daemon is doing.
 
-    def __init__(self, inbox: Path, n: int, rate: float, seed: int):
+    ``allow(k)`` caps how many files it may have dropped so far: the kill test hands out one share
+    per daemon lifetime, so kills land while frames flow however fast this machine drains them."""
+
+    def __init__(self, inbox: Path, n: int, rate: float, seed: int, allowed: int | None = None):
         super().__init__(name="camera", daemon=True)
         self.inbox, self.n, self.rate, self.seed = inbox, n, rate, seed
         self.names: list[str] = []
         self.error: BaseException | None = None
+        self._allowed = n if allowed is None else allowed
+        self._gate = threading.Condition()
+
+    def allow(self, k: int) -> None:
+        with self._gate:
+            self._allowed = max(self._allowed, k)
+            self._gate.notify_all()
+
+    def _wait_for_turn(self, i: int) -> None:
+        with self._gate:
+            self._gate.wait_for(lambda: i < self._allowed)
 
     def run(self) -> None:
         from calibration.synthetic import make_part
@@ -47,6 +61,7 @@ class Camera(threading.Thread):
         pace = random.Random(self.seed)
         try:
             for i in range(self.n):
+                self._wait_for_turn(i)
                 defect = DEFECTS[i % len(DEFECTS)]
                 name = f"part-{i:04d}-{defect or 'good'}.png"
                 drop_bytes(self.inbox, name, encode(make_part(rng, size=128, defect=defect)))
@@ -60,7 +75,8 @@ class Camera(threading.Thread):
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, bundle_dir):
     n_files, min_kills = 520, 12
     ws = make_workspace(tmp_path, bundle_dir)
-    camera = Camera(ws.inbox, n_files, rate=25.0, seed=5)
+    share = -(-n_files // min_kills)
+    camera = Camera(ws.inbox, n_files, rate=25.0, seed=5, allowed=share)
     chance = random.Random(20240605)
     daemon = Daemon(ws)
     kills: list[tuple[str, int]] = []  # (when, rows at the kill)
@@ -80,6 +96,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, bundle
             assert daemon.alive(), daemon.tail()
             daemon.kill()
             kills.append((when, row_count(ws.db)))
+            camera.allow((len(kills) + 1) * share)
         assert camera.error is None, camera.error
         assert len(camera.names) == n_files
 

@@ -7,8 +7,10 @@ import errno
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Callable, Optional
 
+from inspector.errors import InspectorError
 from inspector.service_health import Heartbeat, Progress
 from inspector.storage import StorageUnavailable
 
@@ -21,30 +23,49 @@ GIVE_UP_AFTER_STOP_S = 10.0
 
 
 class Incident:
-    """Logs a recurring problem once when it starts and once when it clears, not per frame.
-    Hit from more than one thread (the database: the inference worker's look-ups, the writer)."""
+    """A recurring problem, logged once when it starts and once when it clears, not per frame or
+    per retry; keeps the last error, when it happened and the failures so far (status, metrics).
+    Used by the writer's retries and by each line sink's worker; hit from more than one thread
+    (the database: the inference worker's look-ups, the writer)."""
 
-    def __init__(self, what: str, progress: Optional[Progress] = None):
+    def __init__(self, what: str, progress: Optional[Progress] = None, *,
+                 consequence: str = "frames stay in the inbox and are retried",
+                 logger: logging.Logger = log,
+                 expected: tuple[type[BaseException], ...] = (InspectorError, OSError, TimeoutError)):
         self.what = what
         self.progress = progress
+        self.consequence = consequence
+        self.log = logger
+        self.expected = expected
         self._lock = threading.Lock()
-        self._since: Optional[float] = None
+        self.since: Optional[float] = None  # monotonic start of the incident under way, else None
+        self.last_error: Optional[str] = None
+        self.last_error_at: Optional[str] = None  # UTC ISO time of the last failure
+        self.count = 0  # failures so far, across incidents
 
-    def hit(self, detail: str) -> None:
+    def hit(self, detail: str, exc: Optional[BaseException] = None) -> None:
+        """One failure. ``exc`` of a type nobody expects (not an InspectorError or OSError) is a
+        bug somewhere: its traceback is logged once, with the incident's first line (an error of
+        ``expected`` types is one line)."""
         if self.progress is not None:
             self.progress.set_error(f"{self.what}: {detail}")
         with self._lock:
-            starts = self._since is None
+            self.last_error = detail
+            self.last_error_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.count += 1
+            starts = self.since is None
             if starts:
-                self._since = time.monotonic()
+                self.since = time.monotonic()
         if starts:
-            log.error("%s: %s; frames stay in the inbox and are retried", self.what, detail)
+            unexpected = exc is not None and not isinstance(exc, self.expected)
+            self.log.error("%s: %s; %s", self.what, detail, self.consequence,
+                           exc_info=exc if unexpected else None)
 
-    def clear(self) -> None:
+    def clear(self, note: str = "") -> None:
         with self._lock:
-            since, self._since = self._since, None
+            since, self.since = self.since, None
         if since is not None:
-            log.info("%s: recovered after %.1fs", self.what, time.monotonic() - since)
+            self.log.info("%s: recovered after %.1fs%s", self.what, time.monotonic() - since, note)
 
 
 class RetryPolicy:

@@ -12,10 +12,10 @@ import logging
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from inspector.errors import InspectorError
+from inspector.retry import Incident
 from inspector.sinks.base import Sink, SinkError
 from inspector.storage.outbox import Event, OutboxReader, OutboxWriter
 
@@ -26,33 +26,10 @@ BACKOFF_MAX_S = 30.0
 TICK_S = 1.0
 
 
-class _Incident:
-    """A problem logged once when it starts and once when it ends, however often it repeats."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.since: Optional[float] = None
-        self.last_error: Optional[str] = None
-        self.last_error_at: Optional[str] = None
-        self.count = 0  # failures so far (metrics)
-
-    def hit(self, what: str, exc: BaseException) -> None:
-        text = str(exc) if isinstance(exc, (SinkError, InspectorError)) else f"{type(exc).__name__}: {exc}"
-        self.last_error = f"{what}: {text}"
-        self.last_error_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.count += 1
-        if self.since is None:
-            self.since = time.monotonic()
-            # an unexpected exception type is a bug somewhere: its traceback once, with the incident
-            unexpected = not isinstance(exc, (SinkError, InspectorError, OSError, TimeoutError))
-            log.error("sink %s: %s; events wait in the outbox and are retried", self.name, self.last_error,
-                      exc_info=exc if unexpected else None)
-
-    def clear(self, backlog: int) -> None:
-        if self.since is not None:
-            log.info("sink %s: delivering again after %.1f s (%d event(s) waiting)", self.name,
-                     time.monotonic() - self.since, backlog)
-            self.since = None
+def _described(what: str, exc: BaseException) -> str:
+    """Our own errors read as their message; a library's exception also names its type."""
+    text = str(exc) if isinstance(exc, (SinkError, InspectorError)) else f"{type(exc).__name__}: {exc}"
+    return f"{what}: {text}"
 
 
 class SinkWorker:
@@ -74,7 +51,8 @@ class SinkWorker:
         self.newest = cursor  # the newest outbox id known to be committed
         self.state = "starting"
         self.delivered = 0
-        self.incident = _Incident(sink.name)
+        self.incident = Incident(f"sink {sink.name}", consequence="events wait in the outbox and are retried",
+                                 logger=log, expected=(SinkError, InspectorError, OSError, TimeoutError))
         self.latencies_ms: deque[float] = deque(maxlen=1000)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -125,7 +103,7 @@ class SinkWorker:
                 try:
                     events = self.reader.read_after(self.cursor, self.batch)
                 except InspectorError as exc:  # the database (StorageUnavailable): wait for it
-                    self.incident.hit("cannot read the outbox", exc)
+                    self.incident.hit(_described("cannot read the outbox", exc), exc)
                     backoff = self._pause(backoff)
                     continue
                 now = time.monotonic()
@@ -135,7 +113,7 @@ class SinkWorker:
                         continue
                 if not events:
                     self.state = "connected"
-                    self.incident.clear(0)
+                    self.incident.clear(" (0 events waiting)")
                     self._save_cursor()
                     if stopping:
                         return
@@ -169,7 +147,7 @@ class SinkWorker:
         try:
             action()
         except Exception as exc:  # any failure of a receiver or library: keep the events, retry
-            self.incident.hit(what, exc)
+            self.incident.hit(_described(what, exc), exc)
             self._close()
             return False
         return True
@@ -198,7 +176,7 @@ class SinkWorker:
         self.cursor = events[-1].id
         self.newest = max(self.newest, self.cursor)
         self.delivered += len(chosen)
-        self.incident.clear(self.backlog)
+        self.incident.clear(f" ({self.backlog} event(s) waiting)")
         if self.on_delivered is not None:
             self.on_delivered(self.name, len(chosen), lat)
 
@@ -214,7 +192,7 @@ class SinkWorker:
                 log.warning("sink %s: cursor not saved at stop (%s); events after %d are sent again at the next "
                             "start", self.name, exc, self.saved_cursor)
             else:
-                self.incident.hit("cannot save the cursor", exc)
+                self.incident.hit(_described("cannot save the cursor", exc), exc)
 
     # ------------------------------------------------------------ status
     def status(self) -> dict:

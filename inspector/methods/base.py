@@ -28,6 +28,9 @@ A method is one module pair, and nothing else in the code names it:
   calibration exports backbone + head as one network whose output is ``HEAD.output_name``;
 - optionally ``for_engine(state, precision) -> State``: the state as the calibrating engine's
   precision asks (PatchCore: the bf16 shortlist search on a bf16 engine). Absent: unchanged.
+- optionally ``check_engine(state, engine) -> None``: raises ``BundleError`` (one line) when the
+  method cannot run on that engine (AnoDDPM: GPU engines only); the daemon calls it when it
+  builds its pipeline.
 - optionally ``USES_DEFECTS = True``: the method trains on labelled defect images as well
   (``supervised``). Calibration then refuses to run without ``--defects DIR`` and passes the
   defect images' features (same engine and preprocessing as the golden ones) to the fit.

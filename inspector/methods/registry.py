@@ -16,11 +16,11 @@ from pydantic import Discriminator, Tag
 from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
 
-from inspector.methods import autoencoder, deep_svdd, ocsvm, padim, patchcore, supervised
+from inspector.methods import anoddpm, autoencoder, deep_svdd, fanogan, ocsvm, padim, patchcore, supervised
 from inspector.methods.base import Method, MethodParams, ScoreMap
 
 # the one list; within a family, the first is the default
-METHODS: tuple[Method, ...] = (patchcore, padim, deep_svdd, ocsvm, autoencoder, supervised)
+METHODS: tuple[Method, ...] = (patchcore, padim, deep_svdd, ocsvm, autoencoder, fanogan, anoddpm, supervised)
 
 BY_NAME: dict[str, Method] = {m.NAME: m for m in METHODS}
 DEFAULT_FAMILY = "memory_bank"

@@ -41,7 +41,7 @@ class ClassifierConfig(MethodConfig):
 
     hidden: int = Field(64, ge=1, le=4096)
     top_k: int = Field(4, ge=1)  # image logit = mean of the k largest patch logits
-    weight: float = Field(1.0, ge=0.0, le=100.0)  # the classifier's share of the combined score
+    weight: float = Field(0.5, ge=0.0, le=100.0)  # the classifier's share of the combined score (docs/BENCHMARKS.md)
     scale_quantile: float = Field(0.999, gt=0.5, lt=1.0)  # golden patch-distance quantile = pc_scale
     training: TrainingConfig = TrainingConfig(epochs=40, batch_size=32, lr=1e-3, patience=8, val_share=0.2)
 

@@ -13,8 +13,12 @@ import yaml
 from tests.conftest import daemon_env, write_png
 from tests.integration.daemon_helpers import Daemon, drop_image, make_workspace, rows, wait_for
 from tests.integration.test_calibration_roundtrip import SCORE_SCRIPT
+from tests.unit._scorer_data import plant_defect
 
 SCORERS = {
+    "fanogan": {"type": "reconstruction", "method": "fanogan",
+                "fanogan": {"latent_dim": 8, "hidden": 64, "disc_hidden": 32, "gan_steps": 500, "encoder_steps": 500,
+                            "batch_size": 256, "n_critic": 3}},
     "supervised": {"type": "supervised", "coreset": {"ratio": 0.05},
                    "classifier": {"hidden": 16, "training": {"epochs": 40, "batch_size": 4, "lr": 0.003,
                                                              "patience": 40}}},
@@ -49,8 +53,9 @@ def test_calibrate_roundtrip_and_daemon(tmp_path, golden_dir, part_images, name)
     if name == "supervised":
         assert any("trained this scorer" in w for w in manifest["warnings"])
 
-    paths = [str(write_png(tmp_path / f"t{i}.png", part_images(d)))
-             for i, d in enumerate([None, "missing_hole", None, "scratch"])]
+    goods = [part_images(), part_images()]  # each with a bright disc planted: a kind no method trained on
+    paths = [str(write_png(tmp_path / f"t{i}.png", im))
+             for i, im in enumerate([goods[0], plant_defect(goods[0]), goods[1], plant_defect(goods[1])])]
 
     def score():
         p = subprocess.run([sys.executable, "-c", SCORE_SCRIPT, str(bundle), *paths], env=daemon_env(),
@@ -66,7 +71,7 @@ def test_calibrate_roundtrip_and_daemon(tmp_path, golden_dir, part_images, name)
     d = Daemon(ws).start()
     try:
         drop_image(ws.inbox, "good.png", part_images())
-        drop_image(ws.inbox, "bad.png", part_images("missing_hole"))
+        drop_image(ws.inbox, "bad.png", plant_defect(part_images()))
         wait_for(lambda: len(rows(ws.db)) == 2, 120, "two rows", d)
         verdicts = {r["origin_name"]: r["verdict"] for r in rows(ws.db)}
         assert verdicts["bad.png"] == "fail", verdicts

@@ -32,8 +32,8 @@ class AnoDdpmConfig(MethodConfig):
 
     width: int = Field(64, ge=8, le=1024)
     diffusion_steps: int = Field(1000, ge=10, le=10_000)  # T
-    t_lambda: int = Field(250, ge=1)  # partial diffusion: noised to this step, then denoised
-    denoise_steps: int = Field(5, ge=1, le=1000)  # DDIM steps from t_lambda back to 0, unrolled in the graph
+    t_lambda: int = Field(100, ge=1)  # partial diffusion: noised to this step, then denoised (docs/BENCHMARKS.md)
+    denoise_steps: int = Field(1, ge=1, le=1000)  # DDIM steps from t_lambda back to 0, unrolled in the graph
     train_steps: int = Field(1500, ge=1)
     batch_size: int = Field(8, ge=1)  # feature maps per step
     lr: float = Field(1e-3, gt=0.0, le=1.0)

@@ -44,13 +44,17 @@ def _identity_adaptor(head: DiscriminatorHead) -> None:
 
 def fit(features: np.ndarray, config: discriminator.Config, seed: int, progress: Progress) -> discriminator.State:
     """features float32 [N, D, h, w] -> the state: the head's description and weights (``head.*``).
-    Patches are subsampled to training.max_patches (seeded)."""
+    Patches are drawn to training.max_patches (seeded; with repeats when there are fewer)."""
     c = config.discriminator
     n, d, h, w = features.shape
     patches = features.transpose(0, 2, 3, 1).reshape(-1, d)
     rng = np.random.default_rng(seed)
-    if c.training.max_patches and len(patches) > c.training.max_patches:
-        patches = patches[np.sort(rng.choice(len(patches), c.training.max_patches, replace=False))]
+    if c.training.max_patches and len(patches) != c.training.max_patches:
+        # exactly max_patches rows, repeated when the golden set has fewer (each repeat gets its
+        # own noise): the number of optimisation steps is then the same for every golden set
+        # size, and the results depend on it (training far longer overfits the noise boundary)
+        many = len(patches) > c.training.max_patches
+        patches = patches[np.sort(rng.choice(len(patches), c.training.max_patches, replace=not many))]
     patches = np.ascontiguousarray(patches, dtype=np.float32)
     mean, std = feature_stats(patches)
     tr, va = split_rows(len(patches), c.training.val_share, seed)

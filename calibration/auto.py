@@ -76,8 +76,8 @@ def _one_tile(settings: Settings) -> Settings:
 
 def candidates(settings: Settings) -> list[Candidate]:
     """The configured setup first, then the other memory-bank method; with ``preprocess.size:
-    auto`` each also with the whole frame in one tile. Trained heads (Deep SVDD, autoencoder)
-    take minutes to fit, so --auto compares them only when they are configured."""
+    auto`` each also with the whole frame in one tile. Trained heads (Deep SVDD, autoencoder,
+    the discriminator) take minutes to fit, so --auto compares them only when they are configured."""
     setups = [settings]
     if settings.preprocess.size == "auto" and settings.preprocess.scale == "auto":
         setups.append(_one_tile(settings))

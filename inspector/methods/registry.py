@@ -3,7 +3,7 @@ manifest's params union (bundle validation), the default method of each family, 
 bundle's fitted state. Calibration finds each method's fitter by the same name
 (calibration/methods/<name>.py).
 
-A config file's ``scorer.type`` is the family (memory_bank, hypersphere, reconstruction) and
+A config file's ``scorer.type`` is the family (memory_bank, hypersphere, reconstruction, discriminative) and
 ``scorer.method`` the method; a file without ``type`` means memory_bank, and a family without
 ``method`` means its first method here.
 """

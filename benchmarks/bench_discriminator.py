@@ -68,6 +68,44 @@ def run(config_data: dict, train: np.ndarray, test: np.ndarray, work_hw, seed: i
     return score_patch_maps(out[:, 0], work_hw, p.smoothing_sigma), fit_s, ms, p.training
 
 
+def engine_time(hidden_dim: int, size: int = 256, runs: int = 50) -> None:
+    """OpenVINO fp32, one thread: ms per 256x256 frame of the feature network alone and with a
+    discriminator head in the same graph (random weights: the time does not depend on them)."""
+    import tempfile
+
+    from calibration.features import network_description
+    from engines.backbones.export import export_onnx
+    from engines.backbones.heads import FeaturesWithHead, build_head
+    from engines.backbones.patch_features import build_patch_feature_net
+    from engines.openvino_engine import import_openvino
+    from inspector.settings import BackboneConfig
+
+    net = build_patch_feature_net(network_description(BackboneConfig()))
+    d = int(net(torch.zeros(1, 3, size, size)).shape[1])
+    head = build_head({"kind": "discriminator", "in_dim": d, "adapt_dim": d, "hidden_dim": hidden_dim})
+    ov = import_openvino()
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    requests = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, module in (("backbone", net), ("backbone + head", FeaturesWithHead(net, head))):
+            onnx = export_onnx(module, Path(tmp) / f"{len(requests)}.onnx", (3, size, size))
+            model = ov.Core().compile_model(str(onnx), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                               "INFERENCE_NUM_THREADS": 1})
+            requests[name] = model.create_infer_request()
+            requests[name].infer({0: x})
+    times = {name: [] for name in requests}
+    for _ in range(runs):  # interleaved, so a burst of load on the shared cores hits both alike
+        for name, req in requests.items():
+            t0 = time.perf_counter()
+            req.infer({0: x})
+            times[name].append(time.perf_counter() - t0)
+    for name, t in times.items():
+        print(f"openvino fp32 1 thread, {name:16s} median {np.median(t) * 1000:.2f} ms  "
+              f"min {min(t) * 1000:.2f} ms per {size}x{size} frame", flush=True)
+    extra = np.array(times["backbone + head"]) - np.array(times["backbone"])
+    print(f"head beyond the backbone: median of the paired differences {np.median(extra) * 1000:.2f} ms", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cache", type=Path, help="an npz made by benchmarks/feature_cache.py")
@@ -75,8 +113,13 @@ def main() -> int:
     ap.add_argument("--no-patchcore", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for scoring the heads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine-time", type=int, metavar="HIDDEN", default=None,
+                    help="only time backbone vs backbone + head (this hidden width) on OpenVINO fp32")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.engine_time:
+        engine_time(a.engine_time)
+        return 0
     z = np.load(a.cache, allow_pickle=False)
     train, test = z["train"].astype(np.float32), z["test"].astype(np.float32)
     labels, masks, has_mask = z["labels"], z["masks"], z["has_mask"]

@@ -36,6 +36,11 @@ def test_family_defaults_to_the_discriminator_and_refuses_unknown_keys():
 
     s = settings_from_dict({"scorer": {"type": "discriminative"}}, base_dir=Path("/"))
     assert s.scorer.method == "discriminator" and s.scorer.discriminator.adapt_dim is None
+    # setting one training field keeps the method's other training defaults (not TrainingConfig's)
+    s = settings_from_dict({"scorer": {"type": "discriminative", "discriminator": {"training": {"epochs": 20}}}},
+                           base_dir=Path("/"))
+    t = s.scorer.discriminator.training
+    assert (t.epochs, t.batch_size, t.max_patches, t.patience) == (20, 2048, 60_000, 3)
     with pytest.raises(ConfigError, match="noise"):
         settings_from_dict({"scorer": {"type": "discriminative", "discriminator": {"noise": 1}}},
                            base_dir=Path("/"))

@@ -43,11 +43,51 @@ def _metrics(sm, labels, masks, has_mask, content_hw) -> dict:
             "escape_at_1pct_frr": round(operating_point(good, bad, threshold_at_frr(good, 0.01))["escape_rate"], 3)}
 
 
-def run(config_data: dict, train: np.ndarray, test: np.ndarray, work_hw, seed: int):
+def synthetic_negatives(dataset: Path, n: int, size: int, seed: int, cover: float = 0.25) -> np.ndarray:
+    """Patch features float32 [Q, D] of image-space synthetic defects (calibration/synthetic_defects.py,
+    every kind in turn, 16-32 px at the work image) pasted into the first ``n`` train/good images:
+    the patches whose cell the defect's mask covers by at least ``cover``. Torch backbone (its
+    features match the cache's OpenVINO fp32 ones to ~1e-6), ``size``x``size`` input."""
+    import cv2
+
+    from calibration.features import network_description
+    from calibration.golden import read_golden
+    from calibration.synthetic_defects import KINDS, DefectSynthesizer
+    from engines.backbones.patch_features import build_patch_feature_net
+    from inspector.preprocess import Preprocessor, PreprocessSpec
+    from inspector.settings import BackboneConfig
+
+    images = read_golden(dataset / "train" / "good", max_pixels=10**8).images[:n]
+    syn = DefectSynthesizer(images, seed=seed)
+    pre = Preprocessor(PreprocessSpec(size, size, None))
+    net = build_patch_feature_net(network_description(BackboneConfig()))
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in range(0, len(images), 8):
+        xs, masks = [], []
+        for i in range(s, min(s + 8, len(images))):
+            h, w = images[i].shape[:2]
+            frame_px = int(round(rng.integers(16, 33) * min(h, w) / size))
+            d = syn.make(i, KINDS[i % len(KINDS)], min(frame_px, min(h, w) // 2))
+            xs.append(pre.prepare(d.image)[0])
+            masks.append(cv2.resize(d.mask.astype(np.float32), (size // 8, size // 8), interpolation=cv2.INTER_AREA))
+        with torch.no_grad():
+            f = net(torch.from_numpy(np.stack(xs))).numpy()
+        m = np.stack(masks)
+        out.append(f.transpose(0, 2, 3, 1)[m >= cover])
+    return np.concatenate(out).astype(np.float32)
+
+
+def run(config_data: dict, train: np.ndarray, test: np.ndarray, work_hw, seed: int, negatives=None):
     """(ScoreMap of the test set, fit seconds, head ms per frame or None, TrainingSummary or None)."""
     config = settings_from_dict({"scorer": config_data}, base_dir=Path("/")).scorer
     t0 = time.perf_counter()
-    state = fitter(config.method)(train, config, seed, NoProgress())
+    if negatives is not None:
+        from calibration.methods.discriminator import fit_with_negatives
+
+        state = fit_with_negatives(train, config, seed, NoProgress(), negatives)
+    else:
+        state = fitter(config.method)(train, config, seed, NoProgress())
     fit_s = time.perf_counter() - t0
     method = method_of(config.method)
     if method.HEAD is None:
@@ -113,6 +153,9 @@ def main() -> int:
     ap.add_argument("--no-patchcore", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for scoring the heads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--synthetic", type=Path, metavar="DATASET", default=None,
+                    help="also train on image-space synthetic defects pasted into DATASET's train/good images")
+    ap.add_argument("--synthetic-images", type=int, default=200)
     ap.add_argument("--engine-time", type=int, metavar="HIDDEN", default=None,
                     help="only time backbone vs backbone + head (this hidden width) on OpenVINO fp32")
     a = ap.parse_args()
@@ -129,8 +172,15 @@ def main() -> int:
     for v in a.variant or ["{}"]:
         runs.append((f"discriminator {v}", {"type": "discriminative", "method": "discriminator",
                                             "discriminator": json.loads(v)}))
+    negatives = None
+    if a.synthetic is not None:
+        t0 = time.perf_counter()
+        negatives = synthetic_negatives(a.synthetic, a.synthetic_images, work_hw[0], a.seed)
+        print(f"synthetic defects: {len(negatives)} defect patches from {a.synthetic_images} images "
+              f"in {time.perf_counter() - t0:.1f}s", flush=True)
     for name, data in runs:
-        sm, fit_s, ms, training = run(data, train, test, work_hw, a.seed)
+        sm, fit_s, ms, training = run(data, train, test, work_hw, a.seed,
+                                      negatives if name.startswith("discriminator") else None)
         m = _metrics(sm, labels, masks, has_mask, content_hw)
         head = f"  head {ms:.2f} ms/frame" if ms is not None else ""
         if training is not None:

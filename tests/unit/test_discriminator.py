@@ -194,8 +194,10 @@ def test_known_anomalous_patches_are_learnt_as_such():
 
     def gap(state):
         params, arrays = state.params.model_dump(mode="json"), state.arrays()
-        as_map = lambda p: p.T.reshape(1, 16, len(p), 1)  # noqa: E731
-        return float(head_scores(params, arrays, as_map(probe)).mean() - head_scores(params, arrays, as_map(normal)).mean())
+        def mean_logit(p):  # patches [P, 16] as one [1, 16, P, 1] map
+            return float(head_scores(params, arrays, np.ascontiguousarray(p.T.reshape(1, 16, len(p), 1))).mean())
+
+        return mean_logit(probe) - mean_logit(normal)
 
     with_neg = gap(fit_with_negatives(golden, config, 0, NoProgress(), negatives))
     without = gap(fit(golden, config, 0, NoProgress()))

@@ -119,7 +119,11 @@ def region_density(regions, *, size: tuple[int, int]) -> tuple[np.ndarray, int]:
     return acc, n
 
 
-def write_density_png(store, flt: HistoryFilter, out_png: Path, outline: Optional[Path]) -> int:
+def density_picture(store, flt: HistoryFilter, outline: Optional[Path] = None,
+                    size: tuple[int, int] = (512, 512)) -> tuple[np.ndarray, int]:
+    """Where the fail regions of ``flt``'s period were: a BGR picture (blurred box density in
+    colour, over ``outline`` when given) and how many regions were drawn. Used by --heatmap and
+    by the console's yield page."""
     import cv2  # commands may use OpenCV; storage never does
     import numpy as np
 
@@ -134,7 +138,7 @@ def write_density_png(store, flt: HistoryFilter, out_png: Path, outline: Optiona
     if base is not None:
         h, w = base.shape[:2]
     else:
-        w, h = 512, 512
+        w, h = size
     acc, n = region_density(iter_regions(store, fail_flt), size=(w, h))
     if acc.max() > 0:
         acc = cv2.GaussianBlur(acc, (0, 0), sigmaX=max(1.0, w / 200))
@@ -145,6 +149,13 @@ def write_density_png(store, flt: HistoryFilter, out_png: Path, outline: Optiona
     if base is not None:
         alpha = (norm.astype(np.float32) / 255.0 * 0.7)[..., None]
         colour = (base * (1 - alpha) + colour * alpha).astype(np.uint8)
+    return colour, n
+
+
+def write_density_png(store, flt: HistoryFilter, out_png: Path, outline: Optional[Path]) -> int:
+    import cv2
+
+    colour, n = density_picture(store, flt, outline)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(out_png.name + ".tmp.png")
     if not cv2.imwrite(str(tmp), colour):

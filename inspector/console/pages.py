@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
@@ -136,10 +137,40 @@ def _yield_filter(request: Request) -> tuple[HistoryFilter, dict[str, str]]:
     return flt, given
 
 
-def yield_page(request: Request):
+_YIELD_CACHE: dict[tuple, tuple[float, dict]] = {}
+YIELD_CACHE_S = 30.0  # a yield page is an aggregate: the same query within this is served again
+
+
+def _yield_context(c: Console, flt: HistoryFilter, given: dict[str, str], by: str) -> dict:
+    """Counts only (no percentiles): the yield per bucket from index range counts, the fails per
+    source from queries.source_counts, the review summary on the same totals."""
     from inspector.storage.charts import bar_chart, line_chart
     from inspector.storage.stats import TOTAL_KEY, compute_stats
 
+    key = (id(c), tuple(sorted(given.items())), by)  # as asked: "24h" is the same page for 30 s
+    hit = _YIELD_CACHE.get(key)
+    if hit is not None and time.monotonic() - hit[0] < YIELD_CACHE_S:
+        return hit[1]
+    time_rows = compute_stats(c.reader, by, flt, shifts=c.shifts, tz=c.tz or timezone.utc, percentiles=False)
+    buckets = [r for r in time_rows if r.key != TOTAL_KEY]
+    total = time_rows[-1]
+    src_rows = queries.source_counts(c.reader, flt)
+    lows = [r.yield_pct for r in buckets if r.yield_pct is not None]
+    yield_svg = line_chart([r.key for r in buckets], [r.yield_pct for r in buckets], title=f"yield % per {by}",
+                           y_min=min(lows + [90.0]) // 1, width=760)
+    fail_svg = bar_chart([r.key for r in src_rows], [r.failed for r in src_rows], title="fails per source",
+                         width=760)
+    ctx = {"total": total, "buckets": buckets, "src_rows": src_rows,
+           # built by inspector.storage.charts, which escapes every label itself
+           "yield_svg": Markup(yield_svg), "fail_svg": Markup(fail_svg),
+           "reviews": review_summary(c.reader, flt, verdict_counts=(total.passed, total.failed))}
+    if len(_YIELD_CACHE) > 64:
+        _YIELD_CACHE.clear()
+    _YIELD_CACHE[key] = (time.monotonic(), ctx)
+    return ctx
+
+
+def yield_page(request: Request):
     c: Console = request.app.state.console
     by = request.query_params.get("by", "hour")
     bys = ("hour", "day") + (("shift",) if c.shifts else ())
@@ -149,20 +180,8 @@ def yield_page(request: Request):
         flt, given = _yield_filter(request)
     except InspectorError as exc:
         return message(request, str(exc), 400)
-    tz = c.tz or timezone.utc
-    time_rows = compute_stats(c.reader, by, flt, shifts=c.shifts, tz=tz)
-    buckets = [r for r in time_rows if r.key != TOTAL_KEY]
-    src_rows = [r for r in compute_stats(c.reader, "source", flt) if r.key != TOTAL_KEY]
-    lows = [r.yield_pct for r in buckets if r.yield_pct is not None]
-    yield_svg = line_chart([r.key for r in buckets], [r.yield_pct for r in buckets], title=f"yield % per {by}",
-                           y_min=min(lows + [90.0]) // 1, width=760)
-    fail_svg = bar_chart([r.key for r in src_rows], [r.failed for r in src_rows], title="fails per source",
-                         width=760)
-    # the charts are built by inspector.storage.charts, which escapes every label itself
-    return render(request, "yield.html", by=by, bys=bys, given=given, total=time_rows[-1], buckets=buckets,
-                  src_rows=src_rows, yield_svg=Markup(yield_svg), fail_svg=Markup(fail_svg),
-                  reviews=review_summary(c.reader, flt), density_link=f"/yield/density.png?{urlencode(given)}",
-                  sources=queries.sources(c.reader))
+    return render(request, "yield.html", by=by, bys=bys, given=given, **_yield_context(c, flt, given, by),
+                  density_link=f"/yield/density.png?{urlencode(given)}", sources=queries.sources(c.reader))
 
 
 def density_png(request: Request):

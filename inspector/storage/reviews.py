@@ -127,12 +127,17 @@ class ReviewSummary:
                 "false_reject_pct_of_inspected": self.false_reject_pct_of_inspected}
 
 
-def review_summary(store: ResultStore, flt: HistoryFilter = HistoryFilter()) -> ReviewSummary:
-    """Pass/fail counts of the inspections ``flt`` matches and their newest reviews by kind."""
+def review_summary(store: ResultStore, flt: HistoryFilter = HistoryFilter(), *,
+                   verdict_counts: Optional[tuple[int, int]] = None) -> ReviewSummary:
+    """Pass/fail counts of the inspections ``flt`` matches and their newest reviews by kind.
+    ``verdict_counts`` = (passed, failed) when the caller has them already (stats' TOTAL row)."""
     with translate_errors("summing up reviews", store.url), store.engine.connect() as conn:
-        verdicts = dict(conn.execute(flt.apply(select(Inspection.verdict, func.count()))
-                                     .where(Inspection.verdict.in_(("pass", "fail")))
-                                     .group_by(Inspection.verdict)).all())
+        if verdict_counts is not None:
+            verdicts = {"pass": verdict_counts[0], "fail": verdict_counts[1]}
+        else:
+            verdicts = dict(conn.execute(flt.apply(select(Inspection.verdict, func.count()))
+                                         .where(Inspection.verdict.in_(("pass", "fail")))
+                                         .group_by(Inspection.verdict)).all())
         kinds = dict(conn.execute(flt.apply(select(Review.kind, func.count())
                                             .join(Inspection, Inspection.id == Review.inspection_id))
                                   .where(Review.id.in_(_newest_ids())).group_by(Review.kind)).all())

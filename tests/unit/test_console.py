@@ -255,3 +255,21 @@ def test_listen_defaults_to_loopback():
     from inspector.console.config import DEFAULT_LISTEN
 
     assert DEFAULT_LISTEN.startswith("127.0.0.1:")
+
+
+def test_yield_counts_without_percentiles_match_stats(store, filled):
+    from inspector.console.queries import source_counts
+    from inspector.storage.queries import HistoryFilter
+    from inspector.storage.stats import compute_stats
+
+    def counts(rows):
+        return [(r.key, r.total, r.passed, r.failed, r.errors, r.yield_pct) for r in rows]
+
+    for by in ("hour", "source"):
+        full = compute_stats(store, by, HistoryFilter())
+        fast = compute_stats(store, by, HistoryFilter(), percentiles=False)
+        assert counts(fast) == counts(full) and all(r.p50 is None for r in fast)
+    by_source = [r for r in compute_stats(store, "source", HistoryFilter()) if r.key != "TOTAL"]
+    assert counts(source_counts(store, HistoryFilter())) == counts(by_source)
+    flt = HistoryFilter(since=T0 + minutes(15), source="cam1")
+    assert counts(source_counts(store, flt)) == [("cam1", 3, 1, 1, 1, 50.0)]

@@ -157,9 +157,9 @@ def _yield_context(c: Console, flt: HistoryFilter, given: dict[str, str], by: st
     src_rows = queries.source_counts(c.reader, flt)
     lows = [r.yield_pct for r in buckets if r.yield_pct is not None]
     yield_svg = line_chart([r.key for r in buckets], [r.yield_pct for r in buckets], title=f"yield % per {by}",
-                           y_min=min(lows + [90.0]) // 1, width=760)
+                           y_min=min(lows + [90.0]) // 1, width=440)
     fail_svg = bar_chart([r.key for r in src_rows], [r.failed for r in src_rows], title="fails per source",
-                         width=760)
+                         width=440)
     ctx = {"total": total, "buckets": buckets, "src_rows": src_rows,
            # built by inspector.storage.charts, which escapes every label itself
            "yield_svg": Markup(yield_svg), "fail_svg": Markup(fail_svg),

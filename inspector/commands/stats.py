@@ -97,6 +97,27 @@ def write_rows(rows: Sequence[StatsRow], fmt: str, out: IO[str]) -> None:
         out.write("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))) + "\n")
 
 
+def review_line(summary) -> Optional[str]:
+    """One line on the operators' reviews of the period (console), or None when there are none."""
+    if not (summary.confirmed_defects or summary.false_rejects or summary.missed_defects):
+        return None
+
+    def pct(v):
+        return "-" if v is None else f"{v:.2f}%"
+
+    return (f"reviews: {summary.confirmed_defects} confirmed defects, {summary.false_rejects} false rejects, "
+            f"{summary.missed_defects} missed defects; confirmed yield {pct(summary.confirmed_yield_pct)}, "
+            f"false rejects {pct(summary.false_reject_pct_of_reviewed)} of reviewed fails")
+
+
+def write_review_line(store, flt: HistoryFilter, total: StatsRow, out: IO[str]) -> None:
+    from inspector.storage.reviews import review_summary
+
+    line = review_line(review_summary(store, flt, verdict_counts=(total.passed, total.failed)))
+    if line:
+        out.write(line + "\n")
+
+
 def region_density(regions, *, size: tuple[int, int]) -> tuple[np.ndarray, int]:
     """Accumulate region boxes, normalised by each frame's size, on a float32 [h, w] canvas
     (``size`` = (w, h)). Regions of frames without a recorded size are skipped; returns the
@@ -175,6 +196,8 @@ def run(args: argparse.Namespace, out: Optional[IO[str]] = None) -> int:
     try:
         rows = compute_stats(store, args.by, flt, shifts=shifts_from_settings(settings), tz=tz)
         write_rows(rows, args.format, out)
+        if args.format == "table":
+            write_review_line(store, flt, rows[-1], out)
         if args.heatmap is not None:
             n = write_density_png(store, flt, args.heatmap, args.outline)
             print(f"wrote {args.heatmap} ({n} fail regions)", file=sys.stderr)

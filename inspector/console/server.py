@@ -47,7 +47,9 @@ def _uvicorn_server(app, listen: str):
 
     host, port = parse_listen(listen or DEFAULT_LISTEN, allow_port_zero=True)
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                         proxy_headers=False, server_header=False)
+                         proxy_headers=False, server_header=False,
+                         # open event streams end with the server instead of holding a shutdown
+                         timeout_graceful_shutdown=1)
     return uvicorn.Server(cfg)
 
 

@@ -160,7 +160,12 @@ def test_live_page_review_and_refusals_against_a_running_daemon(tmp_path, bundle
         WebDriverWait(browser, 10).until(lambda d: d.execute_script(
             "var i = document.getElementById('density'); return i.complete && i.naturalWidth > 0"))
         shot(browser, "yield")
+        # an open event stream does not hold the daemon's shutdown
+        browser.get(base + "/")
+        time.sleep(1.0)
+        t = time.monotonic()
         assert daemon.terminate() == 0
+        assert time.monotonic() - t < 20
     finally:
         daemon.stop()
 

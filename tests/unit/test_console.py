@@ -273,3 +273,21 @@ def test_yield_counts_without_percentiles_match_stats(store, filled):
     assert counts(source_counts(store, HistoryFilter())) == counts(by_source)
     flt = HistoryFilter(since=T0 + minutes(15), source="cam1")
     assert counts(source_counts(store, flt)) == [("cam1", 3, 1, 1, 1, 50.0)]
+
+
+def test_stats_command_prints_the_review_summary(db_url, store, filled):
+    from inspector.commands import stats
+    from inspector.storage.reviews import record_review
+    from tests.db_fixtures import run_command
+
+    rc, text = run_command(stats, ["--db", db_url, "--by", "source"])
+    assert rc == 0 and "reviews:" not in text
+    record_review(store, filled[2], "false_reject", reviewer="ann")
+    record_review(store, filled[6], "confirmed_defect", reviewer="ann")
+    record_review(store, filled[0], "missed_defect", reviewer="ann")
+    rc, text = run_command(stats, ["--db", db_url, "--by", "source"])
+    # 4 pass, 3 fail; good = 4 + 1 false reject - 1 escape = 4 of 7
+    assert ("reviews: 1 confirmed defects, 1 false rejects, 1 missed defects; confirmed yield 57.14%, "
+            "false rejects 50.00% of reviewed fails") in text
+    with pytest.raises(Exception, match="judges a pass"):
+        record_review(store, filled[2], "missed_defect", reviewer="ann")

@@ -16,7 +16,6 @@ from typing import Any, Optional
 from urllib.parse import parse_qs
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -222,8 +221,12 @@ async def login(request: Request):
         return message(request, "refused: the form was not sent from this console", 403)
     form = await read_form(request)
     name, password = form.get("name", ""), form.get("password", "")
+    keys = (f"name:{name}", f"addr:{request.client.host if request.client else '?'}")
+    if c.auth.throttle.blocked(*keys):
+        return message(request, "too many failed sign-ins; wait a quarter of an hour", 429)
     ok = await run_in_threadpool(c.auth.check_login, name, password)
     if not ok:
+        c.auth.throttle.failed(*keys)
         return render(request, "login.html", status_code=401, next=_safe_next(form.get("next")), failed=True)
     resp = RedirectResponse(_safe_next(form.get("next")), status_code=303)
     resp.set_cookie(SESSION_COOKIE, c.auth.session_cookie(name), httponly=True, samesite="strict",
@@ -232,6 +235,11 @@ async def login(request: Request):
 
 
 async def logout(request: Request):
+    c: Console = request.app.state.console
+    user = current_user(request)
+    form = await read_form(request)
+    if user is not None and not c.auth.csrf_ok(user, request.cookies.get(SESSION_COOKIE), form.get("csrf")):
+        return message(request, "refused: missing or wrong form token", 403)
     resp = RedirectResponse("/", status_code=303)
     resp.delete_cookie(SESSION_COOKIE)
     return resp
@@ -287,5 +295,4 @@ def create_app(console: Console) -> Starlette:
     return app
 
 
-__all__ = ["Console", "create_app", "render", "current_user", "read_form", "same_origin", "message", "health",
-           "Markup"]
+__all__ = ["Console", "create_app", "render", "current_user", "read_form", "same_origin", "message", "health"]

@@ -84,6 +84,35 @@ def load_secret(path: Optional[Path]) -> bytes:
     return data
 
 
+class LoginThrottle:
+    """At most ``limit`` failed sign-ins per name and per client address within ``window_s``;
+    beyond that, sign-ins from there are refused until the window has passed (password guessing
+    against the console gets a handful of tries per quarter hour)."""
+
+    def __init__(self, limit: int = 5, window_s: float = 900.0):
+        self.limit, self.window_s = limit, window_s
+        self._fails: dict[str, list[float]] = {}
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        times = [t for t in self._fails.get(key, ()) if now - t < self.window_s]
+        if times:
+            self._fails[key] = times
+        else:
+            self._fails.pop(key, None)
+        return times
+
+    def blocked(self, *keys: str, now: Optional[float] = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return any(len(self._recent(k, now)) >= self.limit for k in keys)
+
+    def failed(self, *keys: str, now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        if len(self._fails) > 10_000:  # bounded memory whatever is thrown at it
+            self._fails.clear()
+        for k in keys:
+            self._fails.setdefault(k, []).append(now)
+
+
 class Auth:
     """Logins and tokens for one console process."""
 
@@ -93,6 +122,7 @@ class Auth:
         self._users = {u.name: u.password_hash for u in config.users}
         # a hash to check against for unknown names, so they take as long as known ones
         self._dummy = hash_password("x", salt=b"\0" * 16)
+        self.throttle = LoginThrottle()
 
     @property
     def enabled(self) -> bool:

@@ -291,3 +291,31 @@ def test_stats_command_prints_the_review_summary(db_url, store, filled):
             "false rejects 50.00% of reviewed fails") in text
     with pytest.raises(Exception, match="judges a pass"):
         record_review(store, filled[2], "missed_defect", reviewer="ann")
+
+
+def test_sign_ins_are_throttled_and_sign_out_needs_the_token(db_url, filled, folders):
+    with client_for(db_url, folders) as c:
+        for _ in range(5):
+            assert login(c, password="guess").status_code == 401
+        # the right password too, until the window has passed
+        assert login(c).status_code == 429
+    with client_for(db_url, folders) as c:
+        assert login(c).status_code == 303
+        assert c.post("/logout", follow_redirects=False).status_code == 403
+        token = csrf_of(c.get("/").text)
+        assert c.post("/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
+
+
+def test_console_section_of_the_config(tmp_path):
+    from inspector.errors import ConfigError
+    from inspector.settings import settings_from_dict
+
+    s = settings_from_dict({"console": {"listen": ":8400", "secret_file": "console.key",
+                                        "users": [{"name": "ann", "password_hash": hash_password("pw-123456")}]}},
+                           base_dir=tmp_path)
+    assert s.console.listen == "127.0.0.1:8400" and s.console.secret_file == tmp_path / "console.key"
+    assert s.console.login_configured and not settings_from_dict({}, base_dir=tmp_path).console.login_configured
+    with pytest.raises(ConfigError, match="console"):
+        settings_from_dict({"console": {"listen": "127.0.0.1:99999"}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="console"):
+        settings_from_dict({"console": {"lisen": ":8400"}}, base_dir=tmp_path)

@@ -7,6 +7,8 @@
    requests (wall time at the client: the whole response body read).
 
     python benchmarks/bench_console.py [--rows 1000000] [--db /tmp/bench-console.db] [--reuse] [--json out.json]
+    python benchmarks/bench_console.py --postgres   # the same rows copied into a throwaway PostgreSQL
+                                                    # (tests/db_fixtures.PostgresServer: initdb + pg_ctl)
 """
 from __future__ import annotations
 
@@ -40,6 +42,32 @@ def add_reviews(db: Path, n: int = 1000, seed: int = 1) -> None:
     con.commit()
     con.execute("ANALYZE")
     con.close()
+
+
+def copy_to_postgres(db: Path, url: str) -> float:
+    """The SQLite file's rows, table by table, into a fresh PostgreSQL database (COPY), then
+    VACUUM ANALYZE (index-only scans need the visibility map)."""
+    import psycopg
+
+    from inspector.storage import ResultStore
+
+    s = ResultStore(url)
+    s.ensure_schema()
+    s.close()
+    t0 = time.perf_counter()
+    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in ("model_bundles", "inspections", "defect_regions", "reviews"):
+            cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+            with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
+                for row in src.execute(f"SELECT {', '.join(cols)} FROM {table}"):
+                    cp.write_row(row)
+        for table in ("inspections", "defect_regions", "reviews"):
+            conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))")
+        conn.execute("VACUUM ANALYZE")
+    src.close()
+    return time.perf_counter() - t0
 
 
 def free_port() -> int:
@@ -90,14 +118,32 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true", help="use the --db left by an earlier run")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--postgres", action="store_true", help="serve the rows from a throwaway PostgreSQL server")
     args = ap.parse_args()
     if not (args.reuse and args.db.exists()):
         print(f"filling {args.db} with {args.rows} rows ...", flush=True)
         print(f"  {fill(args.db, args.rows):.1f} s", flush=True)
         add_reviews(args.db)
+    pg = None
+    db_arg = str(args.db)
+    if args.postgres:
+        from tests.db_fixtures import PostgresServer, _pg_bindir
+
+        pg = PostgresServer(_pg_bindir())
+        pg.start()
+        db_arg = pg.new_database()
+        print(f"copied into PostgreSQL in {copy_to_postgres(args.db, db_arg):.1f} s", flush=True)
+    try:
+        return serve_and_time(args, db_arg)
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+def serve_and_time(args, db_arg: str) -> int:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-m", "inspector", "serve", "--db", str(args.db),
+    server = subprocess.Popen([sys.executable, "-m", "inspector", "serve", "--db", db_arg,
                                "--listen", f"127.0.0.1:{port}", "--status-file", "/nonexistent/status.json"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -129,7 +175,8 @@ def main() -> int:
         server.terminate()
         server.wait(10)
     if args.json:
-        args.json.write_text(json.dumps({"rows": args.rows, "load_avg": os.getloadavg()[0], "pages": results},
+        args.json.write_text(json.dumps({"rows": args.rows, "database": "postgresql" if args.postgres else "sqlite",
+                                         "load_avg": os.getloadavg()[0], "pages": results},
                                         indent=2))
     return 0
 

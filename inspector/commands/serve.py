@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -56,10 +57,22 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_config(args)
     config = settings.console if settings is not None else ConsoleConfig()
-    status = Path(args.status_file) if args.status_file else status_file_path(settings)
+    try:
+        # "8321" and ":8321" mean loopback, as in the config
+        listen = ConsoleConfig(listen=args.listen).listen if args.listen else (config.listen or DEFAULT_LISTEN)
+    except ValueError as exc:
+        raise InspectorError(f"--listen {args.listen!r}: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") \
+            from None
+    # the daemon's status file: named, or where the daemon of this config writes it; with a bare
+    # --db there is no daemon to speak of (no banner) unless systemd's $STATE_DIRECTORY says where
+    if args.status_file:
+        status = Path(args.status_file)
+    elif settings is not None or os.environ.get("STATE_DIRECTORY"):
+        status = status_file_path(settings)
+    else:
+        status = None
     console = build_console(resolve_db_url(args, settings), config, settings=settings, status_path=status,
                             media_roots=args.media)
-    listen = args.listen or config.listen or DEFAULT_LISTEN
     log.info("console on http://%s/ (%s)", listen,
              "reviews need a login" if config.login_configured else "read-only: no login configured")
     serve_forever(create_app(console), listen)

@@ -102,6 +102,8 @@ def pages(db: Path) -> list[tuple[str, str]]:
         ("history, fails of one source, middle", f"/history?verdict=fail&source=cam1&after={cursor}"),
         ("history, score >= 0.95", "/history?min_score=0.95"),
         ("history, region >= 500 px", "/history?region_area_min=500"),
+        ("history, reviewed as false reject", "/history?review=false_reject"),
+        ("history, not reviewed, fails", "/history?review=unreviewed&verdict=fail"),
         ("detail (fail, regions, neighbours, reviews)", f"/inspection/{fail_mid}"),
         # {k}: each request another period, so the console's 30 s cache of yield pages never answers
         ("yield, one day by hour", "/yield?since=2024-01-{k:02d}T00:00&until=2024-01-{k1:02d}T00:00"),

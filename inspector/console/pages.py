@@ -19,10 +19,10 @@ from inspector.console.app import Console, current_user, message, read_form, ren
 from inspector.console.auth import SESSION_COOKIE
 from inspector.errors import InspectorError
 from inspector.storage.fields import HISTORY_COLUMNS, VERDICTS
-from inspector.storage.queries import HistoryFilter, get_inspection, iter_history, parse_when
+from inspector.storage.queries import HistoryFilter, get_inspection, parse_when
 from inspector.storage.reviews import latest_reviews, record_review, review_summary, reviews_of
 
-FILTER_FIELDS = ("since", "until", "verdict", "source", "bundle", "min_score", "region_area_min")
+FILTER_FIELDS = ("since", "until", "verdict", "source", "bundle", "min_score", "region_area_min", "review")
 PAGE_SIZE = 50
 
 
@@ -39,6 +39,8 @@ def filter_from_query(params) -> tuple[HistoryFilter, dict[str, str]]:
         except ValueError:
             raise InspectorError(f"{key} {given[key]!r} is not a number") from None
 
+    if given.get("review") not in (None,) + queries.REVIEW_FILTERS:
+        raise InspectorError(f"review must be one of {', '.join(queries.REVIEW_FILTERS)}")
     verdict = given.get("verdict")
     if verdict is not None and verdict not in VERDICTS:
         raise InspectorError(f"verdict must be one of {', '.join(VERDICTS)}")
@@ -57,7 +59,7 @@ def history(request: Request):
         return message(request, str(exc), 400)
     after = queries.Cursor.decode(request.query_params.get("after"))
     before = None if after else queries.Cursor.decode(request.query_params.get("before"))
-    result = queries.page(c.reader, flt, after=after, before=before, size=PAGE_SIZE)
+    result = queries.page(c.reader, flt, after=after, before=before, size=PAGE_SIZE, review=given.get("review"))
     reviews = latest_reviews(c.reader, [r["id"] for r in result["rows"]])
     qs = urlencode(given)
 
@@ -65,7 +67,7 @@ def history(request: Request):
         return f"/history?{urlencode({**given, key: cur.encode()})}" if cur else None
 
     return render(request, "history.html", rows=result["rows"], reviews=reviews, given=given, verdicts=VERDICTS,
-                  sources=queries.sources(c.reader), older=link("after", result["older"]),
+                  review_filters=queries.REVIEW_FILTERS, sources=queries.sources(c.reader), older=link("after", result["older"]),
                   newer=link("before", result["newer"]), csv_link=f"/history.csv?{qs}" if qs else "/history.csv")
 
 
@@ -75,7 +77,7 @@ def history_csv(request: Request):
 
     c: Console = request.app.state.console
     try:
-        flt, _ = filter_from_query(request.query_params)
+        flt, given = filter_from_query(request.query_params)
     except InspectorError as exc:
         return Response(str(exc), status_code=400, media_type="text/plain")
 
@@ -83,7 +85,7 @@ def history_csv(request: Request):
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(HISTORY_COLUMNS)
-        for i, r in enumerate(iter_history(c.reader, flt), 1):
+        for i, r in enumerate(queries.iter_rows(c.reader, flt, given.get("review")), 1):
             w.writerow([csv_cell(r[k]) for k in HISTORY_COLUMNS])
             if i % 2000 == 0:
                 yield buf.getvalue()

@@ -34,6 +34,15 @@ def max_id(store: ResultStore) -> int:
         return int(conn.execute(select(func.max(Inspection.id))).scalar() or 0)
 
 
+def iter_rows(store: ResultStore, flt: HistoryFilter, review: Optional[str] = None, chunk: int = 2000):
+    """Every matching row, newest first, streamed (the CSV export)."""
+    stmt = history_rows_select(flt, review)
+    with translate_errors("listing inspections", store.url), store.engine.connect() as conn:
+        for part in conn.execution_options(yield_per=chunk).execute(stmt).partitions():
+            for row in part:
+                yield dict(zip(HISTORY_COLUMNS, row))
+
+
 def regions_of(store: ResultStore, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
     if not ids:
@@ -93,13 +102,39 @@ def _after(stmt, cur: Cursor, older: bool):
     return stmt.where(Inspection.captured_at >= cur.at, or_(Inspection.captured_at > cur.at, Inspection.id > cur.id))
 
 
+REVIEW_FILTERS = ("reviewed", "unreviewed", "confirmed_defect", "false_reject", "missed_defect")
+
+
+def review_condition(review: Optional[str]):
+    """A WHERE condition on inspections for the history page's review filter (None: any row).
+    A kind matches the newest review of an inspection; the reviewed ids are few, so SQLite looks
+    them up by primary key and sorts them, instead of walking the table."""
+    from inspector.storage.models import Review
+
+    if not review:
+        return None
+    if review == "unreviewed":
+        return ~select(Review.id).where(Review.inspection_id == Inspection.id).exists()
+    newest = select(func.max(Review.id)).group_by(Review.inspection_id)
+    ids = select(Review.inspection_id).where(Review.id.in_(newest))
+    if review != "reviewed":
+        ids = ids.where(Review.kind == review)
+    return Inspection.id.in_(ids)
+
+
+def history_rows_select(flt: HistoryFilter, review: Optional[str] = None, **kw):
+    stmt = history_select(flt, **kw)
+    cond = review_condition(review)
+    return stmt if cond is None else stmt.where(cond)
+
+
 def page(store: ResultStore, flt: HistoryFilter, *, after: Optional[Cursor] = None,
-         before: Optional[Cursor] = None, size: int = 50) -> dict[str, Any]:
+         before: Optional[Cursor] = None, size: int = 50, review: Optional[str] = None) -> dict[str, Any]:
     """One page, newest first. ``after``: the rows older than that cursor (next page);
     ``before``: the rows newer than it (previous page). Returns rows, and cursors for the
     older and newer pages when there are such rows."""
     newer_first = before is None
-    stmt = history_select(flt, oldest_first=not newer_first)
+    stmt = history_rows_select(flt, review, oldest_first=not newer_first)
     if after is not None:
         stmt = _after(stmt, after, older=True)
     elif before is not None:

@@ -319,3 +319,25 @@ def test_console_section_of_the_config(tmp_path):
         settings_from_dict({"console": {"listen": "127.0.0.1:99999"}}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match="console"):
         settings_from_dict({"console": {"lisen": ":8400"}}, base_dir=tmp_path)
+
+
+def test_history_review_filter_and_csv(db_url, store, filled, folders):
+    from inspector.storage.reviews import record_review
+
+    record_review(store, filled[2], "confirmed_defect", reviewer="ann")
+    record_review(store, filled[2], "false_reject", reviewer="bob")  # newest: a false reject now
+    record_review(store, filled[6], "confirmed_defect", reviewer="ann")
+    record_review(store, filled[0], "missed_defect", reviewer="ann")
+    with client_for(db_url, folders) as c:
+        def ids(review):
+            return [int(i) for i in re.findall(r'<tr class="\w+" data-id="(\d+)"',
+                                               c.get("/history", params={"review": review}).text)]
+
+        assert ids("false_reject") == [filled[2]]
+        assert ids("confirmed_defect") == [filled[6]]
+        assert ids("reviewed") == [filled[6], filled[2], filled[0]]
+        assert sorted(ids("unreviewed")) == sorted(set(filled) - {filled[0], filled[2], filled[6]})
+        assert c.get("/history", params={"review": "maybe"}).status_code == 400
+        csv_text = c.get("/history.csv", params={"review": "reviewed"}).text
+        assert [ln.split(",")[0] for ln in csv_text.strip().splitlines()[1:]] == [str(filled[6]), str(filled[2]),
+                                                                                 str(filled[0])]

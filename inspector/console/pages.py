@@ -35,9 +35,12 @@ def filter_from_query(params) -> tuple[HistoryFilter, dict[str, str]]:
         if key not in given:
             return None
         try:
-            return kind(given[key])
+            value = kind(given[key])
         except ValueError:
             raise InspectorError(f"{key} {given[key]!r} is not a number") from None
+        if not -1e15 < value < 1e15:  # beyond what a database integer holds; nan is refused too
+            raise InspectorError(f"{key} {given[key]!r} is out of range")
+        return value
 
     if given.get("review") not in (None,) + queries.REVIEW_FILTERS:
         raise InspectorError(f"review must be one of {', '.join(queries.REVIEW_FILTERS)}")
@@ -67,8 +70,9 @@ def history(request: Request):
         return f"/history?{urlencode({**given, key: cur.encode()})}" if cur else None
 
     return render(request, "history.html", rows=result["rows"], reviews=reviews, given=given, verdicts=VERDICTS,
-                  review_filters=queries.REVIEW_FILTERS, sources=queries.sources(c.reader), older=link("after", result["older"]),
-                  newer=link("before", result["newer"]), csv_link=f"/history.csv?{qs}" if qs else "/history.csv")
+                  review_filters=queries.REVIEW_FILTERS, sources=queries.sources(c.reader),
+                  older=link("after", result["older"]), newer=link("before", result["newer"]),
+                  csv_link=f"/history.csv?{qs}" if qs else "/history.csv")
 
 
 def history_csv(request: Request):

@@ -193,8 +193,5 @@ def source_counts(store: ResultStore, flt: HistoryFilter) -> list[Any]:
     return out
 
 
-def with_verdict(flt: HistoryFilter, verdict: Optional[str]) -> HistoryFilter:
-    return replace(flt, verdict=verdict)
-
-
-__all__ = ["sources", "max_id", "latest_per_source", "Cursor", "page", "neighbours", "regions_of", "with_verdict", "source_counts"]
+__all__ = ["sources", "max_id", "latest_per_source", "Cursor", "page", "neighbours", "regions_of",
+           "source_counts", "REVIEW_FILTERS", "review_condition", "iter_rows"]

@@ -123,7 +123,7 @@ def main() -> int:
                                title="Line 1+2 inspection")
         console = build_console(url, config, media_roots=[root / "done", root / "heatmaps"],
                                 status_path=root / "status.json")
-        server = ConsoleThread(create_app(console), f"127.0.0.1:{port}")
+        server = ConsoleThread(create_app(console, f"127.0.0.1:{port}"), f"127.0.0.1:{port}")
         server.start()
         time.sleep(1.5)
         os.environ.setdefault("SE_OFFLINE", "true")

@@ -112,7 +112,8 @@ def _start_console(settings, status_path):
     from inspector.console.server import ConsoleThread, build_console
 
     console = ConsoleThread(create_app(build_console(settings.database.url, settings.console, settings=settings,
-                                                     status_path=status_path)), settings.console.listen)
+                                                     status_path=status_path), settings.console.listen),
+                            settings.console.listen)
     console.start()
     log.info("console on http://%s/", settings.console.listen)
     return console

@@ -75,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
                             media_roots=args.media)
     log.info("console on http://%s/ (%s)", listen,
              "reviews need a login" if config.login_configured else "read-only: no login configured")
-    serve_forever(create_app(console), listen)
+    serve_forever(create_app(console, listen), listen)
     return 0

@@ -247,13 +247,29 @@ async def logout(request: Request):
 
 # ---------------------------------------------------------------- the app
 
+def _host_name(header: str) -> str:
+    """"[::1]:8321" -> "::1", "Console.Local:80" -> "console.local"."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
 class SecurityHeaders:
-    def __init__(self, app):
+    """Refuses requests for another Host (400) and adds the security headers to every answer."""
+
+    def __init__(self, app, hosts: Optional[frozenset] = None):
         self.app = app
+        self.hosts = hosts
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if self.hosts is not None:
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+            if _host_name(host) not in self.hosts:
+                return await Response("invalid host header", status_code=400, media_type="text/plain")(
+                    scope, receive, send)
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -266,7 +282,8 @@ class SecurityHeaders:
         return await self.app(scope, receive, send_with_headers)
 
 
-def create_app(console: Console) -> Starlette:
+def create_app(console: Console, listen: Optional[str] = None) -> Starlette:
+    """The app; ``listen`` is where it will be served (for the default Host allowlist)."""
     from inspector.console import pages
 
     routes = [
@@ -291,7 +308,7 @@ def create_app(console: Console) -> Starlette:
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.console = console
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, hosts=console.config.host_allowlist(listen))
     return app
 
 

@@ -48,6 +48,9 @@ class ConsoleConfig(BaseModel):
     # how often the live page's event stream looks for new verdicts
     poll_seconds: float = Field(1.0, ge=0.1, le=60.0)
     title: str = Field("Inspection console", max_length=80)
+    # Host header names the console answers to ("*": any). Empty: loopback names when it listens on
+    # loopback (a web page cannot reach it through a DNS name rebound to 127.0.0.1), else any
+    allowed_hosts: tuple[str, ...] = ()
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -56,6 +59,20 @@ class ConsoleConfig(BaseModel):
             return None
         host, port = parse_listen(str(v))
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def host_allowlist(self, listen: Optional[str]) -> Optional[frozenset[str]]:
+        """The Host names to answer, lower case and without port; None: any."""
+        import ipaddress
+
+        if self.allowed_hosts:
+            names = frozenset(h.strip().lower().strip("[]") for h in self.allowed_hosts)
+            return None if "*" in names else names
+        host, _ = parse_listen(listen or self.listen or DEFAULT_LISTEN)
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        return frozenset({"127.0.0.1", "localhost", "::1", host.lower()}) if loopback else None
 
     @property
     def login_configured(self) -> bool:

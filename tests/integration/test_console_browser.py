@@ -183,7 +183,8 @@ def test_html_in_a_source_name_renders_as_text(tmp_path, browser):
         store.record(make_verdict(kind="fail", source=XSS, name=XSS, regions=((1, 1, 4, 4, 16, 0.9),)),
                      frame_key="x", heatmap_path=None)
     port = free_port()
-    server = ConsoleThread(create_app(build_console(url, ConsoleConfig(), media_roots=[tmp_path / "none"])),
+    server = ConsoleThread(create_app(build_console(url, ConsoleConfig(), media_roots=[tmp_path / "none"]),
+                                      f"127.0.0.1:{port}"),
                            f"127.0.0.1:{port}")
     server.start()
     try:

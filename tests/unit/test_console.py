@@ -52,7 +52,7 @@ def client_for(db_url, folders, *, users=True, **cfg) -> TestClient:
     config = ConsoleConfig(users=[{"name": "ann", "password_hash": hash_password(PASSWORD)}] if users else [],
                            **cfg)
     console = build_console(db_url, config, media_roots=list(folders.values()))
-    return TestClient(create_app(console), base_url="http://console.test")
+    return TestClient(create_app(console), base_url="http://localhost")
 
 
 def login(client: TestClient, name="ann", password=PASSWORD):
@@ -218,14 +218,14 @@ def test_banner_when_the_daemon_is_stalled_or_a_source_is_down(db_url, store, fo
     status.write_text(json.dumps({"pid": os.getpid(), "stalled": "no commit for 90 s while 3 frames wait",
                                   "streams": {"line2": {"state": "reconnecting"}, "cam1": {"state": "watching"}}}))
     console = build_console(db_url, ConsoleConfig(), media_roots=list(folders.values()), status_path=status)
-    with TestClient(create_app(console)) as c:
+    with TestClient(create_app(console), base_url="http://127.0.0.1:8321") as c:
         html = c.get("/").text
     banners = re.findall(r'<p class="banner">([^<]*)</p>', html)
     assert any("stalled" in b for b in banners) and any("line2 is down" in b for b in banners)
     assert not any("cam1" in b for b in banners)
     status.unlink()
     console = build_console(db_url, ConsoleConfig(), media_roots=list(folders.values()), status_path=status)
-    with TestClient(create_app(console)) as c:
+    with TestClient(create_app(console), base_url="http://127.0.0.1:8321") as c:
         assert "daemon: no status file" in c.get("/").text
 
 
@@ -340,3 +340,21 @@ def test_history_review_filter_and_csv(db_url, store, filled, folders):
         csv_text = c.get("/history.csv", params={"review": "reviewed"}).text
         assert [ln.split(",")[0] for ln in csv_text.strip().splitlines()[1:]] == [str(filled[6]), str(filled[2]),
                                                                                  str(filled[0])]
+
+
+def test_only_its_own_host_names_are_answered(db_url, store, folders):
+    """A page on a DNS name rebound to 127.0.0.1 reaches the port, but not the console."""
+    store.record(make_verdict(), frame_key="a", heatmap_path=None)
+    console = build_console(db_url, ConsoleConfig(), media_roots=list(folders.values()))
+    with TestClient(create_app(console, "127.0.0.1:8321"), base_url="http://127.0.0.1:8321") as c:
+        assert c.get("/").status_code == 200
+        assert c.get("/", headers={"Host": "localhost:8321"}).status_code == 200
+        assert c.get("/", headers={"Host": "[::1]:8321"}).status_code == 200
+        r = c.get("/", headers={"Host": "evil.example:8321"})
+        assert r.status_code == 400
+    on_lan = ConsoleConfig(allowed_hosts=["inspect.plant.local"])
+    with TestClient(create_app(build_console(db_url, on_lan, media_roots=[]), "0.0.0.0:8321"),
+                    base_url="http://inspect.plant.local") as c:
+        assert c.get("/").status_code == 200
+        assert c.get("/", headers={"Host": "10.0.0.5"}).status_code == 400
+    assert ConsoleConfig().host_allowlist("0.0.0.0:8321") is None  # exposed on purpose: any name

@@ -358,3 +358,15 @@ def test_only_its_own_host_names_are_answered(db_url, store, folders):
         assert c.get("/").status_code == 200
         assert c.get("/", headers={"Host": "10.0.0.5"}).status_code == 400
     assert ConsoleConfig().host_allowlist("0.0.0.0:8321") is None  # exposed on purpose: any name
+
+
+def test_report_states_the_reviews(db_url, store, filled, tmp_path):
+    from inspector.commands import report
+    from inspector.storage.reviews import record_review
+    from tests.db_fixtures import run_command
+
+    record_review(store, filled[2], "false_reject", reviewer="ann")
+    out = tmp_path / "r.html"
+    rc, _ = run_command(report, ["--db", db_url, "--since", "2024-05-01", "--until", "2024-05-02", "--out", str(out)])
+    html = out.read_text()
+    assert rc == 0 and '<p id="reviews">Reviews: 0 confirmed defects, 1 false rejects, 0 missed defects' in html

@@ -2,16 +2,18 @@
 
     python benchmarks/bench_global_context.py /work/featcache/magnetic_256.npz [more caches...]
 
-Fits PatchCore once per cache (all train images, seed 0), then the global branch for each grid set,
-and prints image AUROC, pixel AUROC (at the work image, padding off, every 2nd pixel) and the
-escape rate at 1% false rejects among the test's good images, for PatchCore and each
-(grids, weight, map_weight) variant; per defect kind for the best ones with --kinds. The sweep
-combines the branches' outputs as inspector/methods/global_context.py's score does; the default
-config's row is checked against that score itself.
+Fits PatchCore once per cache (all train images, seed 0), then the global branch for each single
+grid (a region's Gaussian does not depend on the other grids, so grid sets combine exactly), and
+prints image AUROC, pixel AUROC (at the work image, padding off, every 2nd pixel) and the escape
+rate at 1% false rejects among the test's good images, for PatchCore and each (image grids, map
+grids, weight, map_weight) variant; image AUROC per defect kind with --kinds. The sweep combines
+the branches' outputs as inspector/methods/global_context.py's score does; the default config's
+row (the first variant) is checked against that score itself.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -27,9 +29,12 @@ from inspector.methods import global_context as gc  # noqa: E402
 from inspector.methods import patchcore  # noqa: E402
 from inspector.methods.base import upsample_and_smooth  # noqa: E402
 
-GRIDS = ([1], [1, 2], [1, 2, 4], [2, 4], [4])
-WEIGHTS = (0.5, 1.0, 2.0)
-MAP_WEIGHTS = (0.0, 0.5, 1.0)
+SINGLE_GRIDS = (1, 2, 4, 8)  # each grid's regions are fitted on their own, so grid sets combine exactly
+# (image grids, map grids, weight, map_weight); the first is the default config
+VARIANTS = (([1, 2, 4], [4], 1.0, 0.5), ([1, 2, 4], [4], 2.0, 0.5), ([1, 2, 4], [4], 0.5, 0.5),
+            ([1, 2, 4], [4], 1.0, 1.0), ([1, 2, 4], [4], 1.0, 0.0), ([1, 2, 4], [2, 4], 1.0, 0.5),
+            ([1, 2, 4], [4, 8], 1.0, 0.5), ([1, 2, 4, 8], [4, 8], 1.0, 0.5), ([1], [1], 1.0, 0.5),
+            ([1, 2], [2], 1.0, 0.5), ([4], [4], 1.0, 0.5))
 
 
 class Cache:
@@ -80,25 +85,28 @@ def run(path: Path, kinds: bool) -> None:
     print(row("patchcore", metrics(c, pc.image_scores, pc.patch_maps, sigma), kinds))
     local_z = (pc.patch_maps - stats[0]) / stats[1]
     image_local = (pc.image_scores - stats[0]) / stats[1]
-    for grids in GRIDS:
-        g = config.global_context.model_copy(update={"grids": grids})
+    parts, z = {}, {}
+    for g in SINGLE_GRIDS:
         t1 = time.perf_counter()
-        state = gc_fit.assemble(local, stats, gc_fit.fit_global(c.train, g, 0), config.model_copy(
-            update={"global_context": g}), c.train.shape)
-        z = gc.region_z(state, c.test)
-        t_fit = time.perf_counter() - t1
-        rmap = gc.region_map(z, state.params.grid_hw, grids)
-        print(row(f"global only {grids} (fit {t_fit:.1f} s)", metrics(c, z.max(1), rmap, sigma), kinds))
-        for w in WEIGHTS:
-            for mw in MAP_WEIGHTS:
-                image = image_local + w * z.max(1)
-                maps = local_z + mw * rmap
-                print(row(f"gc {grids} w={w} map_w={mw}", metrics(c, image, maps, sigma), kinds))
-        if grids == config.global_context.grids:  # the sweep's arithmetic is the method's score
+        parts[g] = gc_fit.fit_global(c.train, config.global_context.model_copy(update={"grids": [g], "map_grids": [g]}), 0)
+        state = gc_fit.assemble(local, stats, parts[g], config, c.train.shape)
+        z[g] = gc.region_z(dataclasses.replace(state, params=state.params.model_copy(
+            update={"grids": [g], "map_grids": [g]})), c.test)
+        print(f"  grid {g}: fit {time.perf_counter() - t1:.1f} s")
+    for grids, map_grids, w, mw in VARIANTS:
+        zz = np.concatenate([z[g] for g in grids], axis=1)
+        rmap = gc.region_map(zz, local_z, grids, map_grids)
+        image, maps = image_local + w * zz.max(1), local_z + mw * rmap
+        print(row(f"gc img{grids} map{map_grids} w={w} mw={mw}", metrics(c, image, maps, sigma), kinds))
+        if (grids, map_grids, w, mw) == VARIANTS[0]:  # the sweep's arithmetic is the method's score
+            glob = tuple(np.concatenate([parts[g][k] for g in grids]) for k in range(3))
+            state = gc_fit.assemble(local, stats, glob, config, c.train.shape)
             sm = gc.score(state, {"features": c.test}, c.work_hw)
-            w, mw = config.global_context.weight, config.global_context.map_weight
-            np.testing.assert_allclose(sm.image_scores, image_local + w * z.max(1), rtol=1e-4, atol=1e-4)
-            np.testing.assert_allclose(sm.patch_maps, local_z + mw * rmap, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(sm.image_scores, image, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(sm.patch_maps, maps, rtol=1e-4, atol=1e-4)
+    for g in (1, 4):
+        print(row(f"global only grid {g}", metrics(c, z[g].max(1), gc.region_map(z[g], 0 * local_z, [g], [g]),
+                                                    sigma), kinds))
     sys.stdout.flush()
 
 

@@ -96,7 +96,7 @@ def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: g
     n, d, h, w = features_shape
     g = config.global_context
     params = gc.Params(local=local.params, smoothing_sigma=config.smoothing_sigma, grid_hw=[int(h), int(w)],
-                       grids=list(g.grids), weight=g.weight, map_weight=g.map_weight, local_mean=stats[0],
+                       grids=list(g.grids), map_grids=list(g.map_grids), weight=g.weight, map_weight=g.map_weight, local_mean=stats[0],
                        local_std=stats[1], feature_dim=int(d), images_seen=int(n))
     return gc.State(params, local, *glob)
 

@@ -12,8 +12,9 @@ frame, and the cells of each grid in ``grids`` (2: 2x2, 4: 4x4) -- and a Gaussia
 out-of-fold distances of the golden images (z). Global score = the largest region z.
 
 Image score = local z (its largest patch) + ``weight`` x global z. Map: each patch cell's local
-z plus ``map_weight`` x the largest positive z of the regions holding it, so a region that is
-wrong as a whole lights up as a whole.
+z plus ``map_weight`` x the z of the ``map_grids`` regions holding it that the region's local
+evidence does not explain (``region_map``), so a region that is wrong as a whole lights up as a
+whole while a scratch stays a scratch.
 
 Arrays: PatchCore's under the prefix ``gc_`` (``gc_memory_bank``, ``gc_bank_knn_index``);
 ``gc_region_mean`` float32 [R, F], ``gc_region_precision`` float32 [R, F, F] (inverse shrunk
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal, Mapping
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from typing_extensions import Annotated
 
 from inspector.methods import patchcore
@@ -45,8 +46,17 @@ Weight = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
 class GlobalConfig(MethodConfig):
     # region grids: 1 = the whole frame, 2 = 2x2 cells, 4 = 4x4 cells (docs/BENCHMARKS.md, issue 13)
     grids: list[Grid] = Field([1, 2, 4], min_length=1, max_length=4)
+    # the grids whose regions' z go into the map (a subset of grids): coarse regions add their z
+    # to every cell of a large region, which outranks a small defect's cells in another image
+    map_grids: list[Grid] = Field([4], max_length=4)
     weight: float = Field(1.0, ge=0.0, le=100.0)  # image score = local z + weight x global z
-    map_weight: float = Field(1.0, ge=0.0, le=100.0)  # map cell += map_weight x its regions' z (> 0)
+    map_weight: float = Field(0.5, ge=0.0, le=100.0)  # map cell += map_weight x its regions' unexplained z
+
+    @model_validator(mode="after")
+    def _map_grids_are_grids(self) -> "GlobalConfig":
+        if not set(self.map_grids) <= set(self.grids):
+            raise ValueError(f"map_grids {self.map_grids} must be among grids {self.grids}")
+        return self
     folds: int = Field(5, ge=2, le=20)  # out-of-fold golden distances standardise the regions' z
     # golden images scored without their own bank entries to standardise the local branch
     local_images: int = Field(100, ge=2)
@@ -77,6 +87,7 @@ class Params(MethodParams):
     feature_name: str = "features"
     grid_hw: list[Annotated[int, Field(ge=1)]] = Field(min_length=2, max_length=2)  # the patch grid h, w
     grids: list[Grid] = Field(min_length=1, max_length=4)
+    map_grids: list[Grid] = Field(max_length=4)
     weight: Weight
     map_weight: Weight
     local_mean: float
@@ -165,11 +176,22 @@ def region_z(state: State, feats: np.ndarray) -> np.ndarray:
     return ((d - state.region_z[:, 0]) / state.region_z[:, 1]).astype(np.float32)
 
 
-def region_map(z: np.ndarray, grid_hw, grids) -> np.ndarray:
-    """z [N, R] -> [N, h, w]: at each cell the largest positive z of the regions holding it."""
-    out = np.zeros((len(z), *grid_hw), np.float32)
-    for r, (y0, y1, x0, x1) in enumerate(regions(grid_hw, grids)):
-        np.maximum(out[:, y0:y1, x0:x1], z[:, r, None, None], out=out[:, y0:y1, x0:x1])
+def region_map(z: np.ndarray, local_z: np.ndarray, grids, map_grids) -> np.ndarray:
+    """z [N, R] (the regions of ``grids``), local_z [N, h, w] -> [N, h, w]: at each cell the
+    largest z of the ``map_grids`` regions holding it that their local evidence does not explain,
+    ``max(0, z - max(0, the region's largest local z))``: a region wrong as a whole with no
+    anomalous patch gets its z; a region whose z comes from one anomalous patch (a scratch) gets
+    little, so the patch stays sharp instead of lighting its whole region."""
+    out = np.zeros(local_z.shape, np.float32)
+    r = 0
+    for g in grids:
+        boxes = regions(local_z.shape[1:], [g])
+        if g in map_grids:
+            for k, (y0, y1, x0, x1) in enumerate(boxes):
+                cell = local_z[:, y0:y1, x0:x1]
+                unexplained = z[:, r + k] - np.maximum(cell.reshape(len(cell), -1).max(axis=1), 0.0)
+                np.maximum(out[:, y0:y1, x0:x1], unexplained[:, None, None], out=out[:, y0:y1, x0:x1])
+        r += len(boxes)
     return out
 
 
@@ -181,5 +203,5 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     image_local = (local.image_scores - np.float32(p.local_mean)) / np.float32(p.local_std)
     z = region_z(state, feats)
     image = image_local + np.float32(p.weight) * z.max(axis=1)
-    maps = local_z + np.float32(p.map_weight) * region_map(z, p.grid_hw, p.grids)
+    maps = local_z + np.float32(p.map_weight) * region_map(z, local_z, p.grids, p.map_grids)
     return score_patch_maps(maps, input_hw, p.smoothing_sigma, image.astype(np.float32))

@@ -15,7 +15,7 @@ from tests.conftest import small_settings
 def test_default_candidates_are_the_configured_method_then_the_other_memory_banks():
     names = [c.settings.scorer.method for c in candidates(small_settings())]
     assert names == ["patchcore", "padim", "global_context"]
-    configured = candidates(small_settings(scorer={"method": "global_context", "global_context": {"grids": [2]}}))
+    configured = candidates(small_settings(scorer={"method": "global_context", "global_context": {"grids": [2], "map_grids": [2]}}))
     assert [c.settings.scorer.method for c in configured] == ["global_context", "patchcore", "padim"]
     assert configured[1].settings.scorer.coreset == configured[0].settings.scorer.coreset
     heads = candidates(small_settings(scorer={"type": "hypersphere", "method": "ocsvm"}))

@@ -19,7 +19,7 @@ def test_calibrate_cli_then_pipeline_in_a_fresh_process(tmp_path, golden_dir, pa
     cfg.write_text(yaml.safe_dump({
         "preprocess": {"size": [TEST_SIZE, TEST_SIZE]}, "calibration": {"holdout": 0.25, "min_images": 4},
         "scorer": {"type": "memory_bank", "method": "global_context", "coreset": {"ratio": 0.05},
-                   "global_context": {"grids": [1, 2]}}}))
+                   "global_context": {"grids": [1, 2], "map_grids": [2]}}}))
     bundle = tmp_path / "bundle"
     p = subprocess.run([sys.executable, "-m", "inspector.cli", "calibrate", "--golden", str(golden_dir), "--out",
                         str(bundle), "--config", str(cfg), "--quiet"], capture_output=True, text=True, timeout=600,

@@ -45,7 +45,7 @@ def test_batch_scores_equal_one_by_one():
 
 
 def test_stored_params_and_arrays_score_the_same_and_bad_arrays_are_refused():
-    config = _settings(grids=[1, 2], weight=0.5).scorer
+    config = _settings(grids=[1, 2], map_grids=[2], weight=0.5).scorer
     params, arrays = fit_params_arrays(config, data()[0])
     assert params["local"]["method"] == "patchcore" and params["grids"] == [1, 2]
     test = data()[1]
@@ -100,9 +100,26 @@ def test_an_arrangement_change_is_missed_by_patchcore_and_caught_by_global_conte
 
 
 def test_config_switches_between_memory_bank_methods_keep_what_they_share():
-    s = _settings(grids=[2])
+    s = _settings(grids=[2], map_grids=[2])
     pc = config_for(s.scorer, "patchcore")
     assert pc.method == "patchcore" and pc.coreset.ratio == 0.05
     back = config_for(pc, "global_context")
     assert back.coreset.ratio == 0.05 and back.global_context.grids == [1, 2, 4]
     assert config_for(s.scorer, "padim").method == "padim"
+
+
+def test_map_grids_must_be_among_the_grids():
+    from inspector.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"map_grids \[4\] must be among grids \[1, 2\]"):
+        _settings(grids=[1, 2])
+
+
+def test_the_map_gets_the_region_z_its_patches_do_not_explain():
+    local = np.full((1, 4, 4), -5.0, np.float32)
+    local[0, 0, 0] = 6.0  # one anomalous patch in the top-left 2x2 region
+    z = np.array([[9.0, 8.0, 8.0, -1.0]], np.float32)  # the 2x2 regions, row-major
+    m = gc.region_map(z, local, [2], [2])
+    assert m[0, 0, 0] == m[0, 1, 1] == pytest.approx(3.0)  # 9 - 6: the patch explains most of it
+    assert m[0, 0, 3] == m[0, 3, 0] == pytest.approx(8.0)  # nothing local: the whole z
+    assert m[0, 3, 3] == 0.0  # a normal region adds nothing

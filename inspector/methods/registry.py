@@ -16,11 +16,11 @@ from pydantic import Discriminator, Tag
 from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
 
-from inspector.methods import autoencoder, deep_svdd, ocsvm, padim, patchcore
+from inspector.methods import autoencoder, deep_svdd, global_context, ocsvm, padim, patchcore
 from inspector.methods.base import Method, MethodParams, ScoreMap
 
 # the one list; within a family, the first is the default
-METHODS: tuple[Method, ...] = (patchcore, padim, deep_svdd, ocsvm, autoencoder)
+METHODS: tuple[Method, ...] = (patchcore, padim, global_context, deep_svdd, ocsvm, autoencoder)
 
 BY_NAME: dict[str, Method] = {m.NAME: m for m in METHODS}
 DEFAULT_FAMILY = "memory_bank"

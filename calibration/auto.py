@@ -76,9 +76,9 @@ def _one_tile(settings: Settings) -> Settings:
 
 def candidates(settings: Settings) -> list[Candidate]:
     """The configured setup first, then the other memory-bank methods (PatchCore, PaDiM, global
-    context, in the registry's order); with ``preprocess.size:
-    auto`` each also with the whole frame in one tile. Trained heads (Deep SVDD, autoencoder)
-    take minutes to fit, so --auto compares them only when they are configured."""
+    context, in the registry's order); with ``preprocess.size: auto`` each also with the whole frame
+    in one tile. Trained heads (Deep SVDD, autoencoder, the discriminator) take minutes to fit, so
+    --auto compares them only when they are configured."""
     setups = [settings]
     if settings.preprocess.size == "auto" and settings.preprocess.scale == "auto":
         setups.append(_one_tile(settings))

@@ -8,6 +8,8 @@ mean/std (fixed buffers, not trained), and return one anomaly value per patch, f
   output = squared distance of the projection to the centre c.
 - ``autoencoder``: a small convolutional autoencoder; output = the mean over channels of the
   squared reconstruction error (so "L2 over channels", divided by D).
+- ``flow``: a small normalizing flow (engines/backbones/flow.py); output = each position's
+  negative log-likelihood per channel.
 
 A head is described by JSON (kind, dims) and its weights live in the bundle's arrays.npz under
 the prefix ``head.`` (names as in the torch state_dict), so the torch engine rebuilds it from
@@ -98,7 +100,12 @@ def build_head(head: dict) -> nn.Module:
         return SvddHead(int(head["in_dim"]), tuple(int(v) for v in head["hidden_dims"]), int(head["out_dim"]))
     if kind == "autoencoder":
         return FeatureAutoencoder(int(head["in_dim"]), tuple(int(v) for v in head["widths"]), int(head["bottleneck"]))
-    raise ValueError(f"unknown head kind {kind!r}; known: svdd, autoencoder")
+    if kind == "flow":
+        from engines.backbones.flow import FeatureFlow  # imports this module's Standardise
+
+        return FeatureFlow(int(head["in_dim"]), int(head["channels"]), int(head["blocks"]), int(head["hidden"]),
+                           float(head["clamp"]))
+    raise ValueError(f"unknown head kind {kind!r}; known: svdd, autoencoder, flow")
 
 
 def head_arrays(module: nn.Module) -> dict[str, np.ndarray]:

@@ -4,8 +4,10 @@ Reads a feature cache (benchmarks/feature_cache.py: the features exactly as cali
 them), fits PatchCore and flow variants on ``train``, scores ``test`` and prints image AUROC,
 pixel AUROC (maps at the work image, content only, every 2nd pixel) and the escape rate at 1%
 false rejects on the test good images, with the fit time and the head's torch CPU time per
-frame (one thread, fp32; the flow runs inside the engine graph, so this is its cost beyond the
-backbone). Run:
+frame (the head alone exported to ONNX, one thread, fp32, on OpenVINO, onnxruntime and torch: the
+flow runs inside the engine graph, so this is its cost beyond the backbone). Per-frame costs are
+process CPU time (a frame's cost on an idle core; wall time on a shared 2-core box mostly measures
+the other processes), wall time beside it. Run:
 
     python benchmarks/bench_flow.py --cache /work/featcache/bottle_256.npz
     python benchmarks/bench_flow.py --cache /work/featcache/bottle_256.npz --variants c64_k8 c32_k8 --epochs 20
@@ -31,7 +33,9 @@ from inspector.settings import Settings  # noqa: E402
 # name -> flow section (channels, blocks, hidden); training from --epochs / defaults
 VARIANTS = {
     "c64_k8": {"channels": 64, "blocks": 8, "hidden": 64},
-    "c32_k8": {"channels": 32, "blocks": 8, "hidden": 64},
+    "c32_k8": {"channels": 32, "blocks": 8, "hidden": 32},
+    "c32_k8_untrained": {"channels": 32, "blocks": 8, "hidden": 32, "untrained": True},
+    "c48_k6": {"channels": 48, "blocks": 6, "hidden": 48},
     "c96_k4": {"channels": 96, "blocks": 4, "hidden": 96},
     "c64_k4": {"channels": 64, "blocks": 4, "hidden": 64},
     "c128_k4": {"channels": 128, "blocks": 4, "hidden": 64},
@@ -57,10 +61,18 @@ def run_patchcore(train: np.ndarray, test: np.ndarray, work_hw) -> tuple[np.ndar
     state = fitter("patchcore")(train, config, 0, NoProgress())
     fit_s = time.perf_counter() - t0
     scorer = Scorer(method_of("patchcore"), state)
-    t0 = time.perf_counter()
+    c0 = time.process_time()
     sm = [scorer.score({"features": test[i:i + 1]}, work_hw) for i in range(len(test))]
-    ms = (time.perf_counter() - t0) / len(test) * 1000
+    ms = (time.process_time() - c0) / len(test) * 1000
     return (np.concatenate([s.image_scores for s in sm]), np.concatenate([s.pixel_maps for s in sm]), fit_s, ms)
+
+
+class _EpochClock(NoProgress):
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        print(f"  epoch done at {time.perf_counter() - self.t0:.0f} s", file=sys.stderr, flush=True)
 
 
 def run_flow(train: np.ndarray, test: np.ndarray, work_hw, variant: dict, epochs: int):
@@ -72,7 +84,7 @@ def run_flow(train: np.ndarray, test: np.ndarray, work_hw, variant: dict, epochs
     if variant.get("untrained"):
         config = method_of("flow").Config.model_validate(
             {"type": "flow", "flow": {**section, "training": {**section["training"], "lr": 1e-12}}})
-    state = fitter("flow")(train, config, 0, NoProgress())
+    state = fitter("flow")(train, config, 0, _EpochClock())
     fit_s = time.perf_counter() - t0
     head = load_head(state.params.head.model_dump(mode="json"), state.arrays())
     torch.set_num_threads(1)
@@ -80,9 +92,43 @@ def run_flow(train: np.ndarray, test: np.ndarray, work_hw, variant: dict, epochs
         head(torch.from_numpy(test[:1]))
         t0 = time.perf_counter()
         out = np.concatenate([head(torch.from_numpy(test[i:i + 1])).numpy() for i in range(len(test))])
-        ms = (time.perf_counter() - t0) / len(test) * 1000
+        torch_ms = (time.perf_counter() - t0) / len(test) * 1000
     sm = score_head_output({"patch_scores": out}, "patch_scores", work_hw, state.params.smoothing_sigma)
-    return sm.image_scores, sm.pixel_maps, fit_s, ms, state.params
+    return sm.image_scores, sm.pixel_maps, fit_s, {"torch": torch_ms, **engine_ms(head, test)}, state.params
+
+
+def engine_ms(head: torch.nn.Module, feats: np.ndarray) -> dict[str, float]:
+    """The head alone exported to ONNX and run on one frame's features, 1 thread: median ms of
+    onnxruntime and OpenVINO (fp32), the engines the line runs it with."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from engines.backbones.export import export_onnx
+    from engines.openvino_engine import import_openvino
+
+    x = np.ascontiguousarray(feats[:1])
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(head, Path(tmp) / "head.onnx", x.shape[1:], "features", ("patch_scores",))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        compiled = import_openvino().Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": 1,
+                                                                            "INFERENCE_PRECISION_HINT": "f32"})
+        for name, run in (("onnxruntime", lambda: sess.run(None, {"features": x})),
+                          ("openvino", lambda: compiled([x]))):
+            run()
+            wall, cpu = [], []
+            for _ in range(30):
+                t0, c0 = time.perf_counter(), time.process_time()
+                run()
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            # CPU time: what the head costs a frame on an idle core (wall time on a shared box is not)
+            out[name] = float(np.median(cpu) * 1000)
+            out[name + "_wall"] = float(np.median(wall) * 1000)
+    return out
 
 
 def main() -> int:
@@ -106,10 +152,13 @@ def main() -> int:
     for name in a.variants:
         s, m, fit_s, ms, params = run_flow(train, test, work_hw, VARIANTS[name], a.epochs)
         t = params.training
-        note = f"epochs {t.epochs_run} (best {t.best_epoch}), var kept {params.explained_variance:.3f}"
+        note = (f"epochs {t.epochs_run} (best {t.best_epoch}), var kept {params.explained_variance:.3f}, "
+                f"CPU ms onnxruntime {ms['onnxruntime']:.1f}, wall ms OpenVINO {ms['openvino_wall']:.1f}, "
+                f"torch {ms['torch']:.1f}")
+        ms = ms["openvino"]
         rows.append((name, metrics(s, m, cache), fit_s, ms, note))
         print(rows[-1], flush=True)
-    print(f"\n| variant | image AUROC | pixel AUROC | escape @1% FRR | fit s | ms/frame beyond backbone | note |")
+    print(f"\n| variant | image AUROC | pixel AUROC | escape @1% FRR | fit s | ms/frame beyond backbone (CPU ms, OpenVINO, 1 thread; PatchCore: its numpy scoring, CPU ms) | note |")
     print("|---|---|---|---|---|---|---|")
     for name, r, fit_s, ms, note in rows:
         print(f"| {name} | {r['image_auroc']:.4f} | {r['pixel_auroc']:.4f} | {r['escape_1pct'] * 100:.1f}% "

@@ -32,10 +32,10 @@ class FlowSection(MethodConfig):
     (conv, ReLU, conv with ``hidden`` channels) alternate 3x3 and 1x1 kernels."""
 
     channels: int = Field(64, ge=2, le=1024)  # capped at the feature dimension D
-    blocks: int = Field(8, ge=1, le=32)
+    blocks: int = Field(4, ge=1, le=32)
     hidden: int = Field(64, ge=1, le=2048)
     clamp: float = Field(2.0, gt=0.0, le=10.0)  # |log-scale| bound of each coupling (tanh soft clamp)
-    training: TrainingConfig = TrainingConfig(epochs=40, batch_size=8, lr=1e-3, weight_decay=1e-5, patience=6)
+    training: TrainingConfig = TrainingConfig(epochs=20, batch_size=8, lr=1e-3, weight_decay=1e-5, patience=5)
 
 
 class Config(MethodConfig):

@@ -152,6 +152,15 @@ def test_config_refuses_bad_values():
     assert small_settings(scorer={"type": "flow"}).scorer.method == "flow"
 
 
+def test_the_shipped_flow_config_validates():
+    from pathlib import Path
+
+    from inspector.settings import load_settings
+
+    s = load_settings(Path(__file__).resolve().parents[2] / "config" / "scorers" / "flow.yaml")
+    assert (s.scorer.type, s.scorer.method, s.scorer.flow.channels, s.scorer.flow.blocks) == ("flow", "flow", 64, 4)
+
+
 # ---------------------------------------------------------------- engines
 @pytest.fixture(scope="module")
 def flow_bundle(tmp_path_factory, golden_dir):

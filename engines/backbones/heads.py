@@ -10,6 +10,8 @@ mean/std (fixed buffers, not trained), and return one anomaly value per patch, f
   squared reconstruction error (so "L2 over channels", divided by D).
 - ``discriminator``: SimpleNet's (Liu et al., CVPR 2023) linear feature adaptor + 2-layer MLP
   discriminator as 1x1 convs; output = the logit that a patch is anomalous.
+- ``flow``: a small normalizing flow (engines/backbones/flow.py); output = each position's
+  negative log-likelihood per channel.
 
 A head is described by JSON (kind, dims) and its weights live in the bundle's arrays.npz under
 the prefix ``head.`` (names as in the torch state_dict), so the torch engine rebuilds it from
@@ -125,7 +127,12 @@ def build_head(head: dict) -> nn.Module:
         return FeatureAutoencoder(int(head["in_dim"]), tuple(int(v) for v in head["widths"]), int(head["bottleneck"]))
     if kind == "discriminator":
         return DiscriminatorHead(int(head["in_dim"]), int(head["adapt_dim"]), int(head["hidden_dim"]))
-    raise ValueError(f"unknown head kind {kind!r}; known: svdd, autoencoder, discriminator")
+    if kind == "flow":
+        from engines.backbones.flow import FeatureFlow  # imports this module's Standardise
+
+        return FeatureFlow(int(head["in_dim"]), int(head["channels"]), int(head["blocks"]), int(head["hidden"]),
+                           float(head["clamp"]))
+    raise ValueError(f"unknown head kind {kind!r}; known: svdd, autoencoder, discriminator, flow")
 
 
 def head_arrays(module: nn.Module) -> dict[str, np.ndarray]:

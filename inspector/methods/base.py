@@ -7,8 +7,8 @@ A method is one module pair, and nothing else in the code names it:
 - ``NAME``: the method's name, e.g. ``"patchcore"`` (equal to ``Config``'s ``method`` literal);
 - ``Config``: a ``MethodConfig`` (pydantic) with ``type: Literal["<family>"] = "<family>"`` and
   ``method: Literal["<name>"] = "<name>"``. ``type`` is the family the config file names
-  (``memory_bank``, ``hypersphere``, ``reconstruction``, ``discriminative``); it is accepted and
-  checked, and a file that omits ``type`` means ``memory_bank``. The family's first method in the registry is
+  (``memory_bank``, ``hypersphere``, ``reconstruction``, ``discriminative``, ``flow``); it is accepted
+  and checked, and a file that omits ``type`` means ``memory_bank``. The family's first method in the registry is
   its default (a file saying only ``type: hypersphere`` gets Deep SVDD);
 - ``Params``: a ``MethodParams`` (pydantic, strict): the JSON half of the fitted state, stored in
   the manifest as ``scorer.params`` and validated there (``method`` is its discriminator);

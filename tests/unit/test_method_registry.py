@@ -38,7 +38,7 @@ def test_every_config_in_the_union_has_a_method_module_and_a_fitter():
 
 def test_families_and_their_defaults():
     assert FAMILIES == {"memory_bank": ("patchcore", "padim", "global_context"), "hypersphere": ("deep_svdd", "ocsvm"),
-                        "reconstruction": ("autoencoder",), "discriminative": ("discriminator",)}
+                        "reconstruction": ("autoencoder",), "discriminative": ("discriminator",), "flow": ("flow",)}
     s = settings_from_dict({}, base_dir=Path("/"))
     assert (s.scorer.type, s.scorer.method) == ("memory_bank", "patchcore")
     s = settings_from_dict({"scorer": {"type": "hypersphere"}}, base_dir=Path("/"))

@@ -13,7 +13,6 @@ row (the first variant) is checked against that score itself.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -71,6 +70,15 @@ def row(name: str, m: dict, kinds: bool) -> str:
     return s
 
 
+def per_frame(score, test: np.ndarray) -> float:
+    times = []
+    for k in range(20):
+        t = time.perf_counter()
+        score({"features": test[k:k + 1]})
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1000)
+
+
 def run(path: Path, kinds: bool) -> None:
     c = Cache(path)
     t0 = time.perf_counter()
@@ -88,10 +96,11 @@ def run(path: Path, kinds: bool) -> None:
     parts, z = {}, {}
     for g in SINGLE_GRIDS:
         t1 = time.perf_counter()
-        parts[g] = gc_fit.fit_global(c.train, config.global_context.model_copy(update={"grids": [g], "map_grids": [g]}), 0)
-        state = gc_fit.assemble(local, stats, parts[g], config, c.train.shape)
-        z[g] = gc.region_z(dataclasses.replace(state, params=state.params.model_copy(
-            update={"grids": [g], "map_grids": [g]})), c.test)
+        one = config.global_context.model_copy(update={"grids": [g], "map_grids": [g]})
+        parts[g] = gc_fit.fit_global(c.train, one, 0)
+        state = gc_fit.assemble(local, stats, parts[g], config.model_copy(update={"global_context": one}),
+                                c.train.shape)
+        z[g] = gc.region_z(state, c.test)
         print(f"  grid {g}: fit {time.perf_counter() - t1:.1f} s")
     for grids, map_grids, w, mw in VARIANTS:
         zz = np.concatenate([z[g] for g in grids], axis=1)
@@ -104,6 +113,9 @@ def run(path: Path, kinds: bool) -> None:
             sm = gc.score(state, {"features": c.test}, c.work_hw)
             np.testing.assert_allclose(sm.image_scores, image, rtol=1e-4, atol=1e-4)
             np.testing.assert_allclose(sm.patch_maps, maps, rtol=1e-4, atol=1e-4)
+            print(f"  scoring one frame (median of 20, image score only): patchcore "
+                  f"{per_frame(lambda f: patchcore.score(local, f, c.work_hw), c.test):.2f} ms, global_context "
+                  f"{per_frame(lambda f: gc.score(state, f, c.work_hw), c.test):.2f} ms")
     for g in (1, 4):
         print(row(f"global only grid {g}", metrics(c, z[g].max(1), gc.region_map(z[g], 0 * local_z, [g], [g]),
                                                     sigma), kinds))

@@ -24,7 +24,7 @@ the feature dim (average, max) and R = the regions of ``grids`` in order, each r
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 import numpy as np
@@ -120,7 +120,7 @@ def pooled(feats: np.ndarray, boxes) -> np.ndarray:
 def mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """x [N, R, F], mean [R, F], precision [R, F, F] -> distances float64 [N, R]."""
     diff = (x - mean[None]).transpose(1, 0, 2)  # [R, N, F]
-    d2 = np.einsum("rnf,rnf->rn", np.matmul(diff, precision.astype(np.float64)), diff)
+    d2 = np.einsum("rnf,rnf->rn", np.matmul(diff, np.asarray(precision, np.float64)), diff)
     return np.sqrt(np.maximum(d2, 0.0)).T
 
 
@@ -131,6 +131,7 @@ class State:
     region_mean: np.ndarray  # float32 [R, F]
     region_precision: np.ndarray  # float32 [R, F, F]
     region_z: np.ndarray  # float32 [R, 2]: golden distance mean, std
+    precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
 
     def __post_init__(self):
         r = len(regions(self.params.grid_hw, self.params.grids))
@@ -143,6 +144,7 @@ class State:
                                f"bank's {self.local.memory_bank.shape[1]}")
         if not (self.region_z[:, 1] > 0).all():
             raise StateInvalid("global_context: 'gc_region_z' has a standard deviation that is not positive")
+        object.__setattr__(self, "precision64", self.region_precision.astype(np.float64))
 
     @classmethod
     def from_bundle(cls, params: Params, arrays: Mapping[str, np.ndarray]) -> "State":
@@ -172,7 +174,7 @@ def region_z(state: State, feats: np.ndarray) -> np.ndarray:
     if (h, w) != (gh, gw):
         raise ValueError(f"global_context bundle has a {gh}x{gw} patch grid, the features are {h}x{w}: the "
                          f"network input size differs from calibration; recalibrate")
-    d = mahalanobis(pooled(feats, regions((h, w), state.params.grids)), state.region_mean, state.region_precision)
+    d = mahalanobis(pooled(feats, regions((h, w), state.params.grids)), state.region_mean, state.precision64)
     return ((d - state.region_z[:, 0]) / state.region_z[:, 1]).astype(np.float32)
 
 

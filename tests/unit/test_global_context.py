@@ -123,3 +123,14 @@ def test_the_map_gets_the_region_z_its_patches_do_not_explain():
     assert m[0, 0, 0] == m[0, 1, 1] == pytest.approx(3.0)  # 9 - 6: the patch explains most of it
     assert m[0, 0, 3] == m[0, 3, 0] == pytest.approx(8.0)  # nothing local: the whole z
     assert m[0, 3, 3] == 0.0  # a normal region adds nothing
+
+
+def test_a_bf16_engine_gets_the_local_branch_searched_as_patchcore_would_be():
+    state = fitted(_settings().scorer, data()[0]).state
+    bf16 = gc.for_engine(state, "bf16")
+    assert bf16.local.searcher.name == "bf16" and bf16.params.local.search == "bf16"
+    assert state.params.local.search == "fp32"  # the fitted state is left as it was
+    test = data()[1]
+    a = Scorer(method_of("global_context"), state).score({"features": test}, (TEST_SIZE, TEST_SIZE))
+    b = Scorer(method_of("global_context"), bf16).score({"features": test}, (TEST_SIZE, TEST_SIZE))
+    np.testing.assert_allclose(a.image_scores, b.image_scores, rtol=1e-3, atol=1e-3)

@@ -10,6 +10,8 @@ Early stopping on a held-out share of the patches (calibration/methods/training.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -26,11 +28,16 @@ def _as_maps(patches: torch.Tensor) -> torch.Tensor:
     return patches.t().reshape(1, patches.shape[1], patches.shape[0], 1)
 
 
-def truncated_l1(head: DiscriminatorHead, patches: torch.Tensor, noise_std: float, margin: float) -> torch.Tensor:
-    """SimpleNet's loss on golden ``patches`` [P, D] and their noisy twins in the adaptor's space."""
+def truncated_l1(head: DiscriminatorHead, patches: torch.Tensor, noise_std: float, margin: float,
+                 negatives: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """SimpleNet's loss on golden ``patches`` [P, D] and their noisy twins in the adaptor's space
+    (plus, for research, ``negatives`` [Q, D]: patches of image-space synthetic defects)."""
     z = head.adapt(_as_maps(patches))
     noisy = z + noise_std * torch.randn_like(z)
-    return torch.relu(margin + head.discriminate(z)).mean() + torch.relu(margin - head.discriminate(noisy)).mean()
+    loss = torch.relu(margin + head.discriminate(z)).mean() + torch.relu(margin - head.discriminate(noisy)).mean()
+    if negatives is not None:
+        loss = loss + torch.relu(margin - head(_as_maps(negatives))).mean()
+    return loss
 
 
 def _identity_adaptor(head: DiscriminatorHead) -> None:
@@ -45,6 +52,14 @@ def _identity_adaptor(head: DiscriminatorHead) -> None:
 def fit(features: np.ndarray, config: discriminator.Config, seed: int, progress: Progress) -> discriminator.State:
     """features float32 [N, D, h, w] -> the state: the head's description and weights (``head.*``).
     Patches are drawn to training.max_patches (seeded; with repeats when there are fewer)."""
+    return fit_with_negatives(features, config, seed, progress)
+
+
+def fit_with_negatives(features: np.ndarray, config: discriminator.Config, seed: int, progress: Progress,
+                       negatives: Optional[np.ndarray] = None) -> discriminator.State:
+    """``fit``, with optional known-anomalous patches float32 [Q, D] (benchmarks/bench_discriminator.py
+    --synthetic: features of image-space synthetic defects); each step also sees as many of them
+    as golden patches, drawn at random."""
     c = config.discriminator
     n, d, h, w = features.shape
     patches = features.transpose(0, 2, 3, 1).reshape(-1, d)
@@ -66,8 +81,14 @@ def fit(features: np.ndarray, config: discriminator.Config, seed: int, progress:
         head.adaptor.requires_grad_(c.train_adaptor)
         head = standardised_head(head, mean, std, dev)
         train_x, val_x = train_val_tensors(patches, tr, va, dev)
-        report = train(head, lambda m, b: truncated_l1(m, b, c.noise_std, c.margin), train_x, val_x, c.training,
-                       seed, progress=progress.update, total=progress.total)
+        neg = None if negatives is None else torch.from_numpy(np.ascontiguousarray(negatives, np.float32)).to(dev)
+
+        def loss_fn(m: DiscriminatorHead, b: torch.Tensor) -> torch.Tensor:
+            drawn = None if neg is None else neg[torch.randint(len(neg), (len(b),), device=dev)]
+            return truncated_l1(m, b, c.noise_std, c.margin, drawn)
+
+        report = train(head, loss_fn, train_x, val_x, c.training, seed, progress=progress.update,
+                       total=progress.total)
     head = head.cpu()
     description = discriminator.DiscriminatorHeadDescription(in_dim=int(d), adapt_dim=adapt_dim,
                                                              hidden_dim=int(c.hidden_dim))

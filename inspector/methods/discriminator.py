@@ -22,6 +22,17 @@ NAME = "discriminator"
 HEAD = EngineHead(kind="discriminator")
 
 
+class DiscriminatorTraining(TrainingConfig):
+    """TrainingConfig with this method's defaults, so a file that sets one field (``epochs: 20``)
+    keeps the others. The step count (epochs x max_patches / batch_size) matters: far more steps
+    overfit the noise boundary (docs/BENCHMARKS.md, issue 13)."""
+
+    epochs: int = Field(12, ge=1, le=10_000)
+    batch_size: int = Field(2048, ge=1)
+    patience: int = Field(3, ge=1)
+    max_patches: Optional[int] = Field(60_000, ge=1000)  # drawn exactly (repeats when fewer); None: all
+
+
 class DiscriminatorSection(MethodConfig):
     """Sizes of the head and how its synthetic anomalies are made."""
 
@@ -33,8 +44,7 @@ class DiscriminatorSection(MethodConfig):
     margin: float = Field(0.5, gt=0.0, le=100.0)  # SimpleNet's truncated-L1 target |logit| >= margin
     # train the adaptor with the discriminator (SimpleNet) or keep it the identity
     train_adaptor: bool = True
-    training: TrainingConfig = TrainingConfig(epochs=12, batch_size=2048, lr=1e-3, patience=3,
-                                              max_patches=60_000)
+    training: DiscriminatorTraining = DiscriminatorTraining()
 
 
 class Config(MethodConfig):

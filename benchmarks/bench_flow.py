@@ -39,7 +39,7 @@ VARIANTS = {
     "c96_k4": {"channels": 96, "blocks": 4, "hidden": 96},
     "c64_k4": {"channels": 64, "blocks": 4, "hidden": 64},
     "c128_k4": {"channels": 128, "blocks": 4, "hidden": 64},
-    "c64_k8_untrained": {"channels": 64, "blocks": 8, "hidden": 64, "untrained": True},
+    "c64_k4_untrained": {"channels": 64, "blocks": 4, "hidden": 64, "untrained": True},
 }
 
 
@@ -80,12 +80,13 @@ def run_flow(train: np.ndarray, test: np.ndarray, work_hw, variant: dict, epochs
     section["training"] = {"epochs": 1 if variant.get("untrained") else epochs, "batch_size": 8, "lr": 1e-3,
                            "patience": 6, "weight_decay": 1e-5}
     config = method_of("flow").Config.model_validate({"type": "flow", "flow": section})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if variant.get("untrained"):
         config = method_of("flow").Config.model_validate(
             {"type": "flow", "flow": {**section, "training": {**section["training"], "lr": 1e-12}}})
     state = fitter("flow")(train, config, 0, _EpochClock())
     fit_s = time.perf_counter() - t0
+    print(f"  fit: {fit_s:.0f} s wall, {time.process_time() - c0:.0f} s CPU", file=sys.stderr, flush=True)
     head = load_head(state.params.head.model_dump(mode="json"), state.arrays())
     torch.set_num_threads(1)
     with torch.no_grad():
@@ -94,7 +95,8 @@ def run_flow(train: np.ndarray, test: np.ndarray, work_hw, variant: dict, epochs
         out = np.concatenate([head(torch.from_numpy(test[i:i + 1])).numpy() for i in range(len(test))])
         torch_ms = (time.perf_counter() - t0) / len(test) * 1000
     sm = score_head_output({"patch_scores": out}, "patch_scores", work_hw, state.params.smoothing_sigma)
-    return sm.image_scores, sm.pixel_maps, fit_s, {"torch": torch_ms, **engine_ms(head, test)}, state.params
+    return sm.image_scores, sm.pixel_maps, fit_s, {"torch": torch_ms, **engine_ms(head, test), **network_ms(state)}, \
+        state.params
 
 
 def engine_ms(head: torch.nn.Module, feats: np.ndarray) -> dict[str, float]:
@@ -131,6 +133,35 @@ def engine_ms(head: torch.nn.Module, feats: np.ndarray) -> dict[str, float]:
     return out
 
 
+def network_ms(state, size: int = 256) -> dict[str, float]:
+    """OpenVINO fp32, 1 thread, one frame of size x size: process CPU ms (median) of the feature
+    network alone and of backbone + the flow head exported as one (what calibrate ships)."""
+    import tempfile
+
+    from calibration.features import export_feature_network, export_head_network, network_description
+    from engines.openvino_engine import import_openvino
+    from inspector.settings import BackboneConfig
+
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    core = import_openvino().Core()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        desc = network_description(BackboneConfig())
+        plain, _ = export_feature_network(desc, (size, size), Path(tmp) / "backbone.onnx")
+        with_head, _ = export_head_network(desc, state, "patch_scores", (size, size), Path(tmp))
+        for name, path in (("backbone", plain), ("backbone+flow", with_head)):
+            compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": 1,
+                                                             "INFERENCE_PRECISION_HINT": "f32"})
+            compiled([x])
+            cpu = []
+            for _ in range(30):
+                c0 = time.process_time()
+                compiled([x])
+                cpu.append(time.process_time() - c0)
+            out[name] = float(np.median(cpu) * 1000)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, required=True)
@@ -154,7 +185,8 @@ def main() -> int:
         t = params.training
         note = (f"epochs {t.epochs_run} (best {t.best_epoch}), var kept {params.explained_variance:.3f}, "
                 f"CPU ms onnxruntime {ms['onnxruntime']:.1f}, wall ms OpenVINO {ms['openvino_wall']:.1f}, "
-                f"torch {ms['torch']:.1f}")
+                f"torch {ms['torch']:.1f}; OpenVINO CPU ms at 256x256: backbone {ms['backbone']:.1f}, "
+                f"backbone+flow {ms['backbone+flow']:.1f}")
         ms = ms["openvino"]
         rows.append((name, metrics(s, m, cache), fit_s, ms, note))
         print(rows[-1], flush=True)

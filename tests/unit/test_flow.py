@@ -201,3 +201,11 @@ def test_engines_run_the_flow_head_alike(flow_bundle):
     # coupling scales keeps relative differences at the 1e-5 level, 1e-3 of the map's range is ample
     for name in ("torch", "openvino"):
         np.testing.assert_allclose(outs[name], ref, rtol=0, atol=1e-3 * float(np.abs(ref).max()), err_msg=name)
+
+
+def test_calibrate_auto_compares_the_flow_only_when_configured():
+    # a flow fit takes minutes (docs/BENCHMARKS.md, issue 13), so --auto does not add it on its own
+    from calibration.auto import candidates
+
+    assert [c.settings.scorer.method for c in candidates(small_settings())] == ["patchcore", "padim"]
+    assert [c.settings.scorer.method for c in candidates(small_settings(scorer={"type": "flow"}))] == ["flow"]

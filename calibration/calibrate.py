@@ -17,6 +17,9 @@
    scored the same way, counted against the image threshold (calibration/detectability.py);
 6. optionally refit on all images; write the bundle (+ report.html).
 
+A method that trains on labelled defects (``USES_DEFECTS``, e.g. ``supervised``) needs --defects:
+their features (same engine and preprocessing) go to its fit beside the golden ones.
+
 Every engine opened here is closed on every path, a failed fit included.
 """
 from __future__ import annotations
@@ -143,11 +146,13 @@ class _HeldOut:
                 "warnings": self.warnings}
 
 
-def _fit(settings: Settings, feats: np.ndarray, precision: str, bar: Bar, desc: str):
-    """The configured method fitted on ``feats``, adapted to the engine's precision."""
+def _fit(settings: Settings, feats: np.ndarray, precision: str, bar: Bar, desc: str,
+         defects: Optional[np.ndarray] = None):
+    """The configured method fitted on ``feats`` (and, for a method that uses them, the labelled
+    defect images' features), adapted to the engine's precision."""
     method = method_of(settings.scorer.method)
     with bar.steps(desc) as progress:
-        state = fit_method(settings.scorer, feats, settings.calibration.seed, progress)
+        state = fit_method(settings.scorer, feats, settings.calibration.seed, progress, defects=defects)
     adapt = getattr(method, "for_engine", None)
     return adapt(state, normalise_precision(precision)) if adapt else state
 
@@ -174,6 +179,10 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         check_out_dir(out_dir, golden_dir, force=force)  # before any work: refused now, not after minutes
     bar, times, cal = Bar(progress), {}, settings.calibration
     method = method_of(settings.scorer.method)
+    uses_defects = getattr(method, "USES_DEFECTS", False)
+    if uses_defects and defects_dir is None:
+        raise InspectorError(f"scorer {method.NAME} trains on labelled defects: pass --defects DIR with a "
+                             f"folder of defect images, or pick an unsupervised scorer")
     with timed(times, "read"):
         golden, originals = load_golden(settings, golden_dir, golden, augment, bar)
 
@@ -200,12 +209,13 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                                                                                          description)))
         with timed(times, "features"), bar(len(golden.images), "extracting features") as pb:
             feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update)
+        defect_feats = heldout.defect_features(engine, pre, defects_dir, settings, bar) if uses_defects else None
 
         # --- fit on part, score the held-out rest through the network the line will run
         fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
         held_images = [golden.images[i] for i in hold_idx]
         with timed(times, "fit_split"):
-            state = _fit(settings, feats[fit_idx], engine.precision, bar, "fitting (held-out split)")
+            state = _fit(settings, feats[fit_idx], engine.precision, bar, "fitting (held-out split)", defect_feats)
         with ExitStack() as head_scope:  # a head network's engine lives until the escape rates are known
             with timed(times, "thresholds"):
                 onnx_held, description_held, output_held = network.with_head(state, method)
@@ -217,6 +227,9 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                 else:
                     outputs = {OUTPUT_NAME: feats[hold_idx]}
                 held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal)
+                if uses_defects:
+                    held.warnings.append(heldout.TRAINED_ON_DEFECTS)
+                    log.warning("%s", heldout.TRAINED_ON_DEFECTS)
             with timed(times, "detectability"):  # escape rates at that threshold
                 detectability = heldout.detectability(
                     heldout.image_scorer(scoring_engine, pre, Scorer(method, state), input_hw), held_images,
@@ -231,7 +244,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
 
         if cal.refit_on_all:
             with timed(times, "fit_all"):
-                state = _fit(settings, feats, engine.precision, bar, "fitting (all golden images)")
+                state = _fit(settings, feats, engine.precision, bar, "fitting (all golden images)", defect_feats)
         with timed(times, "write"):
             if cal.refit_on_all:  # else the held-out step's network is this very one
                 onnx_held, description_held, output_held = network.with_head(state, method)

@@ -9,14 +9,37 @@ from typing import Callable, Optional
 import numpy as np
 
 from calibration.detectability import Detectability, defect_sizes, estimate_detectability
-from calibration.features import run_images
+from calibration.features import extract_features, run_images
 from calibration.golden import read_golden
 from calibration.progress import Bar
 from calibration.thresholds import Threshold, budget_threshold, quantile_margin_threshold
 from inspector.decode import FrameError
+from inspector.errors import InspectorError
 from inspector.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
+
+
+TRAINED_ON_DEFECTS = ("the --defects images trained this scorer: their escape rate is measured on its training "
+                      "data (optimistic); judge it on defect images it has not seen")
+
+
+def read_defects(defects_dir: str | Path, settings) -> list:
+    """The --defects images (unreadable ones logged and skipped)."""
+    found = read_golden(defects_dir, max_pixels=settings.preprocess.max_pixels)
+    for _, reason in found.skipped:
+        log.warning("defect image skipped: %s", reason)
+    return found.images
+
+
+def defect_features(engine, pre: Preprocessor, defects_dir: str | Path, settings, bar: Bar) -> np.ndarray:
+    """The --defects images' patch features float32 [M, D, h, w], as the golden ones were made,
+    for a method that trains on them."""
+    images = read_defects(defects_dir, settings)
+    if not images:
+        raise InspectorError(f"defects folder {defects_dir}: no readable images; the scorer trains on them")
+    with bar(len(images), "extracting defect features") as pb:
+        return extract_features(engine, pre, images, batch=engine.spec.max_batch, progress=pb.update)
 
 
 def threshold(scores: np.ndarray, cal) -> Threshold:
@@ -54,10 +77,7 @@ def detectability(score_images, held_images: list, threshold_value: float, setti
     cal = settings.calibration
     real = None
     if defects_dir is not None:
-        found = read_golden(defects_dir, max_pixels=settings.preprocess.max_pixels)
-        for _, reason in found.skipped:
-            log.warning("defect image skipped: %s", reason)
-        real = found.images
+        real = read_defects(defects_dir, settings)
     if not cal.synthetic_defects and real is None:
         return None
     sizes = defect_sizes(cal.min_defect_px) if cal.synthetic_defects else []

@@ -103,10 +103,13 @@ def build_pipeline(bundle: Bundle, engine_config, roi_by_source: Optional[dict] 
         raise InspectorError(f"engine {engine_config.type}: {exc}") from None
     try:
         check_precision(bundle, engine)
-    except BundleError:
+        scorer = bundle.scorer()
+        check_engine = getattr(scorer.method, "check_engine", None)  # a method that needs some engine (a GPU)
+        if check_engine:
+            check_engine(scorer.state, engine)
+    except Exception:
         engine.close()
         raise
-    scorer = bundle.scorer()
     pre = bundle.preprocessor(roi_by_source)
     judge = Judge(bundle.image_threshold, bundle.pixel_threshold, input_area=pre.spec.width * pre.spec.height)
     search = getattr(scorer.state.params, "search", None)

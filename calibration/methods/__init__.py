@@ -1,5 +1,6 @@
 """Offline fitting, one module per method: ``calibration/methods/<name>.py`` holds only
 ``fit(features, config, seed, progress) -> State`` for the method ``inspector/methods/<name>.py``
+(a method with ``USES_DEFECTS`` also takes ``defects=``, the labelled defect images' features)
 (the contract: inspector/methods/base.py). Shared pieces: coreset.py (PatchCore's k-center
 selection), training.py (the loop the trained heads share)."""
 from __future__ import annotations
@@ -46,6 +47,11 @@ def fitter(method: str) -> Callable:
     return importlib.import_module(f"{__name__}.{method}").fit
 
 
-def fit_method(config, features: np.ndarray, seed: int = 0, progress: Optional[Progress] = None):
-    """The configured method fitted on golden features float32 [N, D, h, w] -> its State."""
+def fit_method(config, features: np.ndarray, seed: int = 0, progress: Optional[Progress] = None,
+               defects: Optional[np.ndarray] = None):
+    """The configured method fitted on golden features float32 [N, D, h, w] -> its State.
+    defects: float32 [M, D, h, w] features of labelled defect images, for a method whose runtime
+    module declares ``USES_DEFECTS`` (passed only then)."""
+    if defects is not None:
+        return fitter(config.method)(features, config, seed, progress or NoProgress(), defects=defects)
     return fitter(config.method)(features, config, seed, progress or NoProgress())

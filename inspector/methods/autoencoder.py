@@ -33,6 +33,7 @@ class AutoencoderConfig(MethodConfig):
 class Config(MethodConfig):
     """Per-patch reconstruction error (mean squared error over channels)."""
 
+    ignored_sections = ("fanogan", "anoddpm")
     type: Literal["reconstruction"] = "reconstruction"
     method: Literal["autoencoder"] = "autoencoder"
     autoencoder: AutoencoderConfig = AutoencoderConfig()

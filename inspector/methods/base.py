@@ -7,8 +7,8 @@ A method is one module pair, and nothing else in the code names it:
 - ``NAME``: the method's name, e.g. ``"patchcore"`` (equal to ``Config``'s ``method`` literal);
 - ``Config``: a ``MethodConfig`` (pydantic) with ``type: Literal["<family>"] = "<family>"`` and
   ``method: Literal["<name>"] = "<name>"``. ``type`` is the family the config file names
-  (``memory_bank``, ``hypersphere``, ``reconstruction``, ``discriminative``); it is accepted and
-  checked, and a file that omits ``type`` means ``memory_bank``. The family's first method in the registry is
+  (``memory_bank``, ``hypersphere``, ``reconstruction``, ``discriminative``, ``flow``); it is accepted
+  and checked, and a file that omits ``type`` means ``memory_bank``. The family's first method in the registry is
   its default (a file saying only ``type: hypersphere`` gets Deep SVDD);
 - ``Params``: a ``MethodParams`` (pydantic, strict): the JSON half of the fitted state, stored in
   the manifest as ``scorer.params`` and validated there (``method`` is its discriminator);
@@ -28,11 +28,20 @@ A method is one module pair, and nothing else in the code names it:
   calibration exports backbone + head as one network whose output is ``HEAD.output_name``;
 - optionally ``for_engine(state, precision) -> State``: the state as the calibrating engine's
   precision asks (PatchCore: the bf16 shortlist search on a bf16 engine). Absent: unchanged.
+- optionally ``check_engine(state, engine) -> None``: raises ``BundleError`` (one line) when the
+  method cannot run on that engine (AnoDDPM: GPU engines only); the daemon calls it when it
+  builds its pipeline.
+- optionally ``USES_DEFECTS = True``: the method trains on labelled defect images as well
+  (``supervised``). Calibration then refuses to run without ``--defects DIR`` and passes the
+  defect images' features (same engine and preprocessing as the golden ones) to the fit.
 
 ``calibration/methods/<name>.py`` (offline; may import torch, scikit-learn) holds only
 ``fit(features, config, seed, progress) -> State``: ``features`` float32 [N, D, h, w] golden patch
 features, ``config`` the method's ``Config``, ``seed`` int, ``progress`` a
-``calibration.methods.Progress`` (``total(n)``, ``update(n)``).
+``calibration.methods.Progress`` (``total(n)``, ``update(n)``). A ``USES_DEFECTS`` method's fit is
+``fit(features, config, seed, progress, defects=None)``, ``defects`` float32 [M, D, h, w] (the
+same h, w); it refuses None in one line. A method may compose another's state and fit (supervised
+holds a PatchCore state and calls PatchCore's fit) rather than copy them.
 
 The one list of methods is ``inspector/methods/registry.py`` ``METHODS``; the config union, the
 manifest's params union, calibration and bundle loading are all built from it. Adding a method:

@@ -1,0 +1,95 @@
+"""AnoDDPM (Wyatt et al., CVPRW 2022) over frozen backbone feature maps: a small diffusion model
+learns to remove simplex noise from golden feature maps; a frame's features are diffused part of
+the way (step t_lambda, with a fixed simplex-noise field) and denoised in a few deterministic
+(DDIM) steps; a defect, never seen in training, is rebuilt as what a good part would show there.
+The engine runs backbone + the unrolled denoiser (engines/backbones/heads.py ``anoddpm``) as one
+network whose output ``patch_scores`` [N, 1, h, w] is each patch's squared reconstruction error
+(mean over channels). Image score = the largest patch error. Arrays: the head's weights ``head.*``.
+
+GPU only: ``steps`` passes of the denoiser per frame do not fit a line's frame budget on a CPU
+(docs/BENCHMARKS.md), so ``check_engine`` refuses a CPU engine and calibration refuses to train
+without CUDA (``allow_cpu`` lets tests and the benchmark run it on a CPU anyway).
+"""
+from __future__ import annotations
+
+from typing import Literal, Mapping, Optional
+
+import numpy as np
+from pydantic import Field
+
+from inspector.errors import BundleError
+from inspector.methods.base import (Count, Dim, EngineHead, HeadDescription, HeadParams, HeadState, MethodConfig,
+                                    ScoreMap, score_head_output)
+
+NAME = "anoddpm"
+HEAD = EngineHead(kind="anoddpm")
+GPU_ONLY = ("scorer anoddpm runs only on a GPU: set engine.type torch with device: cuda (or tensorrt) on a "
+            "machine with an NVIDIA GPU, or calibrate another scorer for this CPU")
+
+
+class AnoDdpmConfig(MethodConfig):
+    """Diffusion over T steps (linear betas); training: random steps in 1..T, simplex noise."""
+
+    width: int = Field(64, ge=8, le=1024)
+    diffusion_steps: int = Field(1000, ge=10, le=10_000)  # T
+    t_lambda: int = Field(250, ge=1)  # partial diffusion: noised to this step, then denoised
+    denoise_steps: int = Field(5, ge=1, le=1000)  # DDIM steps from t_lambda back to 0, unrolled in the graph
+    train_steps: int = Field(1500, ge=1)
+    batch_size: int = Field(8, ge=1)  # feature maps per step
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    noise_frequency: float = Field(0.125, gt=0.0, le=1.0)  # simplex base frequency, cycles per feature cell
+    octaves: int = Field(3, ge=1, le=8)
+    threads: int = Field(1, ge=0, le=256)
+    allow_cpu: bool = False  # train (and score) on a CPU anyway: tests and benchmarks only
+
+
+class Config(MethodConfig):
+    """Partial diffusion + denoising reconstruction error per patch (GPU only)."""
+
+    ignored_sections = ("autoencoder", "fanogan")
+    type: Literal["reconstruction"] = "reconstruction"
+    method: Literal["anoddpm"] = "anoddpm"
+    anoddpm: AnoDdpmConfig = AnoDdpmConfig()
+    smoothing_sigma: float = Field(4.0, ge=0.0)
+
+
+class AnoDdpmHeadDescription(HeadDescription):
+    kind: Literal["anoddpm"] = "anoddpm"
+    width: Dim
+    steps: Dim
+    grid_hw: list[Dim] = Field(min_length=2, max_length=2)  # the noise field's (h, w): the network's grid
+
+
+class Params(HeadParams):
+    method: Literal["anoddpm"] = "anoddpm"
+    head: AnoDdpmHeadDescription
+    t_lambda: Count = None
+    diffusion_steps: Count = None
+    train_steps: Count = None
+    final_loss: Optional[float] = None
+
+
+State = HeadState  # params: Params, head_weights: {"head.<state_dict key>": float32}
+
+
+def engine_on_gpu(engine) -> bool:
+    """torch on CUDA, TensorRT, or onnxruntime whose first provider is CUDA/TensorRT."""
+    if engine.kind == "tensorrt":
+        return True
+    if engine.kind == "torch":
+        return getattr(getattr(engine, "device", None), "type", "cpu") == "cuda"
+    if engine.kind == "onnxruntime":
+        providers = engine.session.get_providers() if getattr(engine, "session", None) else []
+        return bool(providers) and providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+    return False
+
+
+def check_engine(state: State, engine) -> None:
+    """BundleError (one line) unless ``engine`` runs on a GPU."""
+    if not engine_on_gpu(engine):
+        raise BundleError(f"{GPU_ONLY} (this engine: {engine.kind} on the CPU)")
+
+
+def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int, int]) -> ScoreMap:
+    """features[output_name]: float32 [N, 1, h, w] reconstruction errors."""
+    return score_head_output(features, state.params.output_name, input_hw, state.params.smoothing_sigma)

@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 3, 5, 10])
     ap.add_argument("--train-steps", type=int, default=1500)
-    ap.add_argument("--t-lambda", type=int, default=250)
+    ap.add_argument("--t-lambda", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

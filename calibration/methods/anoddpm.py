@@ -4,8 +4,8 @@ x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t uniform in 1..T, loss = mean (e
 
 Simplex fields cost ~3 ms each here, too slow to draw per sample: a bank of fields is drawn once
 (seeded) and each sample takes a random channel pick, shift and flip of it. The scoring noise
-(the head's ``noise`` buffer) is one more field drawn after training. Refused without CUDA unless
-``allow_cpu``.
+(the head's ``noise`` buffer) is one more field drawn after training. More than one denoising step
+is refused without CUDA unless ``allow_cpu``.
 """
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def fit(features: np.ndarray, config: anoddpm.Config, seed: int, progress: Progr
     """features float32 [N, D, h, w] -> the state: the head's description and weights (``head.*``)."""
     c = config.anoddpm
     dev = training_device()
-    if dev.type != "cuda" and not c.allow_cpu:
-        raise InspectorError(f"{anoddpm.GPU_ONLY} (calibration found no CUDA device)")
+    if dev.type != "cuda" and c.denoise_steps > anoddpm.CPU_MAX_STEPS and not c.allow_cpu:
+        raise InspectorError(f"{anoddpm.gpu_only(c.denoise_steps)} (calibration found no CUDA device)")
     if c.t_lambda > c.diffusion_steps:
         raise InspectorError(f"scorer.anoddpm.t_lambda {c.t_lambda} is beyond diffusion_steps {c.diffusion_steps}")
     n, d, h, w = features.shape

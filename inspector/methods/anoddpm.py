@@ -6,9 +6,10 @@ The engine runs backbone + the unrolled denoiser (engines/backbones/heads.py ``a
 network whose output ``patch_scores`` [N, 1, h, w] is each patch's squared reconstruction error
 (mean over channels). Image score = the largest patch error. Arrays: the head's weights ``head.*``.
 
-GPU only: ``steps`` passes of the denoiser per frame do not fit a line's frame budget on a CPU
-(docs/BENCHMARKS.md), so ``check_engine`` refuses a CPU engine and calibration refuses to train
-without CUDA (``allow_cpu`` lets tests and the benchmark run it on a CPU anyway).
+More than one denoising step is GPU only: each step costs about one backbone pass on a CPU and
+bought no accuracy (docs/BENCHMARKS.md), so with ``denoise_steps`` above ``CPU_MAX_STEPS``
+``check_engine`` refuses a CPU engine and calibration refuses to train without CUDA
+(``allow_cpu`` lets tests and the benchmark do it anyway). One step runs anywhere.
 """
 from __future__ import annotations
 
@@ -23,8 +24,13 @@ from inspector.methods.base import (Count, Dim, EngineHead, HeadDescription, Hea
 
 NAME = "anoddpm"
 HEAD = EngineHead(kind="anoddpm")
-GPU_ONLY = ("scorer anoddpm runs only on a GPU: set engine.type torch with device: cuda (or tensorrt) on a "
-            "machine with an NVIDIA GPU, or calibrate another scorer for this CPU")
+CPU_MAX_STEPS = 1  # denoising steps a CPU engine may run per frame
+
+
+def gpu_only(steps: int) -> str:
+    return (f"scorer anoddpm with {steps} denoising steps runs only on a GPU: set engine.type torch with device: "
+            f"cuda (or tensorrt) on a machine with an NVIDIA GPU, or recalibrate with anoddpm.denoise_steps: "
+            f"{CPU_MAX_STEPS} for a CPU")
 
 
 class AnoDdpmConfig(MethodConfig):
@@ -32,19 +38,19 @@ class AnoDdpmConfig(MethodConfig):
 
     width: int = Field(64, ge=8, le=1024)
     diffusion_steps: int = Field(1000, ge=10, le=10_000)  # T
-    t_lambda: int = Field(250, ge=1)  # partial diffusion: noised to this step, then denoised
-    denoise_steps: int = Field(5, ge=1, le=1000)  # DDIM steps from t_lambda back to 0, unrolled in the graph
+    t_lambda: int = Field(100, ge=1)  # partial diffusion: noised to this step, then denoised (docs/BENCHMARKS.md)
+    denoise_steps: int = Field(1, ge=1, le=1000)  # DDIM steps from t_lambda back to 0, unrolled in the graph
     train_steps: int = Field(1500, ge=1)
     batch_size: int = Field(8, ge=1)  # feature maps per step
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     noise_frequency: float = Field(0.125, gt=0.0, le=1.0)  # simplex base frequency, cycles per feature cell
     octaves: int = Field(3, ge=1, le=8)
     threads: int = Field(1, ge=0, le=256)
-    allow_cpu: bool = False  # train (and score) on a CPU anyway: tests and benchmarks only
+    allow_cpu: bool = False  # train more than CPU_MAX_STEPS steps on a CPU anyway: tests and benchmarks only
 
 
 class Config(MethodConfig):
-    """Partial diffusion + denoising reconstruction error per patch (GPU only)."""
+    """Partial diffusion + denoising reconstruction error per patch (several steps: GPU only)."""
 
     ignored_sections = ("autoencoder", "fanogan")
     type: Literal["reconstruction"] = "reconstruction"
@@ -85,9 +91,11 @@ def engine_on_gpu(engine) -> bool:
 
 
 def check_engine(state: State, engine) -> None:
-    """BundleError (one line) unless ``engine`` runs on a GPU."""
-    if not engine_on_gpu(engine):
-        raise BundleError(f"{GPU_ONLY} (this engine: {engine.kind} on the CPU)")
+    """BundleError (one line) when the head unrolls more than CPU_MAX_STEPS steps and ``engine``
+    does not run on a GPU."""
+    steps = state.params.head.steps
+    if steps > CPU_MAX_STEPS and not engine_on_gpu(engine):
+        raise BundleError(f"{gpu_only(steps)} (this engine: {engine.kind} on the CPU)")
 
 
 def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int, int]) -> ScoreMap:

@@ -21,7 +21,7 @@ def test_anoddpm_calibrates_and_runs_on_cuda(tmp_path, golden_dir):
     from tests.unit._scorer_data import data, plant_defect
 
     settings = small_settings(scorer={"type": "reconstruction", "method": "anoddpm",
-                                      "anoddpm": {"train_steps": 1500, "width": 64}},
+                                      "anoddpm": {"train_steps": 1500, "width": 64, "denoise_steps": 3}},
                               engine={"type": "torch", "device": "cuda"})
     calibrate(settings, golden_dir, tmp_path / "b", progress=False)
     pipeline = build_pipeline(load_bundle(tmp_path / "b"), TorchEngineConfig(device="cuda"))

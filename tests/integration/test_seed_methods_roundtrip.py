@@ -16,6 +16,8 @@ from tests.integration.test_calibration_roundtrip import SCORE_SCRIPT
 from tests.unit._scorer_data import plant_defect
 
 SCORERS = {
+    "anoddpm": {"type": "reconstruction", "method": "anoddpm",  # one denoising step: runs on a CPU
+                "anoddpm": {"width": 32, "train_steps": 300, "batch_size": 4, "t_lambda": 100, "denoise_steps": 1}},
     "fanogan": {"type": "reconstruction", "method": "fanogan",
                 "fanogan": {"latent_dim": 8, "hidden": 64, "disc_hidden": 32, "gan_steps": 500, "encoder_steps": 500,
                             "batch_size": 256, "n_critic": 3}},
@@ -70,8 +72,8 @@ def test_calibrate_roundtrip_and_daemon(tmp_path, golden_dir, part_images, name)
     ws = make_workspace(tmp_path / "ws", bundle)
     d = Daemon(ws).start()
     try:
-        drop_image(ws.inbox, "good.png", part_images())
-        drop_image(ws.inbox, "bad.png", plant_defect(part_images()))
+        drop_image(ws.inbox, "good.png", goods[0])  # the pair scored above, now through the daemon
+        drop_image(ws.inbox, "bad.png", plant_defect(goods[0]))
         wait_for(lambda: len(rows(ws.db)) == 2, 120, "two rows", d)
         verdicts = {r["origin_name"]: r["verdict"] for r in rows(ws.db)}
         assert verdicts["bad.png"] == "fail", verdicts

@@ -1,8 +1,9 @@
-"""AnoDDPM (reconstruction / anoddpm): GPU only. On a CPU the fit refuses (one line naming what
-to do) and the daemon's pipeline refuses the bundle with the torch engine (and onnxruntime);
-with allow_cpu (tests, benchmarks) it trains, its head is the partial-diffusion reconstruction
-error, and the head network gives the same output on onnxruntime and the torch engine. Simplex
-noise: unit variance, spatially smooth, seeded. A real run: tests/gpu/test_anoddpm_gpu.py."""
+"""AnoDDPM (reconstruction / anoddpm): more than one denoising step is GPU only. On a CPU such a
+fit refuses (one line naming what to do) and the daemon's pipeline refuses such a bundle with the
+torch engine (and onnxruntime); one step runs on a CPU. With allow_cpu (tests, benchmarks) it
+trains, its head is the partial-diffusion reconstruction error, and the head network gives the
+same output on onnxruntime and the torch engine. Simplex noise: unit variance, spatially smooth,
+seeded. A real multi-step GPU run: tests/gpu/test_anoddpm_gpu.py."""
 import numpy as np
 import pytest
 import torch
@@ -37,7 +38,8 @@ def test_fit_refuses_on_a_cpu_in_one_line():
     with pytest.raises(InspectorError) as err:
         fitter("anoddpm")(data()[0], config, 0, NoProgress())
     msg = str(err.value)
-    assert "\n" not in msg and "runs only on a GPU" in msg and "device: cuda" in msg and "no CUDA device" in msg
+    assert "\n" not in msg and "3 denoising steps runs only on a GPU" in msg and "device: cuda" in msg
+    assert "no CUDA device" in msg and "denoise_steps: 1" in msg
 
 
 def test_head_is_partial_diffusion_reconstruction_error():
@@ -97,3 +99,16 @@ def test_head_parity_across_engines(ddpm_bundle):
             engine.close()
     np.testing.assert_allclose(outs["torch"], outs["onnxruntime"], rtol=1e-3,
                                atol=1e-4 * float(np.abs(outs["onnxruntime"]).max()))
+
+
+def test_one_step_runs_on_a_cpu_engine(tmp_path, golden_dir):
+    from calibration.calibrate import calibrate
+    from engines.torch_engine import TorchEngineConfig
+    from inspector.bundle import load_bundle
+    from inspector.runtime import build_pipeline
+
+    calibrate(_settings(allow_cpu=False, denoise_steps=1), golden_dir, tmp_path / "b", progress=False)
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.manifest.network.as_dict()["head"]["steps"] == 1
+    pipeline = build_pipeline(bundle, TorchEngineConfig(device="cpu"))
+    pipeline.engine.close()

@@ -23,7 +23,7 @@ from calibration.bundle_dir import check_out_dir
 from calibration.calibrate import CalibrationResult, calibrate
 from calibration.golden import GoldenSet, list_images, read_golden
 from inspector.errors import InspectorError
-from inspector.methods.registry import config_for
+from inspector.methods.registry import FAMILIES, config_for
 from inspector.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,10 @@ def _one_tile(settings: Settings) -> Settings:
 
 
 def candidates(settings: Settings) -> list[Candidate]:
-    """The configured setup first, then the other memory-bank method; with ``preprocess.size:
-    auto`` each also with the whole frame in one tile. Trained heads (Deep SVDD, autoencoder)
-    take minutes to fit, so --auto compares them only when they are configured."""
+    """The configured setup first, then the other memory-bank methods (PatchCore, PaDiM, global
+    context, in the registry's order); with ``preprocess.size: auto`` each also with the whole frame
+    in one tile. Trained heads (Deep SVDD, autoencoder, the discriminator) take minutes to fit, so
+    --auto compares them only when they are configured."""
     setups = [settings]
     if settings.preprocess.size == "auto" and settings.preprocess.scale == "auto":
         setups.append(_one_tile(settings))
@@ -85,8 +86,10 @@ def candidates(settings: Settings) -> list[Candidate]:
     for setup in setups:
         out.append(Candidate(_describe(setup), setup))
         if setup.scorer.type == "memory_bank":
-            other = _with_method(setup, "padim" if setup.scorer.method == "patchcore" else "patchcore")
-            out.append(Candidate(_describe(other), other))
+            for name in FAMILIES["memory_bank"]:
+                if name != setup.scorer.method:
+                    other = _with_method(setup, name)
+                    out.append(Candidate(_describe(other), other))
     return out  # the configured setup first
 
 

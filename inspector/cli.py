@@ -29,6 +29,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("export", "inspector.commands.export", "export a period as CSV files plus the fails' heatmaps and frames"),
     ("report", "inspector.commands.report", "write a self-contained HTML report of a period"),
     ("prune", "inspector.commands.prune", "apply the retention limits: delete old rows and files"),
+    ("serve", "inspector.commands.serve", "the operator's console: live verdicts, history, reviews, yield in a web page"),
     ("db", "inspector.commands.db", "database maintenance: `db upgrade` applies schema migrations"),
     ("bench", "inspector.commands.bench", "calibrate and score an MVTec-layout dataset; AUROC and timings"),
     ("build-engine", "inspector.commands.build_engine", "build the TensorRT plan for a bundle ahead of time (GPU machine)"),

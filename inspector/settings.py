@@ -17,6 +17,7 @@ from engines.openvino_engine import OpenVinoEngineConfig
 from engines.tensorrt_engine import TensorRTEngineConfig
 from engines.torch_engine import TorchEngineConfig
 from inspector.config_file import parse_config_yaml, read_config_text
+from inspector.console.config import ConsoleConfig
 from inspector.errors import ConfigError
 from inspector.methods import patchcore
 from inspector.methods.registry import BY_NAME, ScorerConfig, check_scorer_section
@@ -321,6 +322,8 @@ class Settings(_Strict):
     timezone: str = "UTC"
     retention: RetentionConfig = RetentionConfig()
     metrics: MetricsConfig = MetricsConfig()  # Prometheus /metrics endpoint (off unless listen is set)
+    # the operator's console (`inspector serve`; inside `run` when console.listen is set)
+    console: ConsoleConfig = ConsoleConfig()
     # outputs to the line: MQTT, webhook, Modbus TCP, OPC UA (inspector/sinks/config.py)
     sinks: tuple[SinkConfig, ...] = ()
     # which top-level sections the file actually set (so `run` can tell "preprocess given and
@@ -447,6 +450,9 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     if isinstance(bb, dict) and bb.get("weights"):
         bb["weights"] = fix(bb["weights"])
     resolve_sink_paths(data.get("sinks"), fix)
+    con = data.get("console")
+    if isinstance(con, dict) and con.get("secret_file"):
+        con["secret_file"] = fix(con["secret_file"])
     return data
 
 

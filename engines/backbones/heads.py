@@ -8,6 +8,10 @@ mean/std (fixed buffers, not trained), and return one anomaly value per patch, f
   output = squared distance of the projection to the centre c.
 - ``autoencoder``: a small convolutional autoencoder; output = the mean over channels of the
   squared reconstruction error (so "L2 over channels", divided by D).
+- ``discriminator``: SimpleNet's (Liu et al., CVPR 2023) linear feature adaptor + 2-layer MLP
+  discriminator as 1x1 convs; output = the logit that a patch is anomalous.
+- ``flow``: a small normalizing flow (engines/backbones/flow.py); output = each position's
+  negative log-likelihood per channel.
 - ``fanogan``: f-AnoGAN's encoder + generator + discriminator features per patch (1x1 convs);
   output = izi_f's residual (rebuild error + kappa * discriminator-feature error).
 - ``anoddpm``: partial diffusion with a fixed simplex-noise field, a few DDIM denoising steps
@@ -94,6 +98,29 @@ class FeatureAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.norm(x)
         return ((self.reconstruct(z) - z) ** 2).mean(1, keepdim=True)
+
+
+class DiscriminatorHead(nn.Module):
+    """Standardise -> adaptor (linear 1x1 conv D->adapt_dim, trained with the discriminator, as in
+    SimpleNet) -> 1x1 conv adapt_dim->hidden, leaky ReLU, 1x1 conv hidden->1: the logit that the
+    patch is anomalous (higher = more anomalous). Synthetic anomalies are added to the adaptor's
+    output during training (calibration/methods/discriminator.py), so ``adapt`` is split out."""
+
+    def __init__(self, in_dim: int, adapt_dim: int, hidden_dim: int):
+        super().__init__()
+        self.norm = Standardise(in_dim)
+        self.adaptor = nn.Conv2d(in_dim, adapt_dim, 1)
+        self.hidden = nn.Conv2d(adapt_dim, hidden_dim, 1)
+        self.out = nn.Conv2d(hidden_dim, 1, 1)
+
+    def adapt(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adaptor(self.norm(x))
+
+    def discriminate(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(F.leaky_relu(self.hidden(z), 0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminate(self.adapt(x))
 
 
 def _mlp(dims: list[int], last_act: bool) -> nn.Sequential:
@@ -200,12 +227,19 @@ def build_head(head: dict) -> nn.Module:
         return SvddHead(int(head["in_dim"]), tuple(int(v) for v in head["hidden_dims"]), int(head["out_dim"]))
     if kind == "autoencoder":
         return FeatureAutoencoder(int(head["in_dim"]), tuple(int(v) for v in head["widths"]), int(head["bottleneck"]))
+    if kind == "discriminator":
+        return DiscriminatorHead(int(head["in_dim"]), int(head["adapt_dim"]), int(head["hidden_dim"]))
+    if kind == "flow":
+        from engines.backbones.flow import FeatureFlow  # imports this module's Standardise
+
+        return FeatureFlow(int(head["in_dim"]), int(head["channels"]), int(head["blocks"]), int(head["hidden"]),
+                           float(head["clamp"]))
     if kind == "fanogan":
         return FanoganHead(int(head["in_dim"]), int(head["latent_dim"]), int(head["hidden"]), int(head["disc_hidden"]))
     if kind == "anoddpm":
         return AnoDdpmHead(int(head["in_dim"]), int(head["width"]), int(head["steps"]),
                            (int(head["grid_hw"][0]), int(head["grid_hw"][1])))
-    raise ValueError(f"unknown head kind {kind!r}; known: svdd, autoencoder, fanogan, anoddpm")
+    raise ValueError(f"unknown head kind {kind!r}; known: svdd, autoencoder, discriminator, flow, fanogan, anoddpm")
 
 
 def head_arrays(module: nn.Module) -> dict[str, np.ndarray]:

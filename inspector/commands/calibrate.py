@@ -37,6 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="choose the method by how well each candidate finds synthetic defects pasted into held-out "
                         "golden images (and your --defects), then calibrate the best; the comparison goes into the "
                         "bundle and report.html")
+    p.add_argument("--from-reviews", action="store_true",
+                   help="also learn from the console's reviews: frames reviewed as false rejects join the golden set, "
+                        "confirmed and missed defects the defect examples; prints what changed (threshold, expected "
+                        "false rejects, escapes before/after)")
+    p.add_argument("--since", default="7d", metavar="AGE",
+                   help="with --from-reviews: reviews made within this age or since this ISO time (default 7d)")
+    p.add_argument("--db", metavar="URL_OR_PATH",
+                   help="with --from-reviews: the results database (default: the config's database.url)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -47,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from inspector.settings import Settings, load_settings
 
     settings = load_settings(args.config) if args.config else Settings()
+    if args.from_reviews:
+        return _from_reviews(args, settings)
     try:
         if args.auto:
             from calibration.auto import auto_calibrate
@@ -64,4 +74,47 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_report:
         report = write_report(result, settings, args.defects)
     print_summary(result, report)
+    return 0
+
+
+def _from_reviews(args: argparse.Namespace, settings) -> int:
+    """Calibrate on the golden set and defect examples enlarged by the reviews (calibration/from_reviews.py)."""
+    import tempfile
+
+    from calibration import from_reviews
+    from calibration.calibrate import calibrate
+    from calibration.summary import print_summary, write_report
+    from inspector.storage.database import ResultStore, normalise_url
+    from inspector.storage.queries import parse_when
+
+    if not args.db and not args.config:
+        raise InspectorError("--from-reviews needs the results database: --db PATH_OR_URL or --config (database.url)")
+    store = ResultStore(normalise_url(args.db or settings.database.url), read_only=True)
+    try:
+        store.ensure_schema()
+        with tempfile.TemporaryDirectory(prefix="inspector-reviews-") as work:
+            g = from_reviews.gather(store, since=parse_when(args.since), golden_dir=args.golden,
+                                    defects_dir=args.defects, work=Path(work))
+            try:
+                before = calibrate(settings, args.golden, None, progress=not args.quiet, augment=args.augment,
+                                   defects_dir=g.defects, evaluate_only=True)
+                if args.auto:
+                    from calibration.auto import auto_calibrate
+
+                    after, _ = auto_calibrate(settings, g.golden, args.out, progress=not args.quiet,
+                                              augment=args.augment, defects_dir=g.defects, force=args.force, say=print)
+                else:
+                    after = calibrate(settings, g.golden, args.out, progress=not args.quiet, augment=args.augment,
+                                      defects_dir=g.defects, force=args.force)
+                report = None if args.no_report else write_report(after, settings, g.defects)
+            except (OSError, ValueError, RuntimeError) as exc:
+                if isinstance(exc, InspectorError):
+                    raise
+                raise InspectorError(f"calibration failed: {exc}") from exc
+    finally:
+        store.close()
+    cmp = from_reviews.comparison(before, after, g)
+    from_reviews.record(cmp, after.bundle_dir, report)
+    print_summary(after, report)
+    print("\n".join(from_reviews.lines(cmp)))
     return 0

@@ -96,12 +96,18 @@ def build_report(store, flt: HistoryFilter, *, by: str, shifts, tz, top: int, ti
                      f'<br>score {r["score"]:.4g} at {escape(iso_utc(r["captured_at"]) or "")}</figcaption></figure>')
     period = f"{iso_utc(flt.since) or 'start'} to {iso_utc(flt.until) or 'now'}"
     yield_txt = "-" if total.yield_pct is None else f"{total.yield_pct:.2f} %"
+    from inspector.commands.stats import review_line
+    from inspector.storage.reviews import review_summary
+
+    reviewed = review_line(review_summary(store, flt, verdict_counts=(total.passed, total.failed)))
+    reviewed_html = f'<p id="reviews">{escape(reviewed[0].upper() + reviewed[1:])}.</p>' if reviewed else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{_CSS}</style></head><body>
 <h1>{escape(title)}</h1>
 <p>Period (UTC): {escape(period)}. Written {escape(iso_utc(datetime.now(timezone.utc)) or '')}.</p>
 <p><b>{total.total}</b> inspections: {total.passed} pass, {total.failed} fail, {total.errors} error;
 yield <b>{yield_txt}</b>.</p>
+{reviewed_html}
 <h2>Yield over time</h2>{yield_svg}
 <h2>Fails per source</h2>{fail_svg}
 {_table(src_rows)}

@@ -104,6 +104,21 @@ def build_sources(settings):
     return sources
 
 
+def _start_console(settings, status_path):
+    """The operator's console on a thread, when console.listen is set (after the schema is in place)."""
+    if not settings.console.listen:
+        return None
+    from inspector.console.app import create_app
+    from inspector.console.server import ConsoleThread, build_console
+
+    console = ConsoleThread(create_app(build_console(settings.database.url, settings.console, settings=settings,
+                                                     status_path=status_path), settings.console.listen),
+                            settings.console.listen)
+    console.start()
+    log.info("console on http://%s/", settings.console.listen)
+    return console
+
+
 def run(args: argparse.Namespace) -> int:
     from inspector.pixel_limit import cap_opencv_pixels
     from inspector.settings import load_settings
@@ -182,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         server = MetricsServer(metrics, listen)
         server.start()
         log.info("metrics on http://%s/metrics", listen)
+    console = _start_console(settings, status_file_path(settings))
     sources = build_sources(settings)
     periodic = []
     retention = settings.retention
@@ -209,5 +225,7 @@ def run(args: argparse.Namespace) -> int:
             sinks.stop()  # after the drain: what the last verdicts produced gets a few seconds to go out
         if server is not None:
             server.stop()
+        if console is not None:
+            console.stop()
         pipeline.engine.close()
         store.close()

@@ -97,6 +97,27 @@ def write_rows(rows: Sequence[StatsRow], fmt: str, out: IO[str]) -> None:
         out.write("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))) + "\n")
 
 
+def review_line(summary) -> Optional[str]:
+    """One line on the operators' reviews of the period (console), or None when there are none."""
+    if not (summary.confirmed_defects or summary.false_rejects or summary.missed_defects):
+        return None
+
+    def pct(v):
+        return "-" if v is None else f"{v:.2f}%"
+
+    return (f"reviews: {summary.confirmed_defects} confirmed defects, {summary.false_rejects} false rejects, "
+            f"{summary.missed_defects} missed defects; confirmed yield {pct(summary.confirmed_yield_pct)}, "
+            f"false rejects {pct(summary.false_reject_pct_of_reviewed)} of reviewed fails")
+
+
+def write_review_line(store, flt: HistoryFilter, total: StatsRow, out: IO[str]) -> None:
+    from inspector.storage.reviews import review_summary
+
+    line = review_line(review_summary(store, flt, verdict_counts=(total.passed, total.failed)))
+    if line:
+        out.write(line + "\n")
+
+
 def region_density(regions, *, size: tuple[int, int]) -> tuple[np.ndarray, int]:
     """Accumulate region boxes, normalised by each frame's size, on a float32 [h, w] canvas
     (``size`` = (w, h)). Regions of frames without a recorded size are skipped; returns the
@@ -119,7 +140,11 @@ def region_density(regions, *, size: tuple[int, int]) -> tuple[np.ndarray, int]:
     return acc, n
 
 
-def write_density_png(store, flt: HistoryFilter, out_png: Path, outline: Optional[Path]) -> int:
+def density_picture(store, flt: HistoryFilter, outline: Optional[Path] = None,
+                    size: tuple[int, int] = (512, 512)) -> tuple[np.ndarray, int]:
+    """Where the fail regions of ``flt``'s period were: a BGR picture (blurred box density in
+    colour, over ``outline`` when given) and how many regions were drawn. Used by --heatmap and
+    by the console's yield page."""
     import cv2  # commands may use OpenCV; storage never does
     import numpy as np
 
@@ -134,7 +159,7 @@ def write_density_png(store, flt: HistoryFilter, out_png: Path, outline: Optiona
     if base is not None:
         h, w = base.shape[:2]
     else:
-        w, h = 512, 512
+        w, h = size
     acc, n = region_density(iter_regions(store, fail_flt), size=(w, h))
     if acc.max() > 0:
         acc = cv2.GaussianBlur(acc, (0, 0), sigmaX=max(1.0, w / 200))
@@ -145,6 +170,13 @@ def write_density_png(store, flt: HistoryFilter, out_png: Path, outline: Optiona
     if base is not None:
         alpha = (norm.astype(np.float32) / 255.0 * 0.7)[..., None]
         colour = (base * (1 - alpha) + colour * alpha).astype(np.uint8)
+    return colour, n
+
+
+def write_density_png(store, flt: HistoryFilter, out_png: Path, outline: Optional[Path]) -> int:
+    import cv2
+
+    colour, n = density_picture(store, flt, outline)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(out_png.name + ".tmp.png")
     if not cv2.imwrite(str(tmp), colour):
@@ -164,6 +196,8 @@ def run(args: argparse.Namespace, out: Optional[IO[str]] = None) -> int:
     try:
         rows = compute_stats(store, args.by, flt, shifts=shifts_from_settings(settings), tz=tz)
         write_rows(rows, args.format, out)
+        if args.format == "table":
+            write_review_line(store, flt, rows[-1], out)
         if args.heatmap is not None:
             n = write_density_png(store, flt, args.heatmap, args.outline)
             print(f"wrote {args.heatmap} ({n} fail regions)", file=sys.stderr)

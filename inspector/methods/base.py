@@ -7,8 +7,8 @@ A method is one module pair, and nothing else in the code names it:
 - ``NAME``: the method's name, e.g. ``"patchcore"`` (equal to ``Config``'s ``method`` literal);
 - ``Config``: a ``MethodConfig`` (pydantic) with ``type: Literal["<family>"] = "<family>"`` and
   ``method: Literal["<name>"] = "<name>"``. ``type`` is the family the config file names
-  (``memory_bank``, ``hypersphere``, ``reconstruction``); it is accepted and checked, and a
-  file that omits ``type`` means ``memory_bank``. The family's first method in the registry is
+  (``memory_bank``, ``hypersphere``, ``reconstruction``, ``discriminative``, ``flow``); it is accepted
+  and checked, and a file that omits ``type`` means ``memory_bank``. The family's first method in the registry is
   its default (a file saying only ``type: hypersphere`` gets Deep SVDD);
 - ``Params``: a ``MethodParams`` (pydantic, strict): the JSON half of the fitted state, stored in
   the manifest as ``scorer.params`` and validated there (``method`` is its discriminator);
@@ -22,7 +22,7 @@ A method is one module pair, and nothing else in the code names it:
   made at. Image scores float32 [N] (higher = more anomalous), patch maps float32 [N, h, w] or
   None for an image-level method. Batch scores must equal one-by-one scores;
 - ``HEAD``: an ``EngineHead`` when the method runs a trained torch head inside the engine's ONNX
-  graph (Deep SVDD, the autoencoder), else None. A head method's ``State`` also has
+  graph (Deep SVDD, the autoencoder, the discriminator), else None. A head method's ``State`` also has
   ``network_head() -> (description, weights)``: the head's JSON description (``kind`` one of
   engines/backbones/heads.py's) and its weights ``{"head.<state_dict key>": float32 array}``;
   calibration exports backbone + head as one network whose output is ``HEAD.output_name``;

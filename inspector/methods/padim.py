@@ -31,7 +31,7 @@ class PadimConfig(MethodConfig):
 class Config(MethodConfig):
     """A Gaussian per patch position over a random channel subset."""
 
-    ignored_sections = ("coreset", "reweight", "reweight_neighbours")
+    ignored_sections = ("coreset", "reweight", "reweight_neighbours", "global_context")
     type: Literal["memory_bank"] = "memory_bank"
     method: Literal["padim"] = "padim"
     padim: PadimConfig = PadimConfig()

@@ -39,7 +39,7 @@ class CoresetConfig(MethodConfig):
 class Config(MethodConfig):
     """Nearest golden patch (coreset memory bank)."""
 
-    ignored_sections = ("padim",)
+    ignored_sections = ("padim", "global_context")
     type: Literal["memory_bank"] = "memory_bank"
     method: Literal["patchcore"] = "patchcore"
     coreset: CoresetConfig = CoresetConfig()

@@ -3,7 +3,8 @@ manifest's params union (bundle validation), the default method of each family, 
 bundle's fitted state. Calibration finds each method's fitter by the same name
 (calibration/methods/<name>.py).
 
-A config file's ``scorer.type`` is the family (memory_bank, hypersphere, reconstruction, supervised) and
+A config file's ``scorer.type`` is the family (memory_bank, hypersphere, reconstruction, discriminative,
+flow, supervised) and
 ``scorer.method`` the method; a file without ``type`` means memory_bank, and a family without
 ``method`` means its first method here.
 """
@@ -16,11 +17,13 @@ from pydantic import Discriminator, Tag
 from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
 
-from inspector.methods import anoddpm, autoencoder, deep_svdd, fanogan, ocsvm, padim, patchcore, supervised
+from inspector.methods import (anoddpm, autoencoder, deep_svdd, discriminator, fanogan, flow, global_context, ocsvm,
+                               padim, patchcore, supervised)
 from inspector.methods.base import Method, MethodParams, ScoreMap
 
 # the one list; within a family, the first is the default
-METHODS: tuple[Method, ...] = (patchcore, padim, deep_svdd, ocsvm, autoencoder, fanogan, anoddpm, supervised)
+METHODS: tuple[Method, ...] = (patchcore, padim, global_context, deep_svdd, ocsvm, autoencoder, fanogan, anoddpm,
+                               discriminator, flow, supervised)
 
 BY_NAME: dict[str, Method] = {m.NAME: m for m in METHODS}
 DEFAULT_FAMILY = "memory_bank"

@@ -112,6 +112,24 @@ def _m003_outbox(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _m004_reviews(conn: Connection) -> None:
+    """Operators' reviews of inspections (the console): confirmed defect / false reject / missed
+    defect, with who and when. Appended, never updated: the newest review of an inspection counts."""
+    md = MetaData()
+    Table("inspections", md, Column("id", Integer, primary_key=True))  # only for the foreign key
+    Table("reviews", md,
+          Column("id", Integer, primary_key=True, autoincrement=True),
+          Column("inspection_id", Integer, ForeignKey("inspections.id", ondelete="CASCADE"), nullable=False),
+          Column("kind", String(16), nullable=False),
+          Column("defect_type", String(64)),
+          Column("note", Text),
+          Column("reviewer", String(128), nullable=False),
+          Column("created_at", DateTime, nullable=False),
+          Index("ix_reviews_inspection_id", "inspection_id"),
+          Index("ix_reviews_created_at", "created_at"))
+    md.tables["reviews"].create(conn)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -123,6 +141,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _m001_initial),
     Migration(2, "frame_size_and_stats_indexes", _m002_frame_size_and_stats_indexes),
     Migration(3, "outbox", _m003_outbox),
+    Migration(4, "reviews", _m004_reviews),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -163,6 +163,26 @@ class SinkCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class Review(Base):
+    """An operator's review of one inspection (migration 4). Appended, never updated: the newest
+    review of an inspection is the one that counts (inspector/storage/reviews.py)."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(Integer, ForeignKey("inspections.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # REVIEW_KINDS
+    defect_type: Mapped[Optional[str]] = mapped_column(String(64))
+    note: Mapped[Optional[str]] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index("ix_reviews_inspection_id", "inspection_id"),
+        Index("ix_reviews_created_at", "created_at"),
+    )
+
+
 class SchemaMigration(Base):
     """One row per applied migration (see migrations.MIGRATIONS)."""
 

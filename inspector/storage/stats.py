@@ -25,7 +25,7 @@ from datetime import datetime, time, timedelta, timezone, tzinfo
 from typing import Iterable, Literal, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import DateTime, Integer, String, and_, bindparam, column, func, select, text
+from sqlalchemy import DateTime, Float, Integer, String, and_, bindparam, cast, column, func, null, select, text
 from sqlalchemy.sql.elements import Grouping
 
 from inspector.errors import InspectorError
@@ -281,15 +281,16 @@ def _range_join_filter(flt: HistoryFilter, stmt):
     return replace(flt, bundle_id=None).apply(stmt).where(Inspection.bundle_id.concat("") == flt.bundle_id)
 
 
-def _sqlite_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], tz: tzinfo, chunk: int) -> _Groups:
+def _sqlite_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], tz: tzinfo, chunk: int,
+                   percentiles: bool = True) -> _Groups:
     raw = conn.connection.driver_connection
     # one read transaction: the counts and the score stream must see the same rows
     raw.execute("BEGIN")
     try:
         if by in _TIME_BYS:
-            keys, counts, pct, scores = _sqlite_time_groups(conn, by, flt, shifts, tz, chunk)
+            keys, counts, pct, scores = _sqlite_time_groups(conn, by, flt, shifts, tz, chunk, percentiles)
         else:
-            keys, counts, pct, scores = _sqlite_column_groups(conn, by, flt, chunk)
+            keys, counts, pct, scores = _sqlite_column_groups(conn, by, flt, chunk, percentiles)
     finally:
         raw.rollback()
     has = counts.sum(axis=1) > 0
@@ -297,7 +298,8 @@ def _sqlite_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], t
                    _all_percentiles(scores))
 
 
-def _sqlite_time_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], tz: tzinfo, chunk: int):
+def _sqlite_time_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], tz: tzinfo, chunk: int,
+                        percentiles: bool = True):
     span = _period_range(conn, flt)
     if span is None:
         g = _no_groups()
@@ -324,6 +326,11 @@ def _sqlite_time_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shif
                            len(starts))
 
     seg_counts = segment_counts()
+    if not percentiles:  # counts only: the index range counts are all it takes
+        uniq, dense = np.unique(seg_bucket, return_inverse=True)
+        counts = np.zeros((len(uniq), 3), np.int64)
+        np.add.at(counts, dense.reshape(-1), seg_counts)
+        return uniq.tolist(), counts, np.full((len(uniq), len(PERCENTILES)), np.nan), np.zeros(0)
     # every row's score (NULL -> nan) in captured_at order, i.e. segment after segment: the
     # counts say which rows belong to which segment, so no per-row key crosses over
     stmt = flt.apply(select(Inspection.score).order_by(Inspection.captured_at))
@@ -345,13 +352,15 @@ def _sqlite_time_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shif
     return uniq.tolist(), counts, _group_percentiles(row_group[scored], scores, len(uniq)), scores
 
 
-def _sqlite_column_groups(conn, by: str, flt: HistoryFilter, chunk: int):
+def _sqlite_column_groups(conn, by: str, flt: HistoryFilter, chunk: int, percentiles: bool = True):
     col = Inspection.source if by == "source" else Inspection.bundle_id
     count_rows = conn.execute(flt.apply(select(col, Inspection.verdict, func.count()))
                               .group_by(col, Inspection.verdict)).all()
     keys = sorted({r[0] for r in count_rows}, key=lambda k: (k is not None, k))
     index = {k: i for i, k in enumerate(keys)}
     counts = _count_rows(((index[k], v, c) for k, v, c in count_rows), len(keys))
+    if not percentiles:
+        return keys, counts, np.full((len(keys), len(PERCENTILES)), np.nan), np.zeros(0)
     g_parts, s_parts = [], []
     stmt = flt.apply(select(col, Inspection.score).where(Inspection.score.is_not(None)))
     for p in _raw_cursor_rows(conn, stmt, chunk):
@@ -364,7 +373,8 @@ def _sqlite_column_groups(conn, by: str, flt: HistoryFilter, chunk: int):
 
 # ---- PostgreSQL (and other servers with ordered-set aggregates): all in SQL
 
-def _server_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], tz: tzinfo) -> _Groups:
+def _server_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], tz: tzinfo,
+                   percentiles: bool = True) -> _Groups:
     from sqlalchemy.dialects.postgresql import ARRAY
 
     if by in _TIME_BYS:
@@ -384,7 +394,8 @@ def _server_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], t
     inner = flt.apply(select(key.label("k"), Inspection.verdict.label("v"), Inspection.score.label("s"))).subquery()
     aggs = [func.count().filter(inner.c.v == "pass"), func.count().filter(inner.c.v == "fail"),
             func.count().filter(inner.c.v.not_in(("pass", "fail")))]
-    aggs += [func.percentile_cont(p / 100.0).within_group(inner.c.s) for p in PERCENTILES]
+    aggs += [func.percentile_cont(p / 100.0).within_group(inner.c.s) if percentiles else cast(null(), Float)
+             for p in PERCENTILES]
     # the groups and the total in one pass: GROUPING SETS ((k), ()); grouping(k) = 1 marks the
     # total row (k itself can be NULL: a source or bundle left empty)
     both = conn.execute(select(func.grouping(inner.c.k), inner.c.k, *aggs)
@@ -426,11 +437,12 @@ def _time_label(by: str, u: int, shifts: Sequence[Shift], tz: tzinfo) -> tuple[s
 
 def compute_stats(store: ResultStore, by: str, flt: HistoryFilter = HistoryFilter(), *,
                   shifts: Sequence[Shift] = (), tz: tzinfo = timezone.utc, chunk: int = 100_000,
-                  include_total: bool = True) -> list[StatsRow]:
+                  include_total: bool = True, percentiles: bool = True) -> list[StatsRow]:
     """Rows per group in key order (chronological for hour/day/shift), plus a TOTAL row.
 
     hour/day/shift buckets are in ``tz`` local time; hour keys read "YYYY-MM-DD HH:00", day keys
-    "YYYY-MM-DD", shift keys "YYYY-MM-DD <shift name>" (frames outside every shift: "(no shift)")."""
+    "YYYY-MM-DD", shift keys "YYYY-MM-DD <shift name>" (frames outside every shift: "(no shift)").
+    ``percentiles=False``: counts and yield only (p50/p95/p99 None), without reading every score."""
     if by not in GROUP_BYS:
         raise InspectorError(f"--by {by!r} is not allowed; expected one of {list(GROUP_BYS)}")
     if by == "shift" and not shifts:
@@ -440,11 +452,11 @@ def compute_stats(store: ResultStore, by: str, flt: HistoryFilter = HistoryFilte
         _minute_table(shifts)  # overlapping shifts are refused even over an empty period
     with translate_errors("computing stats", store.url), store.engine.connect() as conn:
         if store.dialect == "sqlite":
-            g = _sqlite_groups(conn, by, flt, shifts, tz, chunk)
+            g = _sqlite_groups(conn, by, flt, shifts, tz, chunk, percentiles)
         else:
             # one snapshot for the groups and the TOTAL row
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            g = _server_groups(conn, by, flt, shifts, tz)
+            g = _server_groups(conn, by, flt, shifts, tz, percentiles)
     rows: list[StatsRow] = []
     for key, c, p in zip(g.keys, g.counts, g.pct):
         if by in _TIME_BYS:

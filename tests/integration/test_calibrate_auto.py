@@ -12,9 +12,12 @@ from calibration.auto import Candidate, Trial, auto_calibrate, candidates
 from tests.conftest import small_settings
 
 
-def test_default_candidates_are_the_configured_method_then_the_other_memory_bank():
+def test_default_candidates_are_the_configured_method_then_the_other_memory_banks():
     names = [c.settings.scorer.method for c in candidates(small_settings())]
-    assert names == ["patchcore", "padim"]
+    assert names == ["patchcore", "padim", "global_context"]
+    configured = candidates(small_settings(scorer={"method": "global_context", "global_context": {"grids": [2], "map_grids": [2]}}))
+    assert [c.settings.scorer.method for c in configured] == ["global_context", "patchcore", "padim"]
+    assert configured[1].settings.scorer.coreset == configured[0].settings.scorer.coreset
     heads = candidates(small_settings(scorer={"type": "hypersphere", "method": "ocsvm"}))
     assert len(heads) == 1  # trained heads are compared only when configured
 
@@ -23,7 +26,8 @@ def test_with_auto_geometry_each_method_is_also_tried_with_the_whole_frame_in_on
     from inspector.settings import Settings
 
     found = [(c.settings.scorer.method, c.settings.preprocess.size) for c in candidates(Settings())]
-    assert found == [("patchcore", "auto"), ("padim", "auto"), ("patchcore", (256, 256)), ("padim", (256, 256))]
+    assert found == [("patchcore", "auto"), ("padim", "auto"), ("global_context", "auto"),
+                     ("patchcore", (256, 256)), ("padim", (256, 256)), ("global_context", (256, 256))]
 
 
 def test_the_candidate_finding_more_defects_wins_and_its_evidence_is_recorded(tmp_path, golden_dir):
@@ -92,6 +96,6 @@ def test_a_candidate_that_fails_is_left_out_not_the_whole_choice(tmp_path, golde
     monkeypatch.setattr(auto, "evaluate", flaky)
     said = []
     result, trials = auto_calibrate(settings, golden_dir, tmp_path / "b", progress=False, say=said.append)
-    assert [t.candidate.settings.scorer.method for t in trials] == ["patchcore"]
+    assert [t.candidate.settings.scorer.method for t in trials] == ["patchcore", "global_context"]
     assert any("could not be calibrated" in s and "left out" in s for s in said)
     assert result.manifest.auto["chosen"].startswith("memory_bank/patchcore")

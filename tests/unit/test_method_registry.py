@@ -38,8 +38,9 @@ def test_every_config_in_the_union_has_a_method_module_and_a_fitter():
 
 
 def test_families_and_their_defaults():
-    assert FAMILIES == {"memory_bank": ("patchcore", "padim"), "hypersphere": ("deep_svdd", "ocsvm"),
-                        "reconstruction": ("autoencoder", "fanogan", "anoddpm"), "supervised": ("supervised",)}
+    assert FAMILIES == {"memory_bank": ("patchcore", "padim", "global_context"), "hypersphere": ("deep_svdd", "ocsvm"),
+                        "reconstruction": ("autoencoder", "fanogan", "anoddpm"), "discriminative": ("discriminator",),
+                        "flow": ("flow",), "supervised": ("supervised",)}
     s = settings_from_dict({}, base_dir=Path("/"))
     assert (s.scorer.type, s.scorer.method) == ("memory_bank", "patchcore")
     s = settings_from_dict({"scorer": {"type": "hypersphere"}}, base_dir=Path("/"))
@@ -63,7 +64,7 @@ def test_unknown_methods_errors_name_what_is_known():
     with pytest.raises(KeyError, match="patchcore, padim"):
         method_of("nope")
     with pytest.raises(ConfigError, match="scorer: method 'ocsvm' is not allowed with type memory_bank; "
-                                          "expected 'patchcore' or 'padim'"):
+                                          "expected 'patchcore', 'padim' or 'global_context'"):
         settings_from_dict({"scorer": {"method": "ocsvm"}}, base_dir=Path("/"))
     with pytest.raises(ConfigError, match="type 'gauss' is not allowed"):
         settings_from_dict({"scorer": {"type": "gauss"}}, base_dir=Path("/"))

@@ -1,0 +1,133 @@
+"""`inspector calibrate --from-reviews`: learn from what operators reviewed on the console.
+
+Frames reviewed as *false reject* (the newest review of their inspection, made within --since)
+join the golden set; frames reviewed as *confirmed defect* or *missed defect* join the defect
+examples (--defects). Both sets are assembled as copies in a work folder, so the golden folder
+itself is never touched.
+
+Before and after are measured on the same defect examples: "before" evaluates the configured
+method on the original golden set (no bundle written), "after" is the real calibration on the
+enlarged one. The comparison (threshold, expected false rejects, escapes of the defect examples
+and of the synthetic defects) is printed, written to BUNDLE/from_reviews.json and added to
+report.html.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Optional
+
+from inspector.errors import InspectorError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class Gathered:
+    golden: Path
+    defects: Optional[Path]
+    golden_before: int
+    defects_before: int
+    false_rejects: list[int] = field(default_factory=list)  # inspection ids added to the golden set
+    defect_ids: list[int] = field(default_factory=list)  # added to the defect examples
+    missing: list[int] = field(default_factory=list)  # reviewed, but the frame is not on disk
+
+
+def _images(folder: Optional[Path]) -> list[Path]:
+    if folder is None:
+        return []
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def gather(store, *, since: Optional[datetime], golden_dir: Path, defects_dir: Optional[Path], work: Path) -> Gathered:
+    """Copy the golden images plus the reviewed false rejects into ``work/golden``, the defect
+    examples plus the reviewed defects into ``work/defects``."""
+    from inspector.storage.reviews import reviewed_frames
+
+    golden, defects = work / "golden", work / "defects"
+    golden.mkdir(parents=True)
+    defects.mkdir()
+    originals = _images(golden_dir)
+    for p in originals:
+        shutil.copy2(p, golden / p.name)
+    examples = _images(defects_dir)
+    for p in examples:
+        shutil.copy2(p, defects / p.name)
+    g = Gathered(golden=golden, defects=defects, golden_before=len(originals), defects_before=len(examples))
+    for r in reviewed_frames(store, since=since):
+        src = Path(r["stored_path"]) if r["stored_path"] else None
+        if src is None or not src.is_file() or src.suffix.lower() not in IMAGE_SUFFIXES:
+            g.missing.append(r["inspection_id"])
+            continue
+        name = f"review-{r['inspection_id']}{src.suffix.lower()}"
+        if r["kind"] == "false_reject":
+            shutil.copy2(src, golden / name)
+            g.false_rejects.append(r["inspection_id"])
+        else:
+            shutil.copy2(src, defects / name)
+            g.defect_ids.append(r["inspection_id"])
+    if not g.false_rejects and not g.defect_ids:
+        raise InspectorError("no reviewed frames to learn from" + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else "")
+                             + (f" ({len(g.missing)} reviewed frames are no longer on disk)" if g.missing else "")
+                             + "; review fails and passes on the console first (inspector serve)")
+    if not _images(defects):
+        g.defects = None
+    return g
+
+
+def _side(r) -> dict:
+    t = r.image_threshold
+    d = r.detectability
+    real = d.real if d is not None else None
+    return {"threshold": t.value, "expected_false_reject_pct": None if t.expected_frr is None else 100 * t.expected_frr,
+            "heldout_false_reject_pct": 100 * t.empirical_frr, "heldout_n": t.n,
+            "defect_examples": None if real is None else real.n,
+            "defect_escapes": None if real is None else real.n - real.found,
+            "synthetic": None if d is None else d.statement()}
+
+
+def comparison(before, after, g: Gathered) -> dict:
+    return {"false_rejects_added": g.false_rejects, "defects_added": g.defect_ids, "missing_frames": g.missing,
+            "golden_images": [g.golden_before, g.golden_before + len(g.false_rejects)],
+            "before": _side(before), "after": _side(after)}
+
+
+def _fmt(v, unit="") -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}{unit}" if isinstance(v, float) else f"{v}{unit}"
+
+
+def lines(cmp: dict) -> list[str]:
+    b, a = cmp["before"], cmp["after"]
+    out = [f"from reviews  {len(cmp['false_rejects_added'])} false rejects joined the golden set "
+           f"({cmp['golden_images'][0]} -> {cmp['golden_images'][1]} images), {len(cmp['defects_added'])} reviewed "
+           f"defects joined the defect examples"
+           + (f"; {len(cmp['missing_frames'])} reviewed frames are no longer on disk" if cmp["missing_frames"] else ""),
+           f"              {'before':>14} {'after':>14}",
+           f"threshold     {_fmt(b['threshold']):>14} {_fmt(a['threshold']):>14}",
+           f"false rejects {_fmt(b['expected_false_reject_pct'], '%'):>14} {_fmt(a['expected_false_reject_pct'], '%'):>14}"
+           "  expected share of good parts"]
+    if a["defect_examples"]:
+        out.append(f"escapes       {_fmt(b['defect_escapes']) + ' of ' + _fmt(b['defect_examples']):>14} "
+                   f"{_fmt(a['defect_escapes']) + ' of ' + _fmt(a['defect_examples']):>14}  defect examples below the threshold")
+    if b["synthetic"] or a["synthetic"]:
+        out.append(f"synthetic     before: {b['synthetic'] or '-'}")
+        out.append(f"              after:  {a['synthetic'] or '-'}")
+    return out
+
+
+def record(cmp: dict, bundle_dir: Path, report: Optional[Path]) -> None:
+    """BUNDLE/from_reviews.json, and the comparison as a section of report.html."""
+    (bundle_dir / "from_reviews.json").write_text(json.dumps(cmp, indent=2))
+    if report is None or not report.is_file():
+        return
+    html = report.read_text(encoding="utf-8")
+    section = ("<h2>What the reviews changed</h2><pre id=\"from-reviews\">" + escape("\n".join(lines(cmp)))
+               + "</pre>")
+    html = html.replace("</body>", section + "</body>", 1) if "</body>" in html else html + section
+    report.write_text(html, encoding="utf-8")

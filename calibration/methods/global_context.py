@@ -1,0 +1,119 @@
+"""Fitting global context (inspector/methods/global_context.py): PatchCore's fit for the local
+branch, a shrinkage Gaussian per pooled region for the global one, and the golden statistics
+that put both in the same units (z) so the fusion weights mean the same on every part."""
+from __future__ import annotations
+
+import numpy as np
+
+from calibration.methods import Progress
+from calibration.methods import patchcore as patchcore_fit
+from inspector.methods import global_context as gc
+from inspector.methods import patchcore
+
+
+def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """x float64 [n, p] -> (the Ledoit-Wolf shrunk covariance [p, p], the shrinkage): the sample
+    covariance pulled towards a scaled identity by the amount that minimises the expected error
+    (Ledoit & Wolf 2004; the same estimate as scikit-learn's ledoit_wolf)."""
+    n, p = x.shape
+    xc = x - x.mean(axis=0)
+    emp = xc.T @ xc / n
+    mu = np.trace(emp) / p
+    x2 = xc ** 2
+    beta_ = (x2.T @ x2).sum()
+    delta_ = (emp ** 2).sum()
+    beta = (beta_ / n - delta_) / (p * n)
+    delta = (delta_ - 2.0 * mu * np.trace(emp) + p * mu ** 2) / p
+    beta = min(beta, delta)
+    s = 0.0 if beta == 0 else beta / delta
+    shrunk = (1.0 - s) * emp
+    shrunk.flat[::p + 1] += s * mu
+    return shrunk, float(s)
+
+
+def gaussians(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x float64 [N, R, F] -> (mean [R, F], precision [R, F, F]) per region, Ledoit-Wolf shrunk."""
+    mean = x.mean(axis=0)
+    prec = np.empty((x.shape[1], x.shape[2], x.shape[2]), np.float64)
+    for r in range(x.shape[1]):
+        cov, _ = ledoit_wolf(x[:, r])
+        cov.flat[::cov.shape[0] + 1] += 1e-9 * max(np.trace(cov) / len(cov), 1e-12)  # never singular
+        prec[r] = np.linalg.inv(cov)
+    return mean, prec
+
+
+def out_of_fold_distances(x: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """x float64 [N, R, F] -> each image's region distances float64 [N, R] under Gaussians fitted
+    without its fold: held-in distances are too small (the Gaussian saw the image), and a z from
+    them would call every new good part anomalous."""
+    n = len(x)
+    folds = min(folds, n)
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(x.shape[:2], np.float64)
+    for k in range(folds):
+        held = order[k::folds]
+        rest = np.setdiff1d(order, held)
+        mean, prec = gaussians(x[rest])
+        out[held] = gc.mahalanobis(x[held], mean, prec)
+    return out
+
+
+def local_standardisation(features: np.ndarray, state: patchcore.State, n_images: int,
+                          seed: int) -> tuple[float, float]:
+    """(mean, std) of golden images' PatchCore image scores with each image's own bank entries left
+    out (the coreset picked the golden patches farthest from the rest, so held-in scores are all
+    below its covering radius). At most ``n_images`` golden images, a seeded sample.
+
+    One search per image with the state's own searcher; a bank row is the image's own when one of
+    its patches lies on it (distance ~0), and only the patches whose nearest row is an own one are
+    searched again without those rows."""
+    n, d, h, w = features.shape
+    pick = np.arange(n)
+    if n > n_images:
+        pick = np.sort(np.random.default_rng(seed).choice(n, n_images, replace=False))
+    bank = state.memory_bank
+    scores = []
+    for i in pick:
+        q = np.ascontiguousarray(features[i].reshape(d, -1).T, dtype=np.float32)
+        dist, idx = state.searcher.search(q)
+        # fp32 rounding leaves a copied patch ~1e-2 from its row, real neighbours are ~1e1 away
+        own = np.unique(idx[dist <= 1e-3 * np.sqrt((q * q).sum(1)) + 1e-6])
+        redo = np.flatnonzero(np.isin(idx, own))
+        if len(redo) and len(own) < len(bank):
+            rest = np.delete(bank, own, axis=0).astype(np.float64)
+            qr = q[redo].astype(np.float64)
+            d2 = (qr * qr).sum(1)[:, None] + (rest * rest).sum(1)[None] - 2.0 * qr @ rest.T
+            dist = dist.astype(np.float64)
+            dist[redo] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        scores.append(float(dist.max()))
+    s = np.asarray(scores)
+    return float(s.mean()), float(max(s.std(ddof=1) if len(s) > 1 else 0.0, 1e-6 * max(abs(s.mean()), 1e-6)))
+
+
+def fit_global(features: np.ndarray, config: gc.GlobalConfig, seed: int):
+    """features float32 [N, D, h, w] -> (mean [R, F], precision [R, F, F], z stats [R, 2]), float32."""
+    x = gc.pooled(features, gc.regions(features.shape[2:], config.grids))
+    d = out_of_fold_distances(x, config.folds, seed)
+    z = np.stack([d.mean(axis=0), np.maximum(d.std(axis=0, ddof=1), 1e-6 * np.maximum(d.mean(axis=0), 1e-6))], 1)
+    mean, prec = gaussians(x)
+    return mean.astype(np.float32), prec.astype(np.float32), z.astype(np.float32)
+
+
+def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: gc.Config,
+             features_shape) -> gc.State:
+    """The state from its fitted parts (the benchmark reuses one local fit across variants)."""
+    n, d, h, w = features_shape
+    g = config.global_context
+    params = gc.Params(local=local.params, smoothing_sigma=config.smoothing_sigma, grid_hw=[int(h), int(w)],
+                       grids=list(g.grids), map_grids=list(g.map_grids), weight=g.weight, map_weight=g.map_weight, local_mean=stats[0],
+                       local_std=stats[1], feature_dim=int(d), images_seen=int(n))
+    return gc.State(params, local, *glob)
+
+
+def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress) -> gc.State:
+    """features float32 [N, D, h, w] (N >= 2) -> the state."""
+    if len(features) < 2:
+        raise ValueError("global_context needs at least 2 golden images to standardise its scores")
+    local = patchcore_fit.fit(features, config.local(), seed, progress)
+    stats = local_standardisation(features, local, config.global_context.local_images, seed)
+    return assemble(local, stats, fit_global(features, config.global_context, seed), config, features.shape)

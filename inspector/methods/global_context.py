@@ -1,0 +1,209 @@
+"""Global context: PatchCore's local patch map fused with a global branch that scores the whole
+part, so "arrangement" defects (a missing label, bands of different grinding over a whole tile),
+whose every patch looks like some golden patch, are caught too.
+
+Local branch: PatchCore (inspector/methods/patchcore.py) as it is, in golden-standardised units:
+``(patch distance - local_mean) / local_std``, the two fitted from golden images scored against
+the bank without their own entries (calibration/methods/global_context.py).
+
+Global branch: the patch features pooled (average and max) over coarse regions -- the whole
+frame, and the cells of each grid in ``grids`` (2: 2x2, 4: 4x4) -- and a Gaussian per region
+(Ledoit-Wolf shrinkage covariance). A region's Mahalanobis distance is standardised by the
+out-of-fold distances of the golden images (z). Global score = the largest region z.
+
+Image score = local z (its largest patch) + ``weight`` x global z. Map: each patch cell's local
+z plus ``map_weight`` x the z of the ``map_grids`` regions holding it that the region's local
+evidence does not explain (``region_map``), so a region that is wrong as a whole lights up as a
+whole while a scratch stays a scratch.
+
+Arrays: PatchCore's under the prefix ``gc_`` (``gc_memory_bank``, ``gc_bank_knn_index``);
+``gc_region_mean`` float32 [R, F], ``gc_region_precision`` float32 [R, F, F] (inverse shrunk
+covariance), ``gc_region_z`` float32 [R, 2] (golden out-of-fold distance mean, std), with F = 2 x
+the feature dim (average, max) and R = the regions of ``grids`` in order, each row-major.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+import numpy as np
+from pydantic import Field, model_validator
+from typing_extensions import Annotated
+
+from inspector.methods import patchcore
+from inspector.methods.base import (Count, MethodConfig, MethodParams, ScoreMap, Sigma, StateInvalid, array,
+                                    expect_shape, score_patch_maps)
+
+NAME = "global_context"
+HEAD = None
+PREFIX = "gc_"  # PatchCore's arrays in this method's bundle
+Grid = Annotated[int, Field(ge=1, le=16)]
+Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+Weight = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+
+
+class GlobalConfig(MethodConfig):
+    # region grids: 1 = the whole frame, 2 = 2x2 cells, 4 = 4x4 cells (docs/BENCHMARKS.md, issue 13)
+    grids: list[Grid] = Field([1, 2, 4], min_length=1, max_length=4)
+    # the grids whose regions' z go into the map (a subset of grids): coarse regions add their z
+    # to every cell of a large region, which outranks a small defect's cells in another image
+    map_grids: list[Grid] = Field([4], max_length=4)
+    weight: float = Field(1.0, ge=0.0, le=100.0)  # image score = local z + weight x global z
+    map_weight: float = Field(0.5, ge=0.0, le=100.0)  # map cell += map_weight x its regions' unexplained z
+
+    @model_validator(mode="after")
+    def _map_grids_are_grids(self) -> "GlobalConfig":
+        if not set(self.map_grids) <= set(self.grids):
+            raise ValueError(f"map_grids {self.map_grids} must be among grids {self.grids}")
+        return self
+    folds: int = Field(5, ge=2, le=20)  # out-of-fold golden distances standardise the regions' z
+    # golden images scored without their own bank entries to standardise the local branch
+    local_images: int = Field(100, ge=2)
+
+
+class Config(MethodConfig):
+    """PatchCore's patch map fused with a Gaussian model of region-pooled features."""
+
+    ignored_sections = ("padim",)
+    type: Literal["memory_bank"] = "memory_bank"
+    method: Literal["global_context"] = "global_context"
+    coreset: patchcore.CoresetConfig = patchcore.CoresetConfig()
+    reweight: bool = False
+    reweight_neighbours: int = Field(3, ge=1)
+    smoothing_sigma: float = Field(4.0, ge=0.0)
+    global_context: GlobalConfig = GlobalConfig()
+
+    def local(self) -> patchcore.Config:
+        """The PatchCore config of the local branch."""
+        return patchcore.Config(coreset=self.coreset, reweight=self.reweight,
+                                reweight_neighbours=self.reweight_neighbours, smoothing_sigma=self.smoothing_sigma)
+
+
+class Params(MethodParams):
+    method: Literal["global_context"] = "global_context"
+    local: patchcore.Params
+    smoothing_sigma: Sigma = 4.0
+    feature_name: str = "features"
+    grid_hw: list[Annotated[int, Field(ge=1)]] = Field(min_length=2, max_length=2)  # the patch grid h, w
+    grids: list[Grid] = Field(min_length=1, max_length=4)
+    map_grids: list[Grid] = Field(max_length=4)
+    weight: Weight
+    map_weight: Weight
+    local_mean: float
+    local_std: Positive
+    images_seen: Count = None
+
+
+def regions(grid_hw, grids) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of every region, grid by grid, each row-major (the arrays' R order)."""
+    h, w = grid_hw
+    out = []
+    for g in grids:
+        ys = np.linspace(0, h, g + 1).round().astype(int)
+        xs = np.linspace(0, w, g + 1).round().astype(int)
+        out += [(int(ys[i]), int(max(ys[i + 1], ys[i] + 1)), int(xs[j]), int(max(xs[j + 1], xs[j] + 1)))
+                for i in range(g) for j in range(g)]
+    return out
+
+
+def pooled(feats: np.ndarray, boxes) -> np.ndarray:
+    """feats [N, D, h, w] -> float64 [N, R, 2D]: each region's average then max feature."""
+    out = np.empty((len(feats), len(boxes), 2 * feats.shape[1]), np.float64)
+    for r, (y0, y1, x0, x1) in enumerate(boxes):
+        cell = feats[:, :, y0:y1, x0:x1].reshape(len(feats), feats.shape[1], -1)
+        out[:, r, :feats.shape[1]] = cell.mean(axis=2, dtype=np.float64)
+        out[:, r, feats.shape[1]:] = cell.max(axis=2)
+    return out
+
+
+def mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """x [N, R, F], mean [R, F], precision [R, F, F] -> distances float64 [N, R]."""
+    diff = (x - mean[None]).transpose(1, 0, 2)  # [R, N, F]
+    d2 = np.einsum("rnf,rnf->rn", np.matmul(diff, np.asarray(precision, np.float64)), diff)
+    return np.sqrt(np.maximum(d2, 0.0)).T
+
+
+@dataclass(frozen=True)
+class State:
+    params: Params
+    local: patchcore.State
+    region_mean: np.ndarray  # float32 [R, F]
+    region_precision: np.ndarray  # float32 [R, F, F]
+    region_z: np.ndarray  # float32 [R, 2]: golden distance mean, std
+    precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
+
+    def __post_init__(self):
+        r = len(regions(self.params.grid_hw, self.params.grids))
+        expect_shape(self.region_mean, "gc_region_mean", NAME, (r, None))
+        f = self.region_mean.shape[1]
+        expect_shape(self.region_precision, "gc_region_precision", NAME, (r, f, f))
+        expect_shape(self.region_z, "gc_region_z", NAME, (r, 2))
+        if f != 2 * self.local.memory_bank.shape[1]:
+            raise StateInvalid(f"global_context: 'gc_region_mean' has {f} features, expected 2 x the memory "
+                               f"bank's {self.local.memory_bank.shape[1]}")
+        if not (self.region_z[:, 1] > 0).all():
+            raise StateInvalid("global_context: 'gc_region_z' has a standard deviation that is not positive")
+        object.__setattr__(self, "precision64", self.region_precision.astype(np.float64))
+
+    @classmethod
+    def from_bundle(cls, params: Params, arrays: Mapping[str, np.ndarray]) -> "State":
+        local = patchcore.State.from_bundle(
+            params.local, {k[len(PREFIX):]: v for k, v in arrays.items() if k.startswith(PREFIX)})
+        return cls(params, local, array(arrays, "gc_region_mean", NAME, kind="f", ndim=2),
+                   array(arrays, "gc_region_precision", NAME, kind="f", ndim=3),
+                   array(arrays, "gc_region_z", NAME, kind="f", ndim=2))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {PREFIX + k: v for k, v in self.local.arrays().items()}
+        out.update(gc_region_mean=self.region_mean, gc_region_precision=self.region_precision,
+                   gc_region_z=self.region_z)
+        return out
+
+
+def for_engine(state: State, precision: str) -> State:
+    """The local branch searched as the calibrating engine's precision asks (as PatchCore's)."""
+    local = patchcore.for_engine(state.local, precision)
+    return dataclasses.replace(state, params=state.params.model_copy(update={"local": local.params}), local=local)
+
+
+def region_z(state: State, feats: np.ndarray) -> np.ndarray:
+    """feats float32 [N, D, h, w] -> each region's golden-standardised Mahalanobis z, float32 [N, R]."""
+    h, w = feats.shape[2:]
+    gh, gw = state.params.grid_hw
+    if (h, w) != (gh, gw):
+        raise ValueError(f"global_context bundle has a {gh}x{gw} patch grid, the features are {h}x{w}: the "
+                         f"network input size differs from calibration; recalibrate")
+    d = mahalanobis(pooled(feats, regions((h, w), state.params.grids)), state.region_mean, state.precision64)
+    return ((d - state.region_z[:, 0]) / state.region_z[:, 1]).astype(np.float32)
+
+
+def region_map(z: np.ndarray, local_z: np.ndarray, grids, map_grids) -> np.ndarray:
+    """z [N, R] (the regions of ``grids``), local_z [N, h, w] -> [N, h, w]: at each cell the
+    largest z of the ``map_grids`` regions holding it that their local evidence does not explain,
+    ``max(0, z - max(0, the region's largest local z))``: a region wrong as a whole with no
+    anomalous patch gets its z; a region whose z comes from one anomalous patch (a scratch) gets
+    little, so the patch stays sharp instead of lighting its whole region."""
+    out = np.zeros(local_z.shape, np.float32)
+    r = 0
+    for g in grids:
+        boxes = regions(local_z.shape[1:], [g])
+        if g in map_grids:
+            for k, (y0, y1, x0, x1) in enumerate(boxes):
+                cell = local_z[:, y0:y1, x0:x1]
+                unexplained = z[:, r + k] - np.maximum(cell.reshape(len(cell), -1).max(axis=1), 0.0)
+                np.maximum(out[:, y0:y1, x0:x1], unexplained[:, None, None], out=out[:, y0:y1, x0:x1])
+        r += len(boxes)
+    return out
+
+
+def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int, int]) -> ScoreMap:
+    p = state.params
+    feats = features[p.feature_name]
+    local = patchcore.score(state.local, {state.local.params.feature_name: feats}, input_hw)
+    local_z = (local.patch_maps - np.float32(p.local_mean)) / np.float32(p.local_std)
+    image_local = (local.image_scores - np.float32(p.local_mean)) / np.float32(p.local_std)
+    z = region_z(state, feats)
+    image = image_local + np.float32(p.weight) * z.max(axis=1)
+    maps = local_z + np.float32(p.map_weight) * region_map(z, local_z, p.grids, p.map_grids)
+    return score_patch_maps(maps, input_hw, p.smoothing_sigma, image.astype(np.float32))

@@ -1,0 +1,47 @@
+"""Global context end to end: `inspector calibrate` with method global_context on synthetic golden
+parts, the bundle loaded in fresh processes and run through the pipeline (identical scores each
+time, defective parts fail), its arrays plain and prefixed."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import yaml
+
+from tests.conftest import TEST_SIZE, daemon_env, write_png
+from tests.integration.test_calibration_roundtrip import SCORE_SCRIPT
+
+
+def test_calibrate_cli_then_pipeline_in_a_fresh_process(tmp_path, golden_dir, part_images):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "preprocess": {"size": [TEST_SIZE, TEST_SIZE]}, "calibration": {"holdout": 0.25, "min_images": 4},
+        "scorer": {"type": "memory_bank", "method": "global_context", "coreset": {"ratio": 0.05},
+                   "global_context": {"grids": [1, 2], "map_grids": [2]}}}))
+    bundle = tmp_path / "bundle"
+    p = subprocess.run([sys.executable, "-m", "inspector.cli", "calibrate", "--golden", str(golden_dir), "--out",
+                        str(bundle), "--config", str(cfg), "--quiet"], capture_output=True, text=True, timeout=600,
+                       env=daemon_env())
+    assert p.returncode == 0, p.stderr
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    params = manifest["scorer"]["params"]
+    assert params["method"] == "global_context" and params["local"]["method"] == "patchcore"
+    assert params["grids"] == [1, 2] and params["local_std"] > 0
+    with np.load(bundle / "arrays.npz", allow_pickle=False) as npz:
+        assert {"gc_memory_bank", "gc_region_mean", "gc_region_precision", "gc_region_z"} <= set(npz.files)
+        assert npz["gc_region_precision"].shape[0] == 5  # the whole frame + 2x2 cells
+
+    paths = [str(write_png(tmp_path / f"t{i}.png", part_images(d)))
+             for i, d in enumerate([None, "missing_hole", None, "missing_hole"])]
+
+    def score():
+        r = subprocess.run([sys.executable, "-c", SCORE_SCRIPT, str(bundle), *paths], env=daemon_env(),
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    first, second = score(), score()
+    assert first == second
+    assert [v for _, v, _ in first] == ["pass", "fail", "pass", "fail"]

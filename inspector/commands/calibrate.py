@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "until the next calibration)")
     p.add_argument("--config", type=Path, help="YAML config (preprocess/backbone/scorer/calibration/engine sections)")
     p.add_argument("--defects", type=Path, help="optional folder of known-defect images: their escape rate at the "
-                                                "threshold goes into the bundle and the summary, their scores in the report")
+                                                "threshold goes into the bundle and the summary, their scores in the report; "
+                                                "scorer supervised trains on them (and requires them)")
     p.add_argument("--augment", type=int, metavar="N",
                    help="N jittered copies per golden image, for few golden samples (default: calibration.augment.copies); "
                         "thresholds are still set on original images only")

@@ -50,11 +50,22 @@ def add(conn: Connection, rows: list[dict]) -> None:
         counts[k] = counts.get(k, 0) + 1
     if not counts:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(YieldHour)
-    stmt = stmt.on_conflict_do_update(index_elements=[YieldHour.hour, YieldHour.source, YieldHour.verdict],
-                                      set_={"count": YieldHour.count + stmt.excluded["count"]})
-    conn.execute(stmt, [dict(hour=h, source=s, verdict=v, count=n) for (h, s, v), n in counts.items()])
+    conn.execute(_upsert(conn.dialect.name), [dict(hour=h, source=s, verdict=v, count=n)
+                                              for (h, s, v), n in counts.items()])
+
+
+_UPSERTS: dict = {}
+
+
+def _upsert(dialect_name: str):
+    """The UPSERT statement, built once per dialect (building it per frame cost more than running it)."""
+    stmt = _UPSERTS.get(dialect_name)
+    if stmt is None:
+        stmt = (postgresql if dialect_name == "postgresql" else sqlite).insert(YieldHour.__table__)
+        stmt = stmt.on_conflict_do_update(index_elements=["hour", "source", "verdict"],
+                                          set_={"count": YieldHour.__table__.c.count + stmt.excluded["count"]})
+        _UPSERTS[dialect_name] = stmt
+    return stmt
 
 
 def usable(flt: "HistoryFilter") -> bool:
@@ -88,7 +99,10 @@ def _rollup_where(stmt, flt: "HistoryFilter", h0: Optional[int], h1: Optional[in
 def period_range(conn: Connection, flt: "HistoryFilter") -> Optional[tuple[int, int]]:
     """(first, last) UTC epoch seconds with counts under ``flt``: the rows' range joined with the
     rollup's hours (which may reach back past pruned rows); None when there is nothing."""
-    lo, hi = conn.execute(flt.apply(select(func.min(Inspection.captured_at), func.max(Inspection.captured_at)))).one()
+    # two ORDER BY ... LIMIT 1 probes: SQLite reads MIN and MAX together by walking the whole range
+    lo = conn.execute(flt.apply(select(Inspection.captured_at)).order_by(Inspection.captured_at).limit(1)).scalar()
+    hi = conn.execute(flt.apply(select(Inspection.captured_at)).order_by(Inspection.captured_at.desc())
+                      .limit(1)).scalar()
     h0 = None if flt.since is None else _us(flt.since) // _HOUR_US
     h1 = None if flt.until is None else -(-_us(flt.until) // _HOUR_US)
     rlo, rhi = conn.execute(_rollup_where(select(func.min(YieldHour.hour), func.max(YieldHour.hour)), flt, h0, h1)).one()

@@ -105,7 +105,8 @@ def period_range(conn: Connection, flt: "HistoryFilter") -> Optional[tuple[int, 
                       .limit(1)).scalar()
     h0 = None if flt.since is None else _us(flt.since) // _HOUR_US
     h1 = None if flt.until is None else -(-_us(flt.until) // _HOUR_US)
-    rlo, rhi = conn.execute(_rollup_where(select(func.min(YieldHour.hour), func.max(YieldHour.hour)), flt, h0, h1)).one()
+    rlo, rhi = conn.execute(_rollup_where(select(func.min(YieldHour.hour), func.max(YieldHour.hour)),
+                                          flt, h0, h1)).one()
     if rlo is not None and flt.since is not None and rlo < flt.since:
         rlo = flt.since  # the first hour is partial: its rows start at since
     firsts = [_us(t) // 1_000_000 for t in (lo, rlo) if t is not None]
@@ -162,6 +163,35 @@ def segment_counts(conn: Connection, flt: "HistoryFilter", starts_s: np.ndarray,
     return out
 
 
+def time_groups(conn: Connection, by: str, flt: "HistoryFilter", shifts, tz, *, sqlite: bool):
+    """compute_stats' counts-only groups per time bucket (a stats._Groups, percentiles nan) from
+    segment_counts, in one snapshot; None when there are too many partial hours."""
+    from inspector.storage import stats  # stats imports this module
+
+    if sqlite:
+        raw = conn.connection.driver_connection
+        raw.execute("BEGIN")  # one read transaction for the rollup and the rows
+    else:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+    try:
+        span = period_range(conn, flt)
+        if span is None:
+            return stats._no_groups()
+        starts, seg_bucket, end = stats._time_segments(by, span[0], span[1], tz, shifts)
+        seg_counts = segment_counts(conn, flt, starts, end)
+    finally:
+        raw.rollback() if sqlite else conn.rollback()
+    if seg_counts is None:
+        return None
+    uniq, dense = np.unique(seg_bucket, return_inverse=True)
+    counts = np.zeros((len(uniq), 3), np.int64)
+    np.add.at(counts, dense.reshape(-1), seg_counts)
+    has = counts.sum(axis=1) > 0
+    n_pct = len(stats.PERCENTILES)
+    return stats._Groups([k for k, h in zip(uniq.tolist(), has) if h], counts[has],
+                         np.full((int(has.sum()), n_pct), np.nan), counts.sum(axis=0), np.full(n_pct, np.nan))
+
+
 def _row_counts(conn: Connection, flt: "HistoryFilter", lo_us: int, hi_us: int, key):
     sub = replace(flt, since=_dt(lo_us), until=_dt(hi_us))
     cols = [Inspection.verdict] if key is None else [key, Inspection.verdict]
@@ -199,4 +229,4 @@ def source_verdict_counts(conn: Connection, flt: "HistoryFilter") -> dict[tuple[
     return out
 
 
-__all__ = ["add", "usable", "hour_of", "period_range", "segment_counts", "source_verdict_counts", "MAX_EDGE_PIECES"]
+__all__ = ["add", "usable", "hour_of", "period_range", "segment_counts", "time_groups", "source_verdict_counts", "MAX_EDGE_PIECES"]

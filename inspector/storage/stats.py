@@ -418,34 +418,6 @@ def _server_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], t
     return _Groups(keys, counts, pct, np.array(total[:3], np.int64), np.array(nums(total[3:])))
 
 
-def _rollup_time_groups(conn, by: str, flt: HistoryFilter, shifts: Sequence[Shift], tz: tzinfo, *,
-                        sqlite: bool) -> Optional[_Groups]:
-    """Counts only, per time bucket: whole UTC hours from the writer's per-hour counts, partial
-    hours from rows (inspector/storage/rollup.py), in one snapshot. None: too many partial hours."""
-    if sqlite:
-        raw = conn.connection.driver_connection
-        raw.execute("BEGIN")  # one read transaction for the rollup and the rows
-    else:
-        conn = conn.execution_options(isolation_level="REPEATABLE READ")
-    try:
-        span = rollup.period_range(conn, flt)
-        if span is None:
-            return _no_groups()
-        starts, seg_bucket, end = _time_segments(by, span[0], span[1], tz, shifts)
-        seg_counts = rollup.segment_counts(conn, flt, starts, end)
-    finally:
-        raw.rollback() if sqlite else conn.rollback()
-    if seg_counts is None:
-        return None
-    uniq, dense = np.unique(seg_bucket, return_inverse=True)
-    counts = np.zeros((len(uniq), 3), np.int64)
-    np.add.at(counts, dense.reshape(-1), seg_counts)
-    has = counts.sum(axis=1) > 0
-    return _Groups([k for k, h in zip(uniq.tolist(), has) if h], counts[has],
-                   np.full((int(has.sum()), len(PERCENTILES)), np.nan), counts.sum(axis=0),
-                   np.full(len(PERCENTILES), np.nan))
-
-
 def _time_label(by: str, u: int, shifts: Sequence[Shift], tz: tzinfo) -> tuple[str, datetime]:
     if by == "hour":
         wall = _EPOCH0 + timedelta(hours=u)
@@ -482,7 +454,7 @@ def compute_stats(store: ResultStore, by: str, flt: HistoryFilter = HistoryFilte
     with translate_errors("computing stats", store.url), store.engine.connect() as conn:
         g = None
         if not percentiles and by in _TIME_BYS and rollup.usable(flt):  # counts only: the per-hour rollup
-            g = _rollup_time_groups(conn, by, flt, shifts, tz, sqlite=store.dialect == "sqlite")
+            g = rollup.time_groups(conn, by, flt, shifts, tz, sqlite=store.dialect == "sqlite")
         if g is None and store.dialect == "sqlite":
             g = _sqlite_groups(conn, by, flt, shifts, tz, chunk, percentiles)
         elif g is None:

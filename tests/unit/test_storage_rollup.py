@@ -117,3 +117,21 @@ def test_pruning_keeps_the_yield_history(store):
     assert _counts(compute_stats(store, "hour", flt, percentiles=False)) == _counts(before)
     assert _counts(source_counts(store, flt)) == before_src
     assert compute_stats(store, "hour", flt, percentiles=True)[-1].total == 0  # the rows are gone
+
+
+def test_too_many_partial_hours_count_rows_instead(store, monkeypatch):
+    """Past MAX_EDGE_PIECES partial hours the rollup gives up and compute_stats counts rows."""
+    from inspector.storage import rollup
+
+    _stream(store, n=150, seed=4)
+    flt = HistoryFilter(since=T0 + timedelta(minutes=17), until=T0 + timedelta(hours=7, minutes=23))
+    want = _counts(compute_stats(store, "hour", flt, tz=ZoneInfo("Asia/Kolkata"), percentiles=True))
+    calls = []
+    real = rollup.segment_counts
+    monkeypatch.setattr(rollup, "segment_counts", lambda *a: calls.append(real(*a)) or calls[-1])
+    monkeypatch.setattr(rollup, "MAX_EDGE_PIECES", 0)
+    assert _counts(compute_stats(store, "hour", flt, tz=ZoneInfo("Asia/Kolkata"), percentiles=False)) == want
+    assert calls == [None]  # it was asked, declined, and the rows were counted
+    monkeypatch.setattr(rollup, "MAX_EDGE_PIECES", 64)
+    assert _counts(compute_stats(store, "hour", flt, tz=ZoneInfo("Asia/Kolkata"), percentiles=False)) == want
+    assert calls[-1] is not None

@@ -58,7 +58,7 @@ def copy_to_postgres(db: Path, url: str) -> float:
     src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for table in ("model_bundles", "inspections", "defect_regions", "reviews"):
+        for table in ("model_bundles", "inspections", "defect_regions", "reviews", "yield_hours"):
             cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
             with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as cp:
                 for row in src.execute(f"SELECT {', '.join(cols)} FROM {table}"):

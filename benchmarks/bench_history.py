@@ -76,6 +76,12 @@ def fill(db: Path, rows: int, seed: int = 0) -> float:
         con.executemany(ins, batch)
         con.executemany(reg, regions)
         con.commit()
+    # the per-hour counts the daemon's writer keeps with its rows (inspector/storage/rollup.py),
+    # built as migration 5 backfills them
+    con.execute("DELETE FROM yield_hours")
+    con.execute("INSERT INTO yield_hours (hour, source, verdict, count) SELECT substr(captured_at, 1, 13) || "
+                "':00:00.000000' AS h, source, verdict, COUNT(*) FROM inspections GROUP BY h, source, verdict")
+    con.commit()
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.execute("ANALYZE")
     con.close()

@@ -11,6 +11,7 @@ calls every ``retention.interval_minutes``. Limits (each optional, see Retention
 The newest ``keep_newest_fails`` fail rows and their files are evidence and are never deleted.
 Files are deleted before their row/path is updated; a crash in between leaves a path to a
 missing file (which the next prune clears), never an orphan file nobody knows of.
+The per-hour verdict counts (``yield_hours``) are kept: yield history outlives the rows.
 """
 from __future__ import annotations
 

@@ -170,8 +170,11 @@ def source_counts(store: ResultStore, flt: HistoryFilter) -> list[Any]:
     read from indexes: each source's total is a range count on (source, captured_at), the few
     fails and errors come from (verdict, captured_at). A GROUP BY over the period would read
     every row of it (a month of a busy line: a million)."""
+    from inspector.storage import rollup
     from inspector.storage.stats import StatsRow
 
+    if rollup.usable(flt):
+        return _rollup_source_counts(store, flt)
     names = [flt.source] if flt.source is not None else sources(store)
     with translate_errors("counting per source", store.url), store.engine.connect() as conn:
         # grouped by source || '': grouping by the bare column makes SQLite walk the (source,
@@ -190,6 +193,34 @@ def source_counts(store: ResultStore, flt: HistoryFilter) -> list[Any]:
             p = total - f - e
             out.append(StatsRow(key=name, total=total, passed=p, failed=f, errors=e,
                                 yield_pct=100.0 * p / (p + f) if p + f else None, p50=None, p95=None, p99=None))
+    return out
+
+
+def _rollup_source_counts(store: ResultStore, flt: HistoryFilter) -> list[Any]:
+    """source_counts from the writer's per-hour counts (whole hours) and the rows of the partial
+    hours at the period's edges (inspector/storage/rollup.py), in one snapshot."""
+    from inspector.storage import rollup
+    from inspector.storage.stats import StatsRow
+
+    with translate_errors("counting per source", store.url), store.engine.connect() as conn:
+        if store.dialect == "sqlite":
+            raw = conn.connection.driver_connection
+            raw.execute("BEGIN")  # one read transaction for the rollup and the rows
+            try:
+                counts = rollup.source_verdict_counts(conn, flt)
+            finally:
+                raw.rollback()
+        else:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            counts = rollup.source_verdict_counts(conn, flt)
+    out = []
+    for name in sorted({s for s, _ in counts})[:MAX_SOURCES]:
+        p, f = counts.get((name, "pass"), 0), counts.get((name, "fail"), 0)
+        total = sum(n for (s, _), n in counts.items() if s == name)
+        if not total:
+            continue
+        out.append(StatsRow(key=name, total=total, passed=p, failed=f, errors=total - p - f,
+                            yield_pct=100.0 * p / (p + f) if p + f else None, p50=None, p95=None, p99=None))
     return out
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inspector.errors import DatabaseError
 from inspector.names import printable_name
-from inspector.storage import migrations
+from inspector.storage import migrations, rollup
 from inspector.storage.models import DefectRegion, Inspection, ModelBundle
 
 if TYPE_CHECKING:
@@ -358,6 +358,7 @@ class ResultStore:
                     regions = [dict(r, inspection_id=i) for i, (_, regs) in zip(ids, rows) for r in regs]
                     if regions:
                         conn.execute(_INSERT_REGION, regions)
+                    rollup.add(conn, [row for row, _ in rows])  # per-hour counts commit with their rows
                     if outbox is not None:  # the sinks' events commit with their verdicts, or neither does
                         span = outbox.append(conn, [(item[0], row, regs, i)
                                                     for item, (row, regs), i in zip(items, rows, ids)])

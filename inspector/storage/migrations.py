@@ -130,6 +130,25 @@ def _m004_reviews(conn: Connection) -> None:
     md.tables["reviews"].create(conn)
 
 
+def _m005_yield_hours(conn: Connection) -> None:
+    """Verdict counts per (UTC hour, source, verdict), kept by the writer from now on and
+    backfilled here from the rows already recorded (one GROUP BY over the table)."""
+    md = MetaData()
+    Table("yield_hours", md,
+          Column("hour", DateTime, primary_key=True),
+          Column("source", String(128), primary_key=True),
+          Column("verdict", String(8), primary_key=True),
+          Column("count", BigInteger, nullable=False))
+    md.tables["yield_hours"].create(conn)
+    if conn.dialect.name == "sqlite":
+        # captured_at is stored as 'YYYY-MM-DD HH:MM:SS.ffffff' text (SQLAlchemy's SQLite DateTime)
+        hour = "substr(captured_at, 1, 13) || ':00:00.000000'"
+    else:
+        hour = "date_trunc('hour', captured_at)"
+    conn.execute(text(f"INSERT INTO yield_hours (hour, source, verdict, count) SELECT {hour}, source, verdict, "
+                      f"COUNT(*) FROM inspections GROUP BY {hour}, source, verdict"))
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -142,6 +161,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "frame_size_and_stats_indexes", _m002_frame_size_and_stats_indexes),
     Migration(3, "outbox", _m003_outbox),
     Migration(4, "reviews", _m004_reviews),
+    Migration(5, "yield_hours", _m005_yield_hours),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

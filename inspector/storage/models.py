@@ -183,6 +183,19 @@ class Review(Base):
     )
 
 
+class YieldHour(Base):
+    """Verdict counts per source and UTC hour (migration 5), kept by the writer in each verdict's
+    transaction (inspector/storage/rollup.py): the yield page reads whole hours from here instead
+    of counting rows. Retention pruning keeps these rows (yield history outlives the frames)."""
+
+    __tablename__ = "yield_hours"
+
+    hour: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)  # start of the UTC hour
+    source: Mapped[str] = mapped_column(String(128), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(8), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
 class SchemaMigration(Base):
     """One row per applied migration (see migrations.MIGRATIONS)."""
 

@@ -29,6 +29,7 @@ from sqlalchemy import DateTime, Float, Integer, String, and_, bindparam, cast, 
 from sqlalchemy.sql.elements import Grouping
 
 from inspector.errors import InspectorError
+from inspector.storage import rollup
 from inspector.storage.database import ResultStore, translate_errors
 from inspector.storage.models import Inspection
 from inspector.storage.queries import VERDICTS, HistoryFilter
@@ -451,9 +452,12 @@ def compute_stats(store: ResultStore, by: str, flt: HistoryFilter = HistoryFilte
     if by == "shift":
         _minute_table(shifts)  # overlapping shifts are refused even over an empty period
     with translate_errors("computing stats", store.url), store.engine.connect() as conn:
-        if store.dialect == "sqlite":
+        g = None
+        if not percentiles and by in _TIME_BYS and rollup.usable(flt):  # counts only: the per-hour rollup
+            g = rollup.time_groups(conn, by, flt, shifts, tz, sqlite=store.dialect == "sqlite")
+        if g is None and store.dialect == "sqlite":
             g = _sqlite_groups(conn, by, flt, shifts, tz, chunk, percentiles)
-        else:
+        elif g is None:
             # one snapshot for the groups and the TOTAL row
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
             g = _server_groups(conn, by, flt, shifts, tz, percentiles)

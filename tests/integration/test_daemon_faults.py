@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -146,6 +147,18 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, bundle
     referenced = sorted(r["heatmap_path"] for r in recorded if r["heatmap_path"])
     assert heatmaps == referenced
     assert len(referenced) == sum(1 for r in recorded if r["verdict"] == "fail") > 0
+
+    # the per-hour verdict counts commit with their rows: after every kill they still agree
+    con = sqlite3.connect(f"file:{ws.db}?mode=ro", uri=True)
+    try:
+        rollup = dict(((h, s, v), n) for h, s, v, n in con.execute(
+            "SELECT hour, source, verdict, count FROM yield_hours"))
+        counted = dict(((h, s, v), n) for h, s, v, n in con.execute(
+            "SELECT substr(captured_at, 1, 13) || ':00:00.000000' AS h, source, verdict, COUNT(*) "
+            "FROM inspections GROUP BY h, source, verdict"))
+    finally:
+        con.close()
+    assert rollup == counted and sum(rollup.values()) == n_files
 
 
 def test_locked_database_keeps_frames_in_inbox_and_logs_once(tmp_path, bundle_dir, part_images):

@@ -109,7 +109,7 @@ def test_migration_3_upgrades_a_version_2_database(db_url):
 
     engine = make_engine(db_url)
     apply_pending(engine, target=2)
-    assert [m.version for m in apply_pending(engine)] == [3] and SCHEMA_VERSION >= 3
+    assert [m.version for m in apply_pending(engine, target=3)] == [3] and SCHEMA_VERSION >= 3
     with engine.connect() as c:
         assert c.execute(text("SELECT count(*) FROM outbox_events")).scalar() == 0
     engine.dispose()

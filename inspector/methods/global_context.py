@@ -51,15 +51,15 @@ class GlobalConfig(MethodConfig):
     map_grids: list[Grid] = Field([4], max_length=4)
     weight: float = Field(1.0, ge=0.0, le=100.0)  # image score = local z + weight x global z
     map_weight: float = Field(0.5, ge=0.0, le=100.0)  # map cell += map_weight x its regions' unexplained z
+    folds: int = Field(5, ge=2, le=20)  # out-of-fold golden distances standardise the regions' z
+    # golden images scored without their own bank entries to standardise the local branch
+    local_images: int = Field(100, ge=2)
 
     @model_validator(mode="after")
     def _map_grids_are_grids(self) -> "GlobalConfig":
         if not set(self.map_grids) <= set(self.grids):
             raise ValueError(f"map_grids {self.map_grids} must be among grids {self.grids}")
         return self
-    folds: int = Field(5, ge=2, le=20)  # out-of-fold golden distances standardise the regions' z
-    # golden images scored without their own bank entries to standardise the local branch
-    local_images: int = Field(100, ge=2)
 
 
 class Config(MethodConfig):

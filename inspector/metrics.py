@@ -45,6 +45,15 @@ LabelValues = tuple[str, ...]
 
 
 # ---------------------------------------------------------------- config
+def normalised_listen(v) -> Optional[str]:
+    """A config's ``listen`` value checked and written one way ("8321" -> "127.0.0.1:8321",
+    IPv6 hosts in brackets); None stays None."""
+    if v is None:
+        return None
+    host, port = parse_listen(str(v))
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_listen(listen: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
     """``"host:port"``, ``"[v6]:port"``, ``":port"`` or ``"port"`` -> (host, port).
 
@@ -88,10 +97,7 @@ class MetricsConfig(BaseModel):
     @field_validator("listen", mode="before")
     @classmethod
     def _host_port(cls, v):
-        if v is None:
-            return None
-        host, port = parse_listen(str(v))
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return normalised_listen(v)
 
 
 # ---------------------------------------------------------------- families

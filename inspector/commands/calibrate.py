@@ -51,7 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.calibrate import calibrate
     from calibration.summary import print_summary, write_report
     from inspector.settings import Settings, load_settings
 
@@ -59,14 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.from_reviews:
         return _from_reviews(args, settings)
     try:
-        if args.auto:
-            from calibration.auto import auto_calibrate
-
-            result, _ = auto_calibrate(settings, args.golden, args.out, progress=not args.quiet,
-                                       augment=args.augment, defects_dir=args.defects, force=args.force, say=print)
-        else:
-            result = calibrate(settings, args.golden, args.out, progress=not args.quiet, augment=args.augment,
-                               defects_dir=args.defects, force=args.force)
+        result = _calibrate_into(args, settings, args.golden, args.defects)
     except (OSError, ValueError, RuntimeError) as exc:
         if isinstance(exc, InspectorError):
             raise
@@ -76,6 +68,20 @@ def run(args: argparse.Namespace) -> int:
         report = write_report(result, settings, args.defects)
     print_summary(result, report)
     return 0
+
+
+def _calibrate_into(args: argparse.Namespace, settings, golden, defects):
+    """Calibrate (or with --auto, choose and calibrate) ``golden`` into ``args.out``."""
+    from calibration.calibrate import calibrate
+
+    if args.auto:
+        from calibration.auto import auto_calibrate
+
+        result, _ = auto_calibrate(settings, golden, args.out, progress=not args.quiet, augment=args.augment,
+                                   defects_dir=defects, force=args.force, say=print)
+        return result
+    return calibrate(settings, golden, args.out, progress=not args.quiet, augment=args.augment,
+                     defects_dir=defects, force=args.force)
 
 
 def _from_reviews(args: argparse.Namespace, settings) -> int:
@@ -99,14 +105,7 @@ def _from_reviews(args: argparse.Namespace, settings) -> int:
             try:
                 before = calibrate(settings, args.golden, None, progress=not args.quiet, augment=args.augment,
                                    defects_dir=g.defects, evaluate_only=True)
-                if args.auto:
-                    from calibration.auto import auto_calibrate
-
-                    after, _ = auto_calibrate(settings, g.golden, args.out, progress=not args.quiet,
-                                              augment=args.augment, defects_dir=g.defects, force=args.force, say=print)
-                else:
-                    after = calibrate(settings, g.golden, args.out, progress=not args.quiet, augment=args.augment,
-                                      defects_dir=g.defects, force=args.force)
+                after = _calibrate_into(args, settings, g.golden, g.defects)
                 report = None if args.no_report else write_report(after, settings, g.defects)
             except (OSError, ValueError, RuntimeError) as exc:
                 if isinstance(exc, InspectorError):

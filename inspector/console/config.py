@@ -11,7 +11,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from inspector.metrics import parse_listen
+from inspector.metrics import normalised_listen, parse_listen
 
 DEFAULT_LISTEN = "127.0.0.1:8321"
 
@@ -55,10 +55,7 @@ class ConsoleConfig(BaseModel):
     @field_validator("listen", mode="before")
     @classmethod
     def _host_port(cls, v):
-        if v is None:
-            return None
-        host, port = parse_listen(str(v))
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return normalised_listen(v)
 
     def host_allowlist(self, listen: Optional[str]) -> Optional[frozenset[str]]:
         """The Host names to answer, lower case and without port; None: any."""

@@ -19,7 +19,7 @@ from engines.torch_engine import TorchEngineConfig
 from inspector.config_file import parse_config_yaml, read_config_text
 from inspector.console.config import ConsoleConfig
 from inspector.errors import ConfigError
-from inspector.methods import patchcore
+from inspector.methods import global_context
 from inspector.methods.registry import BY_NAME, ScorerConfig, check_scorer_section
 from inspector.metrics import MetricsConfig
 from inspector.sinks.config import SINK_TAGS, SinkConfig, check_sinks, resolve_sink_paths
@@ -311,8 +311,10 @@ class Settings(_Strict):
     output: OutputConfig = OutputConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     backbone: BackboneConfig = BackboneConfig()
-    # one method's config (inspector/methods/<method>.py Config); PatchCore by default
-    scorer: ScorerConfig = patchcore.Config()
+    # one method's config (inspector/methods/<method>.py Config). Without a scorer section: global
+    # context (PatchCore + region Gaussians), chosen by evidence on four datasets (docs/BENCHMARKS.md);
+    # a memory_bank section without `method` still means PatchCore, as it did when it was written
+    scorer: ScorerConfig = global_context.Config()
     calibration: CalibrationConfig = CalibrationConfig()
     engine: EngineConfig = OpenVinoEngineConfig()
     runtime: RuntimeConfig = RuntimeConfig()

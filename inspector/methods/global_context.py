@@ -50,7 +50,9 @@ class GlobalConfig(MethodConfig):
     # to every cell of a large region, which outranks a small defect's cells in another image
     map_grids: list[Grid] = Field([4], max_length=4)
     weight: float = Field(1.0, ge=0.0, le=100.0)  # image score = local z + weight x global z
-    map_weight: float = Field(0.5, ge=0.0, le=100.0)  # map cell += map_weight x its regions' unexplained z
+    # map cell += map_weight x its regions' unexplained z; 0 (default) keeps PatchCore's map, whose
+    # pixel AUROC the region term lowered on bottle (docs/BENCHMARKS.md, issue 13)
+    map_weight: float = Field(0.0, ge=0.0, le=100.0)
     folds: int = Field(5, ge=2, le=20)  # out-of-fold golden distances standardise the regions' z
     # golden images scored without their own bank entries to standardise the local branch
     local_images: int = Field(100, ge=2)

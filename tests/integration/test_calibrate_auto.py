@@ -26,8 +26,8 @@ def test_with_auto_geometry_each_method_is_also_tried_with_the_whole_frame_in_on
     from inspector.settings import Settings
 
     found = [(c.settings.scorer.method, c.settings.preprocess.size) for c in candidates(Settings())]
-    assert found == [("patchcore", "auto"), ("padim", "auto"), ("global_context", "auto"),
-                     ("patchcore", (256, 256)), ("padim", (256, 256)), ("global_context", (256, 256))]
+    assert found == [("global_context", "auto"), ("patchcore", "auto"), ("padim", "auto"),
+                     ("global_context", (256, 256)), ("patchcore", (256, 256)), ("padim", (256, 256))]
 
 
 def test_the_candidate_finding_more_defects_wins_and_its_evidence_is_recorded(tmp_path, golden_dir):

@@ -42,7 +42,13 @@ def test_families_and_their_defaults():
                         "reconstruction": ("autoencoder", "fanogan", "anoddpm"), "discriminative": ("discriminator",),
                         "flow": ("flow",), "supervised": ("supervised",)}
     s = settings_from_dict({}, base_dir=Path("/"))
-    assert (s.scorer.type, s.scorer.method) == ("memory_bank", "patchcore")
+    assert (s.scorer.type, s.scorer.method) == ("memory_bank", "global_context")
+    assert s.scorer.global_context.map_weight == 0.0  # the default keeps PatchCore's map
+    # a memory_bank section that names no method meant PatchCore when it was written, and still does
+    s = settings_from_dict({"scorer": {"type": "memory_bank", "coreset": {"ratio": 0.1}}}, base_dir=Path("/"))
+    assert s.scorer.method == "patchcore"
+    s = settings_from_dict({"scorer": {"smoothing_sigma": 2.0}}, base_dir=Path("/"))
+    assert s.scorer.method == "patchcore"
     s = settings_from_dict({"scorer": {"type": "hypersphere"}}, base_dir=Path("/"))
     assert s.scorer.method == "deep_svdd"
     # a file that switched method but kept the other method's section still validates

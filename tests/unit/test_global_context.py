@@ -86,7 +86,8 @@ def test_an_arrangement_change_is_missed_by_patchcore_and_caught_by_global_conte
     rng = np.random.default_rng(3)
     golden, good, wrong = _arrangement(rng, 40), _arrangement(rng, 12), _arrangement(rng, 1, swap=True)
     test = np.concatenate([good, wrong])
-    config = small_settings(scorer={**GC, "coreset": {"size": 400}}).scorer
+    # map_weight 0.5: the regions' unexplained z in the map (the default 0 keeps PatchCore's map)
+    config = small_settings(scorer={**GC, "coreset": {"size": 400}, "global_context": {"map_weight": 0.5}}).scorer
     state = gc_fit.fit(golden, config, 0, NoProgress())
     pc = Scorer(method_of("patchcore"), state.local).score({"features": test}, (64, 64))
     sm = Scorer(method_of("global_context"), state).score({"features": test}, (64, 64))
@@ -95,6 +96,13 @@ def test_an_arrangement_change_is_missed_by_patchcore_and_caught_by_global_conte
     # the map carries it: the wrong half above the right half, which it was not for PatchCore
     m = sm.patch_maps[-1]
     assert m[:, 4:].mean() > m[:, :4].mean() + 3.0
+    # with the default map_weight 0 the map is PatchCore's, in golden z-units: the image score still
+    # catches the wrong part
+    plain = gc_fit.fit(golden, small_settings(scorer={**GC, "coreset": {"size": 400}}).scorer, 0, NoProgress())
+    sp = Scorer(method_of("global_context"), plain).score({"features": test}, (64, 64))
+    assert sp.image_scores[-1] > sp.image_scores[:-1].max() + 3.0
+    p = plain.params
+    np.testing.assert_allclose(sp.patch_maps, (pc.patch_maps - p.local_mean) / p.local_std, rtol=1e-5, atol=1e-5)
     # good parts' z stay near the golden ones' (standardised with out-of-fold distances)
     assert np.abs(gc.region_z(state, good)).mean() < 2.0
 

@@ -2,6 +2,7 @@
 into defect regions, mapped back to original-image pixels."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import cv2
@@ -23,7 +24,8 @@ class Judge:
         self.max_regions = max_regions
 
     def decide(self, score: float) -> VerdictKind:
-        return VerdictKind.FAIL if score > self.image_threshold else VerdictKind.PASS
+        # a score that is not a number (NaN compares False) must not pass a part
+        return VerdictKind.FAIL if not math.isfinite(score) or score > self.image_threshold else VerdictKind.PASS
 
     def regions(self, pixel_map: Optional[np.ndarray], transform: RoiTransform) -> tuple[Region, ...]:
         """Connected components of ``pixel_map`` [H, W] (work-image coordinates) above the

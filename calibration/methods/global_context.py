@@ -47,7 +47,7 @@ def out_of_fold_distances(x: np.ndarray, folds: int, seed: int) -> np.ndarray:
     without its fold: held-in distances are too small (the Gaussian saw the image), and a z from
     them would call every new good part anomalous."""
     n = len(x)
-    folds = min(folds, n)
+    folds = min(folds, n)  # fit() asks for 3 images, so each fold's Gaussian sees at least two
     order = np.random.default_rng(seed).permutation(n)
     out = np.empty(x.shape[:2], np.float64)
     for k in range(folds):
@@ -111,9 +111,12 @@ def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: g
 
 
 def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress) -> gc.State:
-    """features float32 [N, D, h, w] (N >= 2) -> the state."""
-    if len(features) < 2:
-        raise ValueError("global_context needs at least 2 golden images to standardise its scores")
+    """features float32 [N, D, h, w] (N >= 3) -> the state."""
+    if len(features) < 3:
+        # with 2, each out-of-fold Gaussian would be fitted on one image: a zero covariance whose
+        # distances make every region z meaningless
+        raise ValueError(f"global_context needs at least 3 golden images in each fit (got {len(features)}); "
+                         "add golden images or set scorer.method: patchcore")
     local = patchcore_fit.fit(features, config.local(), seed, progress)
     stats = local_standardisation(features, local, config.global_context.local_images, seed)
     return assemble(local, stats, fit_global(features, config.global_context, seed), config, features.shape)

@@ -89,6 +89,7 @@ def _from_reviews(args: argparse.Namespace, settings) -> int:
     import tempfile
 
     from calibration import from_reviews
+    from calibration.bundle_dir import check_out_dir
     from calibration.calibrate import calibrate
     from calibration.summary import print_summary, write_report
     from inspector.storage.database import ResultStore, normalise_url
@@ -96,6 +97,8 @@ def _from_reviews(args: argparse.Namespace, settings) -> int:
 
     if not args.db and not args.config:
         raise InspectorError("--from-reviews needs the results database: --db PATH_OR_URL or --config (database.url)")
+    # calibration below sees a temporary copy of the golden set, so --out is checked against the real one here
+    check_out_dir(args.out, args.golden, force=args.force)
     store = ResultStore(normalise_url(args.db or settings.database.url), read_only=True)
     try:
         store.ensure_schema()

@@ -11,10 +11,11 @@ frame, and the cells of each grid in ``grids`` (2: 2x2, 4: 4x4) -- and a Gaussia
 (Ledoit-Wolf shrinkage covariance). A region's Mahalanobis distance is standardised by the
 out-of-fold distances of the golden images (z). Global score = the largest region z.
 
-Image score = local z (its largest patch) + ``weight`` x global z. Map: each patch cell's local
-z plus ``map_weight`` x the z of the ``map_grids`` regions holding it that the region's local
-evidence does not explain (``region_map``), so a region that is wrong as a whole lights up as a
-whole while a scratch stays a scratch.
+Image score = local z (its largest patch) + ``weight`` x global z. Map: PatchCore's patch
+distances plus ``map_weight`` x ``local_std`` x the z of the ``map_grids`` regions holding each cell
+that the region's local evidence does not explain (``region_map``), so a region that is wrong as
+a whole lights up as a whole while a scratch stays a scratch; with ``map_weight`` 0 (the default)
+the map is PatchCore's own.
 
 Arrays: PatchCore's under the prefix ``gc_`` (``gc_memory_bank``, ``gc_bank_knn_index``);
 ``gc_region_mean`` float32 [R, F], ``gc_region_precision`` float32 [R, F, F] (inverse shrunk
@@ -207,5 +208,9 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     image_local = (local.image_scores - np.float32(p.local_mean)) / np.float32(p.local_std)
     z = region_z(state, feats)
     image = image_local + np.float32(p.weight) * z.max(axis=1)
-    maps = local_z + np.float32(p.map_weight) * region_map(z, local_z, p.grids, p.map_grids)
+    # the map stays in PatchCore's distance units (the heatmap and regions threshold it like
+    # PatchCore's, at a positive pixel threshold); the regions' z enters scaled back into them
+    maps = local.patch_maps
+    if p.map_weight > 0:
+        maps = maps + np.float32(p.map_weight * p.local_std) * region_map(z, local_z, p.grids, p.map_grids)
     return score_patch_maps(maps, input_hw, p.smoothing_sigma, image.astype(np.float32))

@@ -50,8 +50,9 @@ def add(conn: Connection, rows: list[dict]) -> None:
         counts[k] = counts.get(k, 0) + 1
     if not counts:
         return
+    # sorted: two writers sharing a source lock the same rows in the same order (no deadlock)
     conn.execute(_upsert(conn.dialect.name), [dict(hour=h, source=s, verdict=v, count=n)
-                                              for (h, s, v), n in counts.items()])
+                                              for (h, s, v), n in sorted(counts.items())])
 
 
 _UPSERTS: dict = {}

@@ -77,3 +77,17 @@ def test_from_reviews_without_reviews_says_so(tmp_path, golden_dir):
     with pytest.raises(InspectorError, match="no reviewed frames"):
         run_command(calibrate_cmd, ["--golden", str(golden_dir), "--out", str(tmp_path / "b"), "--db", str(db),
                                     "--from-reviews", "--quiet"])
+
+
+def test_from_reviews_refuses_an_out_that_would_replace_the_golden_folder(tmp_path, golden_dir):
+    # the reviewed golden set is a temporary copy: --out must still be checked against --golden
+    import pytest
+
+    from inspector.errors import InspectorError
+
+    db = tmp_path / "r.db"
+    ResultStore(f"sqlite:///{db}").ensure_schema()
+    with pytest.raises(InspectorError, match="golden"):
+        run_command(calibrate_cmd, ["--golden", str(golden_dir), "--out", str(golden_dir.parent), "--db", str(db),
+                                    "--from-reviews", "--force", "--quiet"])
+    assert golden_dir.is_dir() and list(golden_dir.glob("*.png"))

@@ -94,17 +94,26 @@ def test_an_arrangement_change_is_missed_by_patchcore_and_caught_by_global_conte
     assert pc.image_scores[-1] < pc.image_scores[:-1].max()  # PatchCore: just another good part
     assert sm.image_scores[-1] > sm.image_scores[:-1].max() + 3.0  # by a margin of 3 golden sigmas
     # the map carries it: the wrong half above the right half, which it was not for PatchCore
-    m = sm.patch_maps[-1]
+    m = (sm.patch_maps[-1] - state.params.local_mean) / state.params.local_std  # in golden z-units
     assert m[:, 4:].mean() > m[:, :4].mean() + 3.0
-    # with the default map_weight 0 the map is PatchCore's, in golden z-units: the image score still
-    # catches the wrong part
+    # with the default map_weight 0 the map is PatchCore's; the image score still catches the wrong part
     plain = gc_fit.fit(golden, small_settings(scorer={**GC, "coreset": {"size": 400}}).scorer, 0, NoProgress())
     sp = Scorer(method_of("global_context"), plain).score({"features": test}, (64, 64))
     assert sp.image_scores[-1] > sp.image_scores[:-1].max() + 3.0
-    p = plain.params
-    np.testing.assert_allclose(sp.patch_maps, (pc.patch_maps - p.local_mean) / p.local_std, rtol=1e-5, atol=1e-5)
+    # ... in PatchCore's own distance units, so the heatmap and regions threshold it as PatchCore's
+    np.testing.assert_array_equal(sp.patch_maps, pc.patch_maps)
     # good parts' z stay near the golden ones' (standardised with out-of-fold distances)
     assert np.abs(gc.region_z(state, good)).mean() < 2.0
+
+
+def test_fewer_than_three_golden_images_are_refused_in_one_line():
+    rng = np.random.default_rng(0)
+    config = small_settings(scorer=GC).scorer
+    with pytest.raises(ValueError, match="at least 3 golden images .*got 2.*scorer.method: patchcore"):
+        gc_fit.fit(_arrangement(rng, 2), config, 0, NoProgress())
+    state = gc_fit.fit(_arrangement(rng, 3), config, 0, NoProgress())
+    z = gc.region_z(state, _arrangement(rng, 4))
+    assert np.isfinite(z).all() and np.abs(z).max() < 1e3  # not the 1e6 of a one-image covariance
 
 
 def test_config_switches_between_memory_bank_methods_keep_what_they_share():

@@ -50,3 +50,12 @@ def test_fail_without_pixel_crossing_still_points_at_the_peak():
     pmap[10:20, 40:50] = 5.0
     regions = judge.regions(pmap, tr)
     assert len(regions) == 1 and (regions[0].x, regions[0].y) == (40, 10)
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), float("-inf")])
+def test_a_score_that_is_not_a_number_never_passes_a_part(score):
+    # NaN compares False against any threshold: it passed parts before
+    from inspector.types import VerdictKind
+
+    assert Judge(1.0, None).decide(score) is VerdictKind.FAIL
+    assert Judge(1.0, None).decide(0.5) is VerdictKind.PASS

@@ -69,7 +69,16 @@ class ConsoleConfig(BaseModel):
             loopback = ipaddress.ip_address(host).is_loopback
         except ValueError:
             loopback = host == "localhost"
-        return frozenset({"127.0.0.1", "localhost", "::1", host.lower()}) if loopback else None
+        if loopback:
+            return frozenset({"127.0.0.1", "localhost", "::1", host.lower()})
+        if self.auth_header is not None:
+            # a page DNS-rebound to 127.0.0.1 on this machine would come as a trusted proxy and
+            # name any user in the header: the names to answer must be stated
+            from inspector.errors import ConfigError
+
+            raise ConfigError(f"console: auth_header with listen {host} beyond loopback needs console.allowed_hosts "
+                              "(the host names your reverse proxy forwards, or \"*\" to answer any)")
+        return None
 
     @property
     def login_configured(self) -> bool:

@@ -358,6 +358,14 @@ def test_only_its_own_host_names_are_answered(db_url, store, folders):
         assert c.get("/").status_code == 200
         assert c.get("/", headers={"Host": "10.0.0.5"}).status_code == 400
     assert ConsoleConfig().host_allowlist("0.0.0.0:8321") is None  # exposed on purpose: any name
+    # with a proxy's user header, exposed without named hosts is refused (DNS rebinding would let a
+    # page on the machine post reviews as anyone)
+    from inspector.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="auth_header .*needs console.allowed_hosts"):
+        ConsoleConfig(auth_header="X-Remote-User").host_allowlist("0.0.0.0:8321")
+    named = ConsoleConfig(auth_header="X-Remote-User", allowed_hosts=["inspect.plant.local"])
+    assert named.host_allowlist("0.0.0.0:8321") == {"inspect.plant.local"}
 
 
 def test_report_states_the_reviews(db_url, store, filled, tmp_path):

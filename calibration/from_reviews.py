@@ -21,9 +21,9 @@ from html import escape
 from pathlib import Path
 from typing import Optional
 
+from calibration.golden import IMAGE_SUFFIXES, list_images
 from inspector.errors import InspectorError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass
@@ -37,12 +37,6 @@ class Gathered:
     missing: list[int] = field(default_factory=list)  # reviewed, but the frame is not on disk
 
 
-def _images(folder: Optional[Path]) -> list[Path]:
-    if folder is None:
-        return []
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def gather(store, *, since: Optional[datetime], golden_dir: Path, defects_dir: Optional[Path], work: Path) -> Gathered:
     """Copy the golden images plus the reviewed false rejects into ``work/golden``, the defect
     examples plus the reviewed defects into ``work/defects``."""
@@ -51,10 +45,10 @@ def gather(store, *, since: Optional[datetime], golden_dir: Path, defects_dir: O
     golden, defects = work / "golden", work / "defects"
     golden.mkdir(parents=True)
     defects.mkdir()
-    originals = _images(golden_dir)
+    originals = list_images(Path(golden_dir))
     for p in originals:
         shutil.copy2(p, golden / p.name)
-    examples = _images(defects_dir)
+    examples = list_images(Path(defects_dir)) if defects_dir is not None else []
     for p in examples:
         shutil.copy2(p, defects / p.name)
     g = Gathered(golden=golden, defects=defects, golden_before=len(originals), defects_before=len(examples))
@@ -74,7 +68,7 @@ def gather(store, *, since: Optional[datetime], golden_dir: Path, defects_dir: O
         raise InspectorError("no reviewed frames to learn from" + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else "")
                              + (f" ({len(g.missing)} reviewed frames are no longer on disk)" if g.missing else "")
                              + "; review fails and passes on the console first (inspector serve)")
-    if not _images(defects):
+    if not examples and not g.defect_ids:
         g.defects = None
     return g
 

@@ -72,6 +72,8 @@ def local_standardisation(features: np.ndarray, state: patchcore.State, n_images
     if n > n_images:
         pick = np.sort(np.random.default_rng(seed).choice(n, n_images, replace=False))
     bank = state.memory_bank
+    bank64 = bank.astype(np.float64)  # once, not per image: the bank can be large
+    bank_sq = (bank64 * bank64).sum(1)
     scores = []
     for i in pick:
         q = np.ascontiguousarray(features[i].reshape(d, -1).T, dtype=np.float32)
@@ -80,9 +82,9 @@ def local_standardisation(features: np.ndarray, state: patchcore.State, n_images
         own = np.unique(idx[dist <= 1e-3 * np.sqrt((q * q).sum(1)) + 1e-6])
         redo = np.flatnonzero(np.isin(idx, own))
         if len(redo) and len(own) < len(bank):
-            rest = np.delete(bank, own, axis=0).astype(np.float64)
             qr = q[redo].astype(np.float64)
-            d2 = (qr * qr).sum(1)[:, None] + (rest * rest).sum(1)[None] - 2.0 * qr @ rest.T
+            d2 = (qr * qr).sum(1)[:, None] + bank_sq[None] - 2.0 * qr @ bank64.T
+            d2[:, own] = np.inf  # the image's own rows left out
             dist = dist.astype(np.float64)
             dist[redo] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
         scores.append(float(dist.max()))

@@ -97,9 +97,10 @@ def write_table(rows: Iterable[dict], out: IO[str]) -> int:
     return len(rows)
 
 
-def write_csv(rows: Iterable[dict], out: IO[str], columns=HISTORY_COLUMNS) -> int:
+def write_csv(rows: Iterable[dict], out: IO[str], columns=HISTORY_COLUMNS, *, header: bool = True) -> int:
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(columns)
+    if header:
+        w.writerow(columns)
     n = 0
     for r in rows:
         w.writerow([csv_cell(r[c]) for c in columns])

@@ -53,16 +53,16 @@ def run(args: argparse.Namespace) -> int:
     from inspector.console.app import create_app
     from inspector.console.config import DEFAULT_LISTEN, ConsoleConfig
     from inspector.console.server import build_console, serve_forever
+    from inspector.metrics import normalised_listen
     from inspector.statusfile import status_file_path
 
     settings = load_config(args)
     config = settings.console if settings is not None else ConsoleConfig()
     try:
         # "8321" and ":8321" mean loopback, as in the config
-        listen = ConsoleConfig(listen=args.listen).listen if args.listen else (config.listen or DEFAULT_LISTEN)
+        listen = normalised_listen(args.listen) if args.listen else (config.listen or DEFAULT_LISTEN)
     except ValueError as exc:
-        raise InspectorError(f"--listen {args.listen!r}: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") \
-            from None
+        raise InspectorError(f"--listen {exc}") from None
     # the daemon's status file: named, or where the daemon of this config writes it; with a bare
     # --db there is no daemon to speak of (no banner) unless systemd's $STATE_DIRECTORY says where
     if args.status_file:

@@ -3,7 +3,7 @@ regions, all fields, neighbours, reviews), posting a review, and the yield page 
 `inspector stats` / `report`)."""
 from __future__ import annotations
 
-import csv
+import itertools
 import io
 import time
 from datetime import datetime, timezone
@@ -18,7 +18,7 @@ from inspector.console import queries
 from inspector.console.app import Console, current_user, message, read_form, render, same_origin
 from inspector.console.auth import SESSION_COOKIE
 from inspector.errors import InspectorError
-from inspector.storage.fields import HISTORY_COLUMNS, VERDICTS
+from inspector.storage.fields import VERDICTS
 from inspector.storage.queries import HistoryFilter, get_inspection, parse_when
 from inspector.storage.reviews import latest_reviews, record_review, review_summary, reviews_of
 
@@ -77,7 +77,7 @@ def history(request: Request):
 
 def history_csv(request: Request):
     """Every matching row as CSV, streamed in chunks (cells as `inspector history --format csv`)."""
-    from inspector.commands.history import csv_cell
+    from inspector.commands.history import write_csv
 
     c: Console = request.app.state.console
     try:
@@ -86,16 +86,15 @@ def history_csv(request: Request):
         return Response(str(exc), status_code=400, media_type="text/plain")
 
     def chunks():
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(HISTORY_COLUMNS)
-        for i, r in enumerate(queries.iter_rows(c.reader, flt, given.get("review")), 1):
-            w.writerow([csv_cell(r[k]) for k in HISTORY_COLUMNS])
-            if i % 2000 == 0:
-                yield buf.getvalue()
-                buf.seek(0)
-                buf.truncate()
-        yield buf.getvalue()
+        rows = iter(queries.iter_rows(c.reader, flt, given.get("review")))
+        header = True
+        while True:  # history's CSV writer, 2000 rows a chunk
+            buf = io.StringIO()
+            n = write_csv(itertools.islice(rows, 2000), buf, header=header)
+            yield buf.getvalue()
+            header = False
+            if n < 2000:
+                return
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(chunks(), media_type="text/csv; charset=utf-8",

@@ -65,22 +65,17 @@ class GlobalConfig(MethodConfig):
         return self
 
 
-class Config(MethodConfig):
-    """PatchCore's patch map fused with a Gaussian model of region-pooled features."""
+class Config(patchcore.Config):
+    """PatchCore's patch map fused with a Gaussian model of region-pooled features: PatchCore's
+    settings (inherited, so the local branch has every option PatchCore has) plus its own section."""
 
     ignored_sections = ("padim",)
-    type: Literal["memory_bank"] = "memory_bank"
     method: Literal["global_context"] = "global_context"
-    coreset: patchcore.CoresetConfig = patchcore.CoresetConfig()
-    reweight: bool = False
-    reweight_neighbours: int = Field(3, ge=1)
-    smoothing_sigma: float = Field(4.0, ge=0.0)
     global_context: GlobalConfig = GlobalConfig()
 
     def local(self) -> patchcore.Config:
         """The PatchCore config of the local branch."""
-        return patchcore.Config(coreset=self.coreset, reweight=self.reweight,
-                                reweight_neighbours=self.reweight_neighbours, smoothing_sigma=self.smoothing_sigma)
+        return patchcore.Config.model_validate(self.model_dump(exclude={"method", "global_context"}))
 
 
 class Params(MethodParams):
@@ -135,9 +130,11 @@ class State:
     region_precision: np.ndarray  # float32 [R, F, F]
     region_z: np.ndarray  # float32 [R, 2]: golden distance mean, std
     precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
+    boxes: list = field(init=False, repr=False, compare=False)  # regions(grid_hw, grids), made once
 
     def __post_init__(self):
-        r = len(regions(self.params.grid_hw, self.params.grids))
+        object.__setattr__(self, "boxes", regions(self.params.grid_hw, self.params.grids))
+        r = len(self.boxes)
         expect_shape(self.region_mean, "gc_region_mean", NAME, (r, None))
         f = self.region_mean.shape[1]
         expect_shape(self.region_precision, "gc_region_precision", NAME, (r, f, f))
@@ -177,7 +174,7 @@ def region_z(state: State, feats: np.ndarray) -> np.ndarray:
     if (h, w) != (gh, gw):
         raise ValueError(f"global_context bundle has a {gh}x{gw} patch grid, the features are {h}x{w}: the "
                          f"network input size differs from calibration; recalibrate")
-    d = mahalanobis(pooled(feats, regions((h, w), state.params.grids)), state.region_mean, state.precision64)
+    d = mahalanobis(pooled(feats, state.boxes), state.region_mean, state.precision64)
     return ((d - state.region_z[:, 0]) / state.region_z[:, 1]).astype(np.float32)
 
 
@@ -204,7 +201,6 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     p = state.params
     feats = features[p.feature_name]
     local = patchcore.score(state.local, {state.local.params.feature_name: feats}, input_hw)
-    local_z = (local.patch_maps - np.float32(p.local_mean)) / np.float32(p.local_std)
     image_local = (local.image_scores - np.float32(p.local_mean)) / np.float32(p.local_std)
     z = region_z(state, feats)
     image = image_local + np.float32(p.weight) * z.max(axis=1)
@@ -212,5 +208,6 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     # PatchCore's, at a positive pixel threshold); the regions' z enters scaled back into them
     maps = local.patch_maps
     if p.map_weight > 0:
+        local_z = (local.patch_maps - np.float32(p.local_mean)) / np.float32(p.local_std)
         maps = maps + np.float32(p.map_weight * p.local_std) * region_map(z, local_z, p.grids, p.map_grids)
     return score_patch_maps(maps, input_hw, p.smoothing_sigma, image.astype(np.float32))

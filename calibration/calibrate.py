@@ -15,7 +15,8 @@
    maxima of the held-out smoothed maps (so a good part rarely shows a region);
 5. escape rates: synthetic defects pasted into the held-out images (and the --defects images)
    scored the same way, counted against the image threshold (calibration/detectability.py);
-6. optionally refit on all images; write the bundle (+ report.html).
+6. optionally refit on all images (for a method without an engine head, on a thread beside steps
+   3-5, which do not depend on it); write the bundle (+ report.html).
 
 A method that trains on labelled defects (``USES_DEFECTS``, e.g. ``supervised``) needs --defects:
 their features (same engine and preprocessing) go to its fit beside the golden ones.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +159,29 @@ def _fit(settings: Settings, feats: np.ndarray, precision: str, bar: Bar, desc: 
     return adapt(state, normalise_precision(precision)) if adapt else state
 
 
+class _Background:
+    """``fn`` run on a thread from entering; ``result()`` waits for it (and raises what it raised),
+    and its wall time goes to ``times[stage]``. Leaving the block waits for the thread, so a failure
+    elsewhere never leaves a fit running against arrays that are being freed."""
+
+    def __init__(self, times: dict[str, float], stage: str, fn):
+        self._times, self._stage, self._fn = times, stage, fn
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=stage)
+
+    def __enter__(self) -> "_Background":
+        def run():
+            with timed(self._times, self._stage):
+                return self._fn()
+        self._future = self._pool.submit(run)
+        return self
+
+    def result(self):
+        return self._future.result()
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True)
+
+
 def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str | Path], *, progress: bool = True,
               golden: Optional[GoldenSet] = None, augment: Optional[int] = None,
               defects_dir: Optional[str | Path] = None, force: bool = False, evaluate_only: bool = False,
@@ -214,6 +239,13 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         # --- fit on part, score the held-out rest through the network the line will run
         fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
         held_images = [golden.images[i] for i in hold_idx]
+        refit = None
+        if cal.refit_on_all and not evaluate_only and method.HEAD is None:
+            # the refit does not depend on the held-out steps: run it beside them, since neither
+            # keeps both cores busy (the coreset picks on one BLAS thread, the engine waits on
+            # decoding and scoring); a head method's refit trains a network, and stays after them
+            refit = cleanup.enter_context(_Background(times, "fit_all", lambda: _fit(
+                settings, feats, engine.precision, Bar(False), "fitting (all golden images)", defect_feats)))
         with timed(times, "fit_split"):
             state = _fit(settings, feats[fit_idx], engine.precision, bar, "fitting (held-out split)", defect_feats)
         with ExitStack() as head_scope:  # a head network's engine lives until the escape rates are known
@@ -242,7 +274,10 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                 image_threshold=held.image_threshold, pixel_threshold=held.pixel_threshold, bank_size=0,
                 manifest=None, stage_seconds=times, detectability=detectability, warnings=held.warnings)
 
-        if cal.refit_on_all:
+        if refit is not None:
+            with timed(times, "fit_all_wait"):
+                state = refit.result()
+        elif cal.refit_on_all:
             with timed(times, "fit_all"):
                 state = _fit(settings, feats, engine.precision, bar, "fitting (all golden images)", defect_feats)
         with timed(times, "write"):

@@ -210,6 +210,25 @@ def test_event_stream_reports_a_new_verdict(db_url, store, folders):
     assert updates and updates[0]["max_id"] == 1
 
 
+def test_many_open_live_pages_share_one_query_per_poll(db_url, store, folders, monkeypatch):
+    """Eight browsers on the live page must not mean eight database queries every poll."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inspector.console import queries
+
+    calls = []
+    real_max_id = queries.max_id
+    monkeypatch.setattr(queries, "max_id", lambda reader: calls.append(1) or real_max_id(reader))
+    store.record(make_verdict(), frame_key="a", heatmap_path=None)
+    with client_for(db_url, folders, poll_seconds=0.1) as c:
+        c.app.state.console.events_max_s = 0.6
+        with ThreadPoolExecutor(8) as pool:
+            bodies = list(pool.map(lambda _: c.get("/events").text, range(8)))
+    assert all('"max_id": 1' in b for b in bodies)
+    polls_per_stream = 0.6 / 0.1
+    assert len(calls) <= 2 * (polls_per_stream + 1), len(calls)  # one stream's worth, not eight
+
+
 def test_banner_when_the_daemon_is_stalled_or_a_source_is_down(db_url, store, folders, tmp_path):
     import os
 

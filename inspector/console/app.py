@@ -56,6 +56,7 @@ class Console:
     _probe_lock: Any = field(default_factory=threading.Lock, repr=False)
     _probe_at: float = field(default=0.0, repr=False)
     _probe_value: Any = field(default=None, repr=False)
+    cache: dict = field(default_factory=dict, repr=False)  # the yield pages' (pages.py), per console
 
     def writer(self):
         if self._writer is None:

@@ -85,6 +85,22 @@ def test_live_history_detail_yield_render(db_url, filled, folders):
         assert c.get("/history", params={"min_score": "lots"}).status_code == 400
 
 
+def test_the_fail_density_picture_is_drawn_once_per_cache_window(db_url, filled, folders, monkeypatch):
+    """Every yield page view also fetches density.png: it reads every failed region, so it is
+    cached like the page it belongs to."""
+    import inspector.commands.stats as stats
+
+    drawn = []
+    real = stats.density_picture
+    monkeypatch.setattr(stats, "density_picture", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    with client_for(db_url, folders) as c:
+        first = c.get("/yield/density.png", params={"since": "2024-05-01", "source": "cam1"}).content
+        again = c.get("/yield/density.png", params={"since": "2024-05-01", "source": "cam1"}).content
+        other = c.get("/yield/density.png", params={"since": "2024-05-01", "source": "cam2"}).content
+    assert first == again and first[:4] == other[:4] == b"\x89PNG"
+    assert len(drawn) == 2  # cam1 once, cam2 once
+
+
 def test_keyset_paging_walks_every_row_once_both_ways(db_url, store, folders, monkeypatch):
     import inspector.console.pages as pages
 

@@ -234,7 +234,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                                                                                          description)))
         with timed(times, "features"), bar(len(golden.images), "extracting features") as pb:
             feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update)
-        defect_feats = heldout.defect_features(engine, pre, defects_dir, settings, bar) if uses_defects else None
+        defect_images = heldout.read_defects(defects_dir, settings) if defects_dir is not None else None
+        defect_feats = heldout.defect_features(engine, pre, defect_images, defects_dir, bar) if uses_defects else None
 
         # --- fit on part, score the held-out rest through the network the line will run
         fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
@@ -265,7 +266,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             with timed(times, "detectability"):  # escape rates at that threshold
                 detectability = heldout.detectability(
                     heldout.image_scorer(scoring_engine, pre, Scorer(method, state), input_hw), held_images,
-                    held.image_threshold.value, settings, defects_dir, bar)
+                    held.image_threshold.value, settings, defect_images, bar)
         if evaluate_only:
             return CalibrationResult(
                 bundle_dir=Path(out_dir) if out_dir else Path(), bundle_id="", images_used=len(golden.images),

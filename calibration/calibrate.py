@@ -207,6 +207,9 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             network = _Network(description, onnx_path, input_hw, workdir)
             engine = cleanup.enter_context(opened_engine(settings.engine, network.spec(onnx_path, OUTPUT_NAME,
                                                                                          description)))
+            check_calibration_engine = getattr(method, "check_calibration_engine", None)
+            if check_calibration_engine:  # a method the configured engine cannot run (AnoDDPM steps on a CPU)
+                check_calibration_engine(settings.scorer, engine)  # refused now, not at load after the fit
         with timed(times, "features"), bar(len(golden.images), "extracting features") as pb:
             feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update)
         defect_feats = heldout.defect_features(engine, pre, defects_dir, settings, bar) if uses_defects else None

@@ -31,6 +31,10 @@ A method is one module pair, and nothing else in the code names it:
 - optionally ``check_engine(state, engine) -> None``: raises ``BundleError`` (one line) when the
   method cannot run on that engine (AnoDDPM: GPU engines only); the daemon calls it when it
   builds its pipeline.
+- optionally ``check_calibration_engine(config, engine) -> None``: the same rule before any fitting:
+  raises ``InspectorError`` (one line naming the setting and what to do) when the bundle ``config``
+  would make is one ``check_engine`` refuses on ``engine`` (the engine calibration opened from the
+  config, the one the line runs). Calibration calls it as soon as that engine is open.
 - optionally ``USES_DEFECTS = True``: the method trains on labelled defect images as well
   (``supervised``). Calibration then refuses to run without ``--defects DIR`` and passes the
   defect images' features (same engine and preprocessing as the golden ones) to the fit.

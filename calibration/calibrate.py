@@ -5,7 +5,8 @@
    thresholds belong to the engine and precision the line will run);
    (with --augment, each golden image also gets jittered copies: calibration/augment.py);
 3. hold out a share of the original images, fit on the rest (and their copies; never the copies
-   of a held-out image), score the held-out ones. A method that declares an engine head (Deep
+   of a held-out image; a fit that holds images out itself gets each copy's original as its group),
+   score the held-out ones. A method that declares an engine head (Deep
    SVDD, the autoencoder: inspector/methods/base.py) has backbone + head exported as ONE ONNX
    network (output ``HEAD.output_name``) and the held-out images scored through the engine, as
    the daemon will;
@@ -35,6 +36,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from calibration import heldout
+from calibration.augment import origin_ids
 from calibration.bundle import write_bundle
 from calibration.bundle_dir import check_out_dir
 from calibration.detectability import Detectability
@@ -146,13 +148,15 @@ class _HeldOut:
                 "warnings": self.warnings}
 
 
-def _fit(settings: Settings, feats: np.ndarray, precision: str, bar: Bar, desc: str,
+def _fit(settings: Settings, feats: np.ndarray, groups: np.ndarray, precision: str, bar: Bar, desc: str,
          defects: Optional[np.ndarray] = None):
     """The configured method fitted on ``feats`` (and, for a method that uses them, the labelled
-    defect images' features), adapted to the engine's precision."""
+    defect images' features), adapted to the engine's precision. groups: int [N], each row's
+    original golden image (augmented copies share it)."""
     method = method_of(settings.scorer.method)
     with bar.steps(desc) as progress:
-        state = fit_method(settings.scorer, feats, settings.calibration.seed, progress, defects=defects)
+        state = fit_method(settings.scorer, feats, settings.calibration.seed, progress, defects=defects,
+                           groups=groups)
     adapt = getattr(method, "for_engine", None)
     return adapt(state, normalise_precision(precision)) if adapt else state
 
@@ -216,9 +220,11 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
 
         # --- fit on part, score the held-out rest through the network the line will run
         fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
+        groups = origin_ids(golden.names)  # a copy goes with its original wherever a fit holds images out
         held_images = [golden.images[i] for i in hold_idx]
         with timed(times, "fit_split"):
-            state = _fit(settings, feats[fit_idx], engine.precision, bar, "fitting (held-out split)", defect_feats)
+            state = _fit(settings, feats[fit_idx], groups[fit_idx], engine.precision, bar,
+                         "fitting (held-out split)", defect_feats)
         with ExitStack() as head_scope:  # a head network's engine lives until the escape rates are known
             with timed(times, "thresholds"):
                 onnx_held, description_held, output_held = network.with_head(state, method)
@@ -247,7 +253,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
 
         if cal.refit_on_all:
             with timed(times, "fit_all"):
-                state = _fit(settings, feats, engine.precision, bar, "fitting (all golden images)", defect_feats)
+                state = _fit(settings, feats, groups, engine.precision, bar, "fitting (all golden images)",
+                             defect_feats)
         with timed(times, "write"):
             if cal.refit_on_all:  # else the held-out step's network is this very one
                 onnx_held, description_held, output_held = network.with_head(state, method)

@@ -83,7 +83,7 @@ def local_standardisation(features: np.ndarray, state: patchcore.State, n_images
 
     One search per image (and per member of its group) with the state's own searcher; a bank row
     is an image's own when one of its patches lies on it (distance ~0), and only the patches whose
-    nearest row is one of the group's own is searched again without those rows."""
+    nearest row is one of the group's own are searched again without those rows."""
     n, d, h, w = features.shape
     member = group_ids(n, groups)
     pick = np.arange(n)

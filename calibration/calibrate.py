@@ -5,7 +5,8 @@
    thresholds belong to the engine and precision the line will run);
    (with --augment, each golden image also gets jittered copies: calibration/augment.py);
 3. hold out a share of the original images, fit on the rest (and their copies; never the copies
-   of a held-out image), score the held-out ones. A method that declares an engine head (Deep
+   of a held-out image; a fit that holds images out itself gets each copy's original as its group),
+   score the held-out ones. A method that declares an engine head (Deep
    SVDD, the autoencoder: inspector/methods/base.py) has backbone + head exported as ONE ONNX
    network (output ``HEAD.output_name``) and the held-out images scored through the engine, as
    the daemon will;
@@ -37,6 +38,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from calibration import heldout
+from calibration.augment import origin_ids
 from calibration.bundle import write_bundle
 from calibration.bundle_dir import check_out_dir
 from calibration.detectability import Detectability
@@ -148,13 +150,15 @@ class _HeldOut:
                 "warnings": self.warnings}
 
 
-def _fit(settings: Settings, feats: np.ndarray, precision: str, bar: Bar, desc: str,
+def _fit(settings: Settings, feats: np.ndarray, groups: np.ndarray, precision: str, bar: Bar, desc: str,
          defects: Optional[np.ndarray] = None):
     """The configured method fitted on ``feats`` (and, for a method that uses them, the labelled
-    defect images' features), adapted to the engine's precision."""
+    defect images' features), adapted to the engine's precision. groups: int [N], each row's
+    original golden image (augmented copies share it)."""
     method = method_of(settings.scorer.method)
     with bar.steps(desc) as progress:
-        state = fit_method(settings.scorer, feats, settings.calibration.seed, progress, defects=defects)
+        state = fit_method(settings.scorer, feats, settings.calibration.seed, progress, defects=defects,
+                           groups=groups)
     adapt = getattr(method, "for_engine", None)
     return adapt(state, normalise_precision(precision)) if adapt else state
 
@@ -232,6 +236,9 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             network = _Network(description, onnx_path, input_hw, workdir)
             engine = cleanup.enter_context(opened_engine(settings.engine, network.spec(onnx_path, OUTPUT_NAME,
                                                                                          description)))
+            check_calibration_engine = getattr(method, "check_calibration_engine", None)
+            if check_calibration_engine:  # a method the configured engine cannot run (AnoDDPM steps on a CPU)
+                check_calibration_engine(settings.scorer, engine)  # refused now, not at load after the fit
         with timed(times, "features"), bar(len(golden.images), "extracting features") as pb:
             feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update)
         defect_images = heldout.read_defects(defects_dir, settings) if defects_dir is not None else None
@@ -239,6 +246,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
 
         # --- fit on part, score the held-out rest through the network the line will run
         fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
+        groups = origin_ids(golden.names)  # a copy goes with its original wherever a fit holds images out
         held_images = [golden.images[i] for i in hold_idx]
         refit = None
         if cal.refit_on_all and not evaluate_only and method.HEAD is None:
@@ -248,7 +256,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             refit = cleanup.enter_context(_Background(times, "fit_all", lambda: _fit(
                 settings, feats, engine.precision, Bar(False), "fitting (all golden images)", defect_feats)))
         with timed(times, "fit_split"):
-            state = _fit(settings, feats[fit_idx], engine.precision, bar, "fitting (held-out split)", defect_feats)
+            state = _fit(settings, feats[fit_idx], groups[fit_idx], engine.precision, bar,
+                         "fitting (held-out split)", defect_feats)
         with ExitStack() as head_scope:  # a head network's engine lives until the escape rates are known
             with timed(times, "thresholds"):
                 onnx_held, description_held, output_held = network.with_head(state, method)
@@ -280,7 +289,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                 state = refit.result()
         elif cal.refit_on_all:
             with timed(times, "fit_all"):
-                state = _fit(settings, feats, engine.precision, bar, "fitting (all golden images)", defect_feats)
+                state = _fit(settings, feats, groups, engine.precision, bar, "fitting (all golden images)",
+                             defect_feats)
         with timed(times, "write"):
             if cal.refit_on_all:  # else the held-out step's network is this very one
                 onnx_held, description_held, output_held = network.with_head(state, method)

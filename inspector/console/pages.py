@@ -77,7 +77,8 @@ def history(request: Request):
 
 
 def history_csv(request: Request):
-    """Every matching row as CSV, streamed in chunks (cells as `inspector history --format csv`)."""
+    """Every matching row as CSV, streamed a keyset page a chunk (cells as `inspector history
+    --format csv`); each page is its own short read (queries.iter_rows)."""
     from inspector.commands.history import write_csv
 
     c: Console = request.app.state.console
@@ -87,14 +88,16 @@ def history_csv(request: Request):
         return Response(str(exc), status_code=400, media_type="text/plain")
 
     def chunks():
-        rows = iter(queries.iter_rows(c.reader, flt, given.get("review")))
+        # one keyset page a chunk: no database read is open while the client takes a chunk
+        page = queries.EXPORT_PAGE
+        rows = iter(queries.iter_rows(c.reader, flt, given.get("review"), chunk=page))
         header = True
-        while True:  # history's CSV writer, 2000 rows a chunk
+        while True:  # history's CSV writer
             buf = io.StringIO()
-            n = write_csv(itertools.islice(rows, 2000), buf, header=header)
+            n = write_csv(itertools.islice(rows, page), buf, header=header)
             yield buf.getvalue()
             header = False
-            if n < 2000:
+            if n < page:
                 return
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

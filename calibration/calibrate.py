@@ -254,7 +254,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             # keeps both cores busy (the coreset picks on one BLAS thread, the engine waits on
             # decoding and scoring); a head method's refit trains a network, and stays after them
             refit = cleanup.enter_context(_Background(times, "fit_all", lambda: _fit(
-                settings, feats, engine.precision, Bar(False), "fitting (all golden images)", defect_feats)))
+                settings, feats, groups, engine.precision, Bar(False), "fitting (all golden images)", defect_feats)))
         with timed(times, "fit_split"):
             state = _fit(settings, feats[fit_idx], groups[fit_idx], engine.precision, bar,
                          "fitting (held-out split)", defect_feats)

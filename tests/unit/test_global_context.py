@@ -222,7 +222,8 @@ def test_calibrate_passes_each_rows_original_to_the_fit(monkeypatch, golden_dir,
     settings = small_settings(scorer=GC, calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 0})
     calibrate(settings, golden_dir, tmp_path / "b", progress=False, augment=2)
     originals = len(list(golden_dir.glob("*.png")))
-    assert [n for n, _ in seen] == [3 * (originals - originals // 4), 3 * originals]  # split fit, refit on all
+    # split fit and refit on all (the refit runs on a thread beside the split: either may start first)
+    assert sorted(n for n, _ in seen) == [3 * (originals - originals // 4), 3 * originals]
     for n, groups in seen:
         assert groups is not None, "the fit was not told which rows are copies of one image"
         ids, counts = np.unique(groups, return_counts=True)

@@ -7,6 +7,7 @@ import numpy as np
 
 from calibration.methods import Progress
 from calibration.methods import patchcore as patchcore_fit
+from calibration.methods.aligned import fit_aligned
 from inspector.methods import global_context as gc
 from inspector.methods import patchcore
 
@@ -102,14 +103,16 @@ def fit_global(features: np.ndarray, config: gc.GlobalConfig, seed: int):
 
 
 def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: gc.Config,
-             features_shape) -> gc.State:
-    """The state from its fitted parts (the benchmark reuses one local fit across variants)."""
+             features_shape, aligned=None) -> gc.State:
+    """The state from its fitted parts (the benchmark reuses one local fit across variants);
+    ``aligned``: fit_aligned's (golden, params), or None."""
     n, d, h, w = features_shape
     g = config.global_context
     params = gc.Params(local=local.params, smoothing_sigma=config.smoothing_sigma, grid_hw=[int(h), int(w)],
                        grids=list(g.grids), map_grids=list(g.map_grids), weight=g.weight, map_weight=g.map_weight, local_mean=stats[0],
-                       local_std=stats[1], feature_dim=int(d), images_seen=int(n))
-    return gc.State(params, local, *glob)
+                       local_std=stats[1], feature_dim=int(d), images_seen=int(n),
+                       aligned=None if aligned is None else aligned[1])
+    return gc.State(params, local, *glob, None if aligned is None else aligned[0])
 
 
 def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress) -> gc.State:
@@ -120,5 +123,7 @@ def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress) 
         raise ValueError(f"global_context needs at least 3 golden images in each fit (got {len(features)}); "
                          "add golden images or set scorer.method: patchcore")
     local = patchcore_fit.fit(features, config.local(), seed, progress)
-    stats = local_standardisation(features, local, config.global_context.local_images, seed)
-    return assemble(local, stats, fit_global(features, config.global_context, seed), config, features.shape)
+    g = config.global_context
+    stats = local_standardisation(features, local, g.local_images, seed)
+    near = fit_aligned(features, g.aligned_map, g.local_images, seed) if g.aligned_map.enabled else None
+    return assemble(local, stats, fit_global(features, g, seed), config, features.shape, near)

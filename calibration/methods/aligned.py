@@ -1,0 +1,45 @@
+"""Fitting the aligned-neighbour map (inspector/methods/aligned.py) of global_context: which golden
+images the bundle keeps, and the golden statistics that put its distances in z-units."""
+from __future__ import annotations
+
+import numpy as np
+
+from inspector.methods import aligned
+from inspector.methods import global_context as gc
+
+
+def farthest_images(layouts: np.ndarray, m: int) -> np.ndarray:
+    """Indices of ``m`` images picked by k-center on their layouts (from the one nearest the
+    mean, then each time the one farthest from those picked), sorted: every golden variant keeps
+    a near neighbour when the bundle cannot hold all of them."""
+    x = layouts.astype(np.float64)
+    if len(x) <= m:
+        return np.arange(len(x))
+    first = int(((x - x.mean(0)) ** 2).sum(1).argmin())
+    picks, dmin = [first], ((x - x[first]) ** 2).sum(1)
+    while len(picks) < m:
+        nxt = int(dmin.argmax())
+        picks.append(nxt)
+        dmin = np.minimum(dmin, ((x - x[nxt]) ** 2).sum(1))
+    return np.sort(np.asarray(picks))
+
+
+def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int,
+                seed: int) -> tuple[np.ndarray, gc.AlignedParams]:
+    """features float32 [N, D, h, w] -> (the kept golden features float16 [M, D, h, w], params with
+    the mean and std of golden images' map maxima, each image scored without itself: held-in, its
+    own patches would be at distance 0)."""
+    boxes = gc.regions(features.shape[2:], [4])
+    lay = aligned.layouts(features, boxes)
+    keep = farthest_images(lay, config.images)
+    golden = features[keep].astype(np.float16)
+    n = len(features)
+    pick = np.arange(n) if n <= n_images else np.sort(np.random.default_rng(seed).choice(n, n_images, replace=False))
+    where = np.full(n, -1)
+    where[keep] = np.arange(len(keep))
+    maps = aligned.aligned_maps(features[pick], golden, lay[keep], boxes, config.k, config.radius,
+                                exclude=where[pick])
+    top = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
+    std = max(float(top.std(ddof=1)) if len(top) > 1 else 0.0, 1e-6 * max(abs(float(top.mean())), 1e-6))
+    return golden, gc.AlignedParams(k=config.k, radius=config.radius, fusion=config.fusion,
+                                    mean=float(top.mean()), std=std)

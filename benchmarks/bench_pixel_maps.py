@@ -19,6 +19,9 @@ scoring cost per frame. Variants:
   standardisation) and fused by ``+`` (sum) or ``max``;
 - ``posnorm``: the fine map standardised per cell by the golden maps (own rows left out) at that
   cell: mean and std over golden images;
+- ``nbr kK rR [images M]``: global_context's aligned-neighbour map (inspector/methods/aligned.py):
+  each frame against its K nearest golden images by 4x4 layout, patch by patch within +-R cells,
+  in z-units (golden images scored without themselves); M: golden images kept (k-center);
 - ``pos rR``: exact nearest golden patch among all train patches within +-R cells of the same
   position (aligned parts), in z-units, alone and fused with the fine map.
 """
@@ -37,6 +40,9 @@ from calibration.evaluation import auroc  # noqa: E402
 from calibration.methods import NoProgress  # noqa: E402
 from calibration.methods import global_context as gc_fit  # noqa: E402
 from calibration.methods import patchcore as pc_fit  # noqa: E402
+from calibration.methods.aligned import farthest_images  # noqa: E402
+from inspector.methods import aligned  # noqa: E402
+from inspector.methods.global_context import regions  # noqa: E402
 from inspector.methods import patchcore  # noqa: E402
 from inspector.methods.base import upsample_and_smooth  # noqa: E402
 
@@ -114,38 +120,17 @@ def position_search(train: np.ndarray, queries: np.ndarray, r: int, exclude=None
     return out
 
 
-def image_descriptors(feats: np.ndarray, g: int = 4) -> np.ndarray:
-    """[N, D, h, w] -> [N, g*g*D]: features averaged over a g x g grid (the part's layout)."""
-    n, d, h, w = feats.shape
-    return feats.reshape(n, d, g, h // g, g, w // g).mean(axis=(3, 5)).reshape(n, -1)
+def image_descriptors(feats: np.ndarray) -> np.ndarray:
+    """[N, D, h, w] -> [N, 16*D]: features averaged over a 4x4 grid (the part's layout)."""
+    return aligned.layouts(feats, regions(feats.shape[2:], [4]))
 
 
 def neighbour_image_search(train: np.ndarray, desc: np.ndarray, queries: np.ndarray, k: int, r: int,
                            exclude=None) -> np.ndarray:
     """SPADE-like: each query image's k nearest train images by layout descriptor, then each patch
-    against those images' patches within +-r cells of its position. -> [M, h, w]."""
-    n, d, h, w = train.shape
-    qd = image_descriptors(queries)
-    dd = (qd * qd).sum(1)[:, None] + (desc * desc).sum(1)[None] - 2.0 * qd @ desc.T
-    if exclude is not None:  # -1: not among the train images
-        rows = np.flatnonzero(exclude >= 0)
-        dd[rows, exclude[rows]] = np.inf
-    nbrs = np.argsort(dd, axis=1)[:, :k]
-    out = np.empty((len(queries), h, w), np.float32)
-    big = np.float32(1e30)
-    for i, q in enumerate(queries):
-        cand = train[nbrs[i]]  # [k, D, h, w]
-        best = np.full((h, w), big, np.float32)
-        for dy in range(-r, r + 1):
-            for dx in range(-r, r + 1):
-                # candidate at (y+dy, x+dx) for the query at (y, x)
-                ys, yd = slice(max(0, dy), h + min(0, dy)), slice(max(0, -dy), h + min(0, -dy))
-                xs, xd = slice(max(0, dx), w + min(0, dx)), slice(max(0, -dx), w + min(0, -dx))
-                diff = cand[:, :, ys, xs] - q[None, :, yd, xd]
-                d2 = np.einsum("kdyx,kdyx->kyx", diff, diff).min(0)
-                np.minimum(best[yd, xd], d2, out=best[yd, xd])
-        out[i] = np.sqrt(best)
-    return out
+    against those images' patches within +-r cells of its position (global_context's aligned map,
+    inspector/methods/aligned.py). -> [M, h, w]."""
+    return aligned.aligned_maps(queries, train, desc, regions(queries.shape[2:], [4]), k, r, exclude)
 
 
 class Eval:
@@ -183,17 +168,6 @@ def per_frame_ms(fn, n: int = 10) -> float:
         fn(k)
         times.append(time.perf_counter() - t)
     return float(np.median(times) * 1000)
-
-
-def farthest_images(desc: np.ndarray, m: int) -> np.ndarray:
-    """k-center (farthest point) pick of m images by descriptor, from the one nearest the mean."""
-    first = int(((desc - desc.mean(0)) ** 2).sum(1).argmin())
-    picks, dmin = [first], ((desc - desc[first]) ** 2).sum(1)
-    while len(picks) < min(m, len(desc)):
-        nxt = int(dmin.argmax())
-        picks.append(nxt)
-        dmin = np.minimum(dmin, ((desc - desc[nxt]) ** 2).sum(1))
-    return np.sort(np.asarray(picks))
 
 
 def run_neighbours(c: Cache, ev, zf: np.ndarray, fine_gold: np.ndarray, variants) -> None:

@@ -26,12 +26,16 @@ def layouts(feats: np.ndarray, boxes) -> np.ndarray:
 
 
 def nearest_images(query_layouts: np.ndarray, golden_layouts: np.ndarray, k: int,
-                   exclude: Optional[np.ndarray] = None) -> np.ndarray:
+                   exclude: Optional[np.ndarray] = None, golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
     """The ``k`` golden images nearest each query by layout (L2), int [N, k], nearest first.
-    ``exclude`` [N]: a golden index each query may not pick (itself), -1 for none."""
-    q = query_layouts.astype(np.float64)
-    g = golden_layouts.astype(np.float64)
-    d2 = (q * q).sum(1)[:, None] + (g * g).sum(1)[None] - 2.0 * q @ g.T
+    ``exclude`` [N]: a golden index each query may not pick (itself), -1 for none. ``golden_sq``:
+    the golden layouts' squared norms, made once by the caller (per frame they cost more than
+    the search: a copy of every golden layout)."""
+    g = golden_layouts
+    if golden_sq is None:
+        golden_sq = np.einsum("md,md->m", g, g)
+    # the query's own norm is the same for every golden image: it does not change the ranking
+    d2 = golden_sq[None] - 2.0 * (query_layouts.astype(g.dtype) @ g.T)
     if exclude is not None:
         rows = np.flatnonzero(exclude >= 0)
         d2[rows, exclude[rows]] = np.inf
@@ -58,10 +62,12 @@ def window_distances(query: np.ndarray, golden: np.ndarray, radius: int) -> np.n
 
 
 def aligned_maps(feats: np.ndarray, golden: np.ndarray, golden_layouts: np.ndarray, boxes, k: int,
-                 radius: int, exclude: Optional[np.ndarray] = None) -> np.ndarray:
+                 radius: int, exclude: Optional[np.ndarray] = None,
+                 golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
     """feats float32 [N, D, h, w], golden [M, D, h, w] (any float dtype) -> distance maps float32
-    [N, h, w], each frame against its ``k`` nearest golden images (``exclude`` as nearest_images)."""
-    nbrs = nearest_images(layouts(feats, boxes), golden_layouts, k, exclude)
+    [N, h, w], each frame against its ``k`` nearest golden images (``exclude``, ``golden_sq`` as
+    nearest_images)."""
+    nbrs = nearest_images(layouts(feats, boxes), golden_layouts, k, exclude, golden_sq)
     out = np.empty((len(feats),) + feats.shape[2:], np.float32)
     for i in range(len(feats)):
         q = np.ascontiguousarray(feats[i].transpose(1, 2, 0), dtype=np.float32)

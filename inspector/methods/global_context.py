@@ -55,7 +55,9 @@ class AlignedConfig(MethodConfig):
     every frame (a fixture, a conveyor stop); a part that moves or turns between frames wants it off."""
 
     enabled: bool = False
-    images: int = Field(100, ge=2)  # golden images kept (k-center by layout): the bundle holds their features
+    # golden images kept (k-center by layout when there are more): the bundle holds their features;
+    # fewer cost map quality on parts with many variants (docs/BENCHMARKS.md, issue 12/13 pixel maps)
+    images: int = Field(1000, ge=2)
     k: int = Field(5, ge=1, le=50)  # nearest golden images by layout each frame is compared with
     radius: int = Field(1, ge=0, le=8)  # cells of misplacement allowed between a frame and its neighbours
     fusion: Literal["replace", "max"] = "replace"  # PatchCore's distances in the map: replaced, or the larger
@@ -158,6 +160,7 @@ class State:
     region_z: np.ndarray  # float32 [R, 2]: golden distance mean, std
     aligned_golden: Optional[np.ndarray] = None  # float16 [M, D, h, w], with params.aligned only
     aligned_layouts: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
+    aligned_sq: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)  # their norms²
     precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
     boxes: list = field(init=False, repr=False, compare=False)  # regions(grid_hw, grids), made once
 
@@ -179,7 +182,9 @@ class State:
                 raise StateInvalid("global_context: aligned_map is on but arrays.npz has no 'gc_aligned_golden'")
             expect_shape(self.aligned_golden, "gc_aligned_golden", NAME,
                          (None, self.local.memory_bank.shape[1], *self.params.grid_hw))
-            object.__setattr__(self, "aligned_layouts", aligned.layouts(self.aligned_golden, layout_boxes(self)))
+            lay = aligned.layouts(self.aligned_golden, layout_boxes(self))
+            object.__setattr__(self, "aligned_layouts", lay)
+            object.__setattr__(self, "aligned_sq", np.einsum("md,md->m", lay, lay))
 
     @classmethod
     def from_bundle(cls, params: Params, arrays: Mapping[str, np.ndarray]) -> "State":
@@ -208,7 +213,8 @@ def layout_boxes(state: State) -> list:
 def aligned_map(state: State, feats: np.ndarray) -> np.ndarray:
     """feats [N, D, h, w] -> the aligned-neighbour distance maps in golden z-units, float32 [N, h, w]."""
     a = state.params.aligned
-    d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, layout_boxes(state), a.k, a.radius)
+    d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, layout_boxes(state), a.k, a.radius,
+                             golden_sq=state.aligned_sq)
     return (d - np.float32(a.mean)) / np.float32(a.std)
 
 

@@ -42,6 +42,7 @@ from calibration.methods import global_context as gc_fit  # noqa: E402
 from calibration.methods import patchcore as pc_fit  # noqa: E402
 from calibration.methods.aligned import farthest_images  # noqa: E402
 from inspector.methods import aligned  # noqa: E402
+from inspector.methods import global_context as gc  # noqa: E402
 from inspector.methods.global_context import regions  # noqa: E402
 from inspector.methods import patchcore  # noqa: E402
 from inspector.methods.base import upsample_and_smooth  # noqa: E402
@@ -195,6 +196,51 @@ def run_neighbours(c: Cache, ev, zf: np.ndarray, fine_gold: np.ndarray, variants
         print(line(f"max(fine, nbr k{k} r{r})", ev(np.maximum(zf, zn))), flush=True)
 
 
+def run_region(c: Cache, ev, zf: np.ndarray) -> None:
+    """The aligned map (k 5, +-1 cell) plus global_context's region term (map_weight x the 4x4
+    cells' z that the cell's own map does not explain), as global_context's score adds it."""
+    desc = image_descriptors(c.train)
+    pick = np.sort(np.random.default_rng(0).choice(len(c.train), min(len(c.train), OOF_IMAGES), replace=False))
+    nz = zstats(neighbour_image_search(c.train, desc, c.train[pick], 5, 1, exclude=pick))
+    zn = (neighbour_image_search(c.train, desc, c.test, 5, 1) - nz[0]) / nz[1]
+    one = gc.GlobalConfig(grids=[4], map_grids=[4])
+    mean, prec, zst = gc_fit.fit_global(c.train, one, 0)
+    d = gc.mahalanobis(gc.pooled(c.test, gc.regions(c.test.shape[2:], [4])), mean, prec.astype(np.float64))
+    z = ((d - zst[:, 0]) / zst[:, 1]).astype(np.float32)
+    for base, name in ((zf, "PatchCore"), (zn, "aligned")):
+        for mw in (0.25, 0.5):
+            print(line(f"{name} + {mw} region 4x4", ev(base + mw * gc.region_map(z, base, [4], [4]))), flush=True)
+
+
+def pca_basis(feats: np.ndarray, dims: int, seed: int = 0, sample: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [D], the top ``dims`` principal directions [D, dims]) of a seeded sample of patches."""
+    n, d, h, w = feats.shape
+    flat = feats.transpose(0, 2, 3, 1).reshape(-1, d)
+    rows = np.random.default_rng(seed).choice(len(flat), min(sample, len(flat)), replace=False)
+    x = flat[rows].astype(np.float64)
+    mean = x.mean(0)
+    _, vecs = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+    return mean.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dims], np.float32)
+
+
+def project(feats: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    return np.einsum("ndhw,dk->nkhw", feats - mean[None, :, None, None], basis).astype(np.float32)
+
+
+def run_pca(c: Cache, ev) -> None:
+    """The aligned map (k 5, +-1 cell) on features projected to their top principal directions:
+    a smaller bundle and a cheaper search, if the map keeps its quality."""
+    pick = np.sort(np.random.default_rng(0).choice(len(c.train), min(len(c.train), OOF_IMAGES), replace=False))
+    for dims in (32, 64):
+        mean, basis = pca_basis(c.train, dims)
+        tr, te = project(c.train, mean, basis), project(c.test, mean, basis)
+        desc = image_descriptors(tr)
+        nz = zstats(neighbour_image_search(tr, desc, tr[pick], 5, 1, exclude=pick))
+        zn = (neighbour_image_search(tr, desc, te, 5, 1) - nz[0]) / nz[1]
+        ms = per_frame_ms(lambda i: neighbour_image_search(tr, desc, te[i:i + 1], 5, 1))
+        print(line(f"aligned k5 r1, PCA {dims}", ev(zn), ms), flush=True)
+
+
 def run(path: Path, only: set[str], coarse_ks) -> None:
     c = Cache(path)
     masks = np.load(path, allow_pickle=False)["masks"]
@@ -248,6 +294,12 @@ def run(path: Path, only: set[str], coarse_ks) -> None:
     if "neighbours" in only:
         run_neighbours(c, ev, zf, gold, NBR_VARIANTS)
 
+    if "region" in only:
+        run_region(c, ev, zf)
+
+    if "pca" in only:
+        run_pca(c, ev)
+
     if "position" in only:
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(len(c.train), min(len(c.train), OOF_IMAGES), replace=False))
@@ -268,12 +320,30 @@ def run(path: Path, only: set[str], coarse_ks) -> None:
             print(line(f"max(fine, pos r{r})", ev(np.maximum(zf, zp))), flush=True)
 
 
+def cost() -> None:
+    """The aligned map's own cost per frame (one frame, median of 20) at the CLI runs' patch grids,
+    with random features of the backbone's 152 dims and as many golden images as each set has."""
+    rng = np.random.default_rng(0)
+    for name, hw, m in (("256x256 cache", (32, 32), 762), ("magnetic_tile", (27, 32), 762),
+                        ("loco_juice_bottle", (25, 50), 335), ("mvtec_bottle", (57, 57), 209)):
+        golden = rng.normal(size=(m, 152, *hw)).astype(np.float16)
+        boxes = regions(hw, [4])
+        lay = aligned.layouts(golden, boxes)
+        sq = np.einsum("md,md->m", lay, lay)
+        q = rng.normal(size=(1, 152, *hw)).astype(np.float32)
+        ms = per_frame_ms(lambda i: aligned.aligned_maps(q, golden, lay, boxes, 5, 1, golden_sq=sq), n=20)
+        print(f"  aligned map k5 r1, {name} grid {hw[0]}x{hw[1]}, {m} golden images: {ms:.1f} ms/frame", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("caches", type=Path, nargs="+")
-    ap.add_argument("--only", default="fine,coarse,neighbours,position", help="comma list of fine, coarse, neighbours, position")
+    ap.add_argument("caches", type=Path, nargs="*")
+    ap.add_argument("--cost", action="store_true", help="time the aligned map at the CLI runs' grids")
+    ap.add_argument("--only", default="fine,coarse,neighbours,position", help="comma list of fine, coarse, neighbours, position, region, pca")
     ap.add_argument("--coarse", default="3,5,7", help="pooling windows of the coarse branch")
     args = ap.parse_args()
+    if args.cost:
+        cost()
     for path in args.caches:
         run(path, set(args.only.split(",")), [int(k) for k in args.coarse.split(",")])
 

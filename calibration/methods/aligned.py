@@ -24,11 +24,30 @@ def farthest_images(layouts: np.ndarray, m: int) -> np.ndarray:
     return np.sort(np.asarray(picks))
 
 
-def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int,
-                seed: int) -> tuple[np.ndarray, gc.AlignedParams]:
-    """features float32 [N, D, h, w] -> (the kept golden features float16 [M, D, h, w], params with
-    the mean and std of golden images' map maxima, each image scored without itself: held-in, its
-    own patches would be at distance 0)."""
+def pca_basis(features: np.ndarray, dims: int, seed: int, sample: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """(mean float32 [D], the top ``dims`` principal directions float32 [D, dims]) of a seeded
+    sample of at most ``sample`` golden patches."""
+    n, d, h, w = features.shape
+    rng = np.random.default_rng(seed)
+    total = n * h * w
+    rows = rng.choice(total, min(sample, total), replace=False)
+    img, cell = np.divmod(rows, h * w)
+    x = features[img, :, cell // w, cell % w].astype(np.float64)  # [rows, D], no copy of all patches
+    mean = x.mean(axis=0)
+    xc = x - mean
+    _, vecs = np.linalg.eigh(xc.T @ xc / max(len(xc) - 1, 1))  # ascending eigenvalues
+    return mean.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dims], np.float32)
+
+
+def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, seed: int):
+    """features float32 [N, D, h, w] -> (the kept golden features float16 [M, K, h, w], the
+    projection (mean [D], basis [D, K]) or (None, None) when ``config.dims`` keeps all D, params
+    with the mean and std of golden images' map maxima, each image scored without itself:
+    held-in, its own patches would be at distance 0)."""
+    mean = basis = None
+    if config.dims is not None and config.dims < features.shape[1]:
+        mean, basis = pca_basis(features, config.dims, seed)
+        features = aligned.project(features, mean, basis)
     boxes = gc.regions(features.shape[2:], [4])
     lay = aligned.layouts(features, boxes)
     keep = farthest_images(lay, config.images)
@@ -41,5 +60,6 @@ def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int,
                                 exclude=where[pick])
     top = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
     std = max(float(top.std(ddof=1)) if len(top) > 1 else 0.0, 1e-6 * max(abs(float(top.mean())), 1e-6))
-    return golden, gc.AlignedParams(k=config.k, radius=config.radius, fusion=config.fusion,
-                                    mean=float(top.mean()), std=std)
+    return golden, (mean, basis), gc.AlignedParams(k=config.k, radius=config.radius, fusion=config.fusion,
+                                                   dims=None if basis is None else int(basis.shape[1]),
+                                                   mean=float(top.mean()), std=std)

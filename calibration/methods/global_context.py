@@ -105,14 +105,15 @@ def fit_global(features: np.ndarray, config: gc.GlobalConfig, seed: int):
 def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: gc.Config,
              features_shape, aligned=None) -> gc.State:
     """The state from its fitted parts (the benchmark reuses one local fit across variants);
-    ``aligned``: fit_aligned's (golden, params), or None."""
+    ``aligned``: fit_aligned's (golden, (mean, basis), params), or None."""
     n, d, h, w = features_shape
     g = config.global_context
     params = gc.Params(local=local.params, smoothing_sigma=config.smoothing_sigma, grid_hw=[int(h), int(w)],
                        grids=list(g.grids), map_grids=list(g.map_grids), weight=g.weight, map_weight=g.map_weight, local_mean=stats[0],
                        local_std=stats[1], feature_dim=int(d), images_seen=int(n),
-                       aligned=None if aligned is None else aligned[1])
-    return gc.State(params, local, *glob, None if aligned is None else aligned[0])
+                       aligned=None if aligned is None else aligned[2])
+    golden, (mean, basis) = (None, (None, None)) if aligned is None else aligned[:2]
+    return gc.State(params, local, *glob, golden, mean, basis)
 
 
 def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress) -> gc.State:

@@ -17,6 +17,16 @@ from typing import Optional
 import numpy as np
 
 
+def project(feats: np.ndarray, mean: Optional[np.ndarray], basis: Optional[np.ndarray]) -> np.ndarray:
+    """feats [N, D, h, w] -> float32 [N, K, h, w] on the golden patches' top K principal directions
+    (basis [D, K], centred on mean [D]); unchanged without a basis."""
+    if basis is None:
+        return feats
+    n, d, h, w = feats.shape
+    flat = feats.transpose(0, 2, 3, 1).reshape(-1, d).astype(np.float32) - mean
+    return np.ascontiguousarray((flat @ basis).reshape(n, h, w, -1).transpose(0, 3, 1, 2))
+
+
 def layouts(feats: np.ndarray, boxes) -> np.ndarray:
     """feats [N, D, h, w] -> float32 [N, R*D]: the average feature of each (y0, y1, x0, x1) box."""
     out = np.empty((len(feats), len(boxes), feats.shape[1]), np.float32)

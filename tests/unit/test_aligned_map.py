@@ -101,6 +101,17 @@ def test_batch_equals_one_by_one_and_the_bundle_round_trip():
         scorer_of(params, {k: v for k, v in arrays.items() if k != "gc_aligned_golden"})
     with pytest.raises(StateInvalid, match="gc_aligned_golden"):
         scorer_of(params, {**arrays, "gc_aligned_golden": arrays["gc_aligned_golden"][:, :4]})
+    # projected on the golden patches' top principal directions: 4 of the 8 dims kept, same behaviour
+    small = _fit(golden, aligned_map={**ON["aligned_map"], "dims": 4})
+    arr4 = small.arrays()
+    assert arr4["gc_aligned_golden"].shape == (20, 4, 8, 8) and arr4["gc_aligned_basis"].shape == (8, 4)
+    m4 = _score(small, test).patch_maps
+    z4 = (m4 - small.params.local_mean) / small.params.local_std
+    assert z4[-1, 2:6, 4:].mean() > z4[:-1, 2:6, 4:].max() + 1.0  # the missing label still lights up
+    p4 = small.params.model_dump(mode="json")
+    np.testing.assert_array_equal(scorer_of(p4, arr4).score({"features": test}, (64, 64)).patch_maps, m4)
+    with pytest.raises(StateInvalid, match="gc_aligned_basis"):
+        scorer_of(p4, {k: v for k, v in arr4.items() if k != "gc_aligned_basis"})
     # a bundle from before the option: no 'aligned' in its params, no array, PatchCore's map
     off = _fit(golden)
     old = {k: v for k, v in off.params.model_dump(mode="json").items() if k != "aligned"}

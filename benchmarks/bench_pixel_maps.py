@@ -40,7 +40,7 @@ from calibration.evaluation import auroc  # noqa: E402
 from calibration.methods import NoProgress  # noqa: E402
 from calibration.methods import global_context as gc_fit  # noqa: E402
 from calibration.methods import patchcore as pc_fit  # noqa: E402
-from calibration.methods.aligned import farthest_images  # noqa: E402
+from calibration.methods.aligned import farthest_images, pca_basis  # noqa: E402
 from inspector.methods import aligned  # noqa: E402
 from inspector.methods import global_context as gc  # noqa: E402
 from inspector.methods.global_context import regions  # noqa: E402
@@ -212,28 +212,13 @@ def run_region(c: Cache, ev, zf: np.ndarray) -> None:
             print(line(f"{name} + {mw} region 4x4", ev(base + mw * gc.region_map(z, base, [4], [4]))), flush=True)
 
 
-def pca_basis(feats: np.ndarray, dims: int, seed: int = 0, sample: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
-    """(mean [D], the top ``dims`` principal directions [D, dims]) of a seeded sample of patches."""
-    n, d, h, w = feats.shape
-    flat = feats.transpose(0, 2, 3, 1).reshape(-1, d)
-    rows = np.random.default_rng(seed).choice(len(flat), min(sample, len(flat)), replace=False)
-    x = flat[rows].astype(np.float64)
-    mean = x.mean(0)
-    _, vecs = np.linalg.eigh(np.cov(x - mean, rowvar=False))
-    return mean.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dims], np.float32)
-
-
-def project(feats: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    return np.einsum("ndhw,dk->nkhw", feats - mean[None, :, None, None], basis).astype(np.float32)
-
-
 def run_pca(c: Cache, ev) -> None:
     """The aligned map (k 5, +-1 cell) on features projected to their top principal directions:
     a smaller bundle and a cheaper search, if the map keeps its quality."""
     pick = np.sort(np.random.default_rng(0).choice(len(c.train), min(len(c.train), OOF_IMAGES), replace=False))
     for dims in (32, 64):
-        mean, basis = pca_basis(c.train, dims)
-        tr, te = project(c.train, mean, basis), project(c.test, mean, basis)
+        mean, basis = pca_basis(c.train, dims, 0)
+        tr, te = aligned.project(c.train, mean, basis), aligned.project(c.test, mean, basis)
         desc = image_descriptors(tr)
         nz = zstats(neighbour_image_search(tr, desc, tr[pick], 5, 1, exclude=pick))
         zn = (neighbour_image_search(tr, desc, te, 5, 1) - nz[0]) / nz[1]

@@ -63,7 +63,8 @@ class AlignedConfig(MethodConfig):
     k: int = Field(5, ge=1, le=50)  # nearest golden images by layout each frame is compared with
     radius: int = Field(1, ge=0, le=8)  # cells of misplacement allowed between a frame and its neighbours
     # features projected on the golden patches' top principal directions (None: all D): a bundle
-    # and a search 152/64 times smaller for a map within 0.001 pixel AUROC on the benchmark sets
+    # 152/64 times smaller and a search ~2x cheaper for a map within 0.003 pixel AUROC of all D on
+    # the benchmark sets (docs/BENCHMARKS.md)
     dims: Optional[int] = Field(64, ge=1)
     fusion: Literal["replace", "max"] = "replace"  # PatchCore's distances in the map: replaced, or the larger
 

@@ -25,6 +25,14 @@ def is_augmented(name: str) -> bool:
     return AUG_MARK in name
 
 
+def origin_ids(names: list[str]) -> np.ndarray:
+    """int64 [N]: for each (possibly augmented) name, the index of its original among the
+    originals in order of first appearance; a copy shares its original's id. What a fit gets as
+    ``groups`` so it never treats a copy as an image independent of its original."""
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(original_name(n), len(ids)) for n in names], np.int64)
+
+
 def jitter(image: np.ndarray, rng: np.random.Generator, config) -> np.ndarray:
     """One augmented copy of ``image`` (BGR or grey uint8, any size), same shape and dtype.
     config: settings.AugmentConfig."""

@@ -5,7 +5,8 @@
    thresholds belong to the engine and precision the line will run);
    (with --augment, each golden image also gets jittered copies: calibration/augment.py);
 3. hold out a share of the original images, fit on the rest (and their copies; never the copies
-   of a held-out image), score the held-out ones. A method that declares an engine head (Deep
+   of a held-out image; a fit that holds images out itself gets each copy's original as its group),
+   score the held-out ones. A method that declares an engine head (Deep
    SVDD, the autoencoder: inspector/methods/base.py) has backbone + head exported as ONE ONNX
    network (output ``HEAD.output_name``) and the held-out images scored through the engine, as
    the daemon will;
@@ -15,7 +16,8 @@
    maxima of the held-out smoothed maps (so a good part rarely shows a region);
 5. escape rates: synthetic defects pasted into the held-out images (and the --defects images)
    scored the same way, counted against the image threshold (calibration/detectability.py);
-6. optionally refit on all images; write the bundle (+ report.html).
+6. optionally refit on all images (for a method without an engine head, on a thread beside steps
+   3-5, which do not depend on it); write the bundle (+ report.html).
 
 A method that trains on labelled defects (``USES_DEFECTS``, e.g. ``supervised``) needs --defects:
 their features (same engine and preprocessing) go to its fit beside the golden ones.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from calibration import heldout
+from calibration.augment import origin_ids
 from calibration.bundle import write_bundle
 from calibration.bundle_dir import check_out_dir
 from calibration.detectability import Detectability
@@ -146,15 +150,40 @@ class _HeldOut:
                 "warnings": self.warnings}
 
 
-def _fit(settings: Settings, feats: np.ndarray, precision: str, bar: Bar, desc: str,
+def _fit(settings: Settings, feats: np.ndarray, groups: np.ndarray, precision: str, bar: Bar, desc: str,
          defects: Optional[np.ndarray] = None):
     """The configured method fitted on ``feats`` (and, for a method that uses them, the labelled
-    defect images' features), adapted to the engine's precision."""
+    defect images' features), adapted to the engine's precision. groups: int [N], each row's
+    original golden image (augmented copies share it)."""
     method = method_of(settings.scorer.method)
     with bar.steps(desc) as progress:
-        state = fit_method(settings.scorer, feats, settings.calibration.seed, progress, defects=defects)
+        state = fit_method(settings.scorer, feats, settings.calibration.seed, progress, defects=defects,
+                           groups=groups)
     adapt = getattr(method, "for_engine", None)
     return adapt(state, normalise_precision(precision)) if adapt else state
+
+
+class _Background:
+    """``fn`` run on a thread from entering; ``result()`` waits for it (and raises what it raised),
+    and its wall time goes to ``times[stage]``. Leaving the block waits for the thread, so a failure
+    elsewhere never leaves a fit running against arrays that are being freed."""
+
+    def __init__(self, times: dict[str, float], stage: str, fn):
+        self._times, self._stage, self._fn = times, stage, fn
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=stage)
+
+    def __enter__(self) -> "_Background":
+        def run():
+            with timed(self._times, self._stage):
+                return self._fn()
+        self._future = self._pool.submit(run)
+        return self
+
+    def result(self):
+        return self._future.result()
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str | Path], *, progress: bool = True,
@@ -207,15 +236,28 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             network = _Network(description, onnx_path, input_hw, workdir)
             engine = cleanup.enter_context(opened_engine(settings.engine, network.spec(onnx_path, OUTPUT_NAME,
                                                                                          description)))
+            check_calibration_engine = getattr(method, "check_calibration_engine", None)
+            if check_calibration_engine:  # a method the configured engine cannot run (AnoDDPM steps on a CPU)
+                check_calibration_engine(settings.scorer, engine)  # refused now, not at load after the fit
         with timed(times, "features"), bar(len(golden.images), "extracting features") as pb:
             feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update)
-        defect_feats = heldout.defect_features(engine, pre, defects_dir, settings, bar) if uses_defects else None
+        defect_images = heldout.read_defects(defects_dir, settings) if defects_dir is not None else None
+        defect_feats = heldout.defect_features(engine, pre, defect_images, defects_dir, bar) if uses_defects else None
 
         # --- fit on part, score the held-out rest through the network the line will run
         fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
+        groups = origin_ids(golden.names)  # a copy goes with its original wherever a fit holds images out
         held_images = [golden.images[i] for i in hold_idx]
+        refit = None
+        if cal.refit_on_all and not evaluate_only and method.HEAD is None:
+            # the refit does not depend on the held-out steps: run it beside them, since neither
+            # keeps both cores busy (the coreset picks on one BLAS thread, the engine waits on
+            # decoding and scoring); a head method's refit trains a network, and stays after them
+            refit = cleanup.enter_context(_Background(times, "fit_all", lambda: _fit(
+                settings, feats, groups, engine.precision, Bar(False), "fitting (all golden images)", defect_feats)))
         with timed(times, "fit_split"):
-            state = _fit(settings, feats[fit_idx], engine.precision, bar, "fitting (held-out split)", defect_feats)
+            state = _fit(settings, feats[fit_idx], groups[fit_idx], engine.precision, bar,
+                         "fitting (held-out split)", defect_feats)
         with ExitStack() as head_scope:  # a head network's engine lives until the escape rates are known
             with timed(times, "thresholds"):
                 onnx_held, description_held, output_held = network.with_head(state, method)
@@ -233,7 +275,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             with timed(times, "detectability"):  # escape rates at that threshold
                 detectability = heldout.detectability(
                     heldout.image_scorer(scoring_engine, pre, Scorer(method, state), input_hw), held_images,
-                    held.image_threshold.value, settings, defects_dir, bar)
+                    held.image_threshold.value, settings, defect_images, bar)
         if evaluate_only:
             return CalibrationResult(
                 bundle_dir=Path(out_dir) if out_dir else Path(), bundle_id="", images_used=len(golden.images),
@@ -242,9 +284,13 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                 image_threshold=held.image_threshold, pixel_threshold=held.pixel_threshold, bank_size=0,
                 manifest=None, stage_seconds=times, detectability=detectability, warnings=held.warnings)
 
-        if cal.refit_on_all:
+        if refit is not None:
+            with timed(times, "fit_all_wait"):
+                state = refit.result()
+        elif cal.refit_on_all:
             with timed(times, "fit_all"):
-                state = _fit(settings, feats, engine.precision, bar, "fitting (all golden images)", defect_feats)
+                state = _fit(settings, feats, groups, engine.precision, bar, "fitting (all golden images)",
+                             defect_feats)
         with timed(times, "write"):
             if cal.refit_on_all:  # else the held-out step's network is this very one
                 onnx_held, description_held, output_held = network.with_head(state, method)

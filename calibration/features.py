@@ -1,6 +1,7 @@
 """Golden images -> the network's patch features, through the same Engine the daemon uses."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -42,16 +43,28 @@ def export_feature_network(description: dict, input_hw: tuple[int, int], out: Pa
 def run_images(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray], *, batch: int = 8,
                progress: Optional[Callable[[int], None]] = None) -> dict[str, np.ndarray]:
     """images (BGR/grey uint8, any size) -> every engine output, {name: float32 [N, ...]}; with
-    tiling, the tiles' outputs stitched into one map per image (as the daemon's pipeline does)."""
-    parts: dict[str, list[np.ndarray]] = {}
-    for s in range(0, len(images), batch):
+    tiling, the tiles' outputs stitched into one map per image (as the daemon's pipeline does).
+    The next batch is preprocessed on a thread while the engine runs this one (OpenCV and the
+    engine both release the GIL), and the outputs go straight into one array per name."""
+    def prepare(s: int):
         works = [preprocessor.prepare(im)[0] for im in images[s:s + batch]]
-        outputs = preprocessor.grid.stitch(engine.run(preprocessor.tiles(works)), len(works))
-        for name, arr in outputs.items():
-            parts.setdefault(name, []).append(arr)
-        if progress:
-            progress(len(works))
-    return {k: np.concatenate(v) for k, v in parts.items()}
+        return len(works), preprocessor.tiles(works)
+
+    out: dict[str, np.ndarray] = {}
+    with ThreadPoolExecutor(1, thread_name_prefix="preprocess") as pool:
+        pending = pool.submit(prepare, 0) if len(images) else None
+        for s in range(0, len(images), batch):
+            n, tiles = pending.result()
+            if s + batch < len(images):
+                pending = pool.submit(prepare, s + batch)
+            outputs = preprocessor.grid.stitch(engine.run(tiles), n)
+            for name, arr in outputs.items():
+                if name not in out:
+                    out[name] = np.empty((len(images), *arr.shape[1:]), arr.dtype)
+                out[name][s:s + n] = arr
+            if progress:
+                progress(n)
+    return out
 
 
 def extract_features(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray], *, batch: int = 8,

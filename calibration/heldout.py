@@ -32,10 +32,9 @@ def read_defects(defects_dir: str | Path, settings) -> list:
     return found.images
 
 
-def defect_features(engine, pre: Preprocessor, defects_dir: str | Path, settings, bar: Bar) -> np.ndarray:
+def defect_features(engine, pre: Preprocessor, images: list, defects_dir: str | Path, bar: Bar) -> np.ndarray:
     """The --defects images' patch features float32 [M, D, h, w], as the golden ones were made,
     for a method that trains on them."""
-    images = read_defects(defects_dir, settings)
     if not images:
         raise InspectorError(f"defects folder {defects_dir}: no readable images; the scorer trains on them")
     with bar(len(images), "extracting defect features") as pb:
@@ -71,13 +70,10 @@ def image_scorer(engine, pre: Preprocessor, scorer, input_hw: tuple[int, int]) -
 
 
 def detectability(score_images, held_images: list, threshold_value: float, settings,
-                  defects_dir: Optional[str | Path], bar: Bar) -> Optional[Detectability]:
-    """Escape rates by defect size (calibration/detectability.py); None when
-    calibration.synthetic_defects is 0 and there is no defects folder."""
+                  real: Optional[list], bar: Bar) -> Optional[Detectability]:
+    """Escape rates by defect size (calibration/detectability.py) and on ``real`` (the --defects
+    images, read_defects); None when calibration.synthetic_defects is 0 and there are none."""
     cal = settings.calibration
-    real = None
-    if defects_dir is not None:
-        real = read_defects(defects_dir, settings)
     if not cal.synthetic_defects and real is None:
         return None
     sizes = defect_sizes(cal.min_defect_px) if cal.synthetic_defects else []

@@ -1,11 +1,14 @@
 """Offline fitting, one module per method: ``calibration/methods/<name>.py`` holds only
 ``fit(features, config, seed, progress) -> State`` for the method ``inspector/methods/<name>.py``
-(a method with ``USES_DEFECTS`` also takes ``defects=``, the labelled defect images' features)
+(a method with ``USES_DEFECTS`` also takes ``defects=``, the labelled defect images' features; a
+fit with a ``groups`` parameter gets each row's original golden image, so augmented copies go
+with their original wherever it holds images out)
 (the contract: inspector/methods/base.py). Shared pieces: coreset.py (PatchCore's k-center
 selection), training.py (the loop the trained heads share)."""
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Callable, Optional, Protocol
 
 import numpy as np
@@ -48,10 +51,17 @@ def fitter(method: str) -> Callable:
 
 
 def fit_method(config, features: np.ndarray, seed: int = 0, progress: Optional[Progress] = None,
-               defects: Optional[np.ndarray] = None):
+               defects: Optional[np.ndarray] = None, groups: Optional[np.ndarray] = None):
     """The configured method fitted on golden features float32 [N, D, h, w] -> its State.
     defects: float32 [M, D, h, w] features of labelled defect images, for a method whose runtime
-    module declares ``USES_DEFECTS`` (passed only then)."""
+    module declares ``USES_DEFECTS`` (passed only then). groups: int [N], the original golden
+    image of each row (calibrate --augment's copies share it; calibration/augment.py origin_ids),
+    passed to a fit that takes ``groups`` (one that holds images out inside the fit, as global
+    context's out-of-fold Gaussians do); None: every row its own image."""
+    fit = fitter(config.method)
+    extra = {}
     if defects is not None:
-        return fitter(config.method)(features, config, seed, progress or NoProgress(), defects=defects)
-    return fitter(config.method)(features, config, seed, progress or NoProgress())
+        extra["defects"] = defects
+    if groups is not None and "groups" in inspect.signature(fit).parameters:
+        extra["groups"] = groups
+    return fit(features, config, seed, progress or NoProgress(), **extra)

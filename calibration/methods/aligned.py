@@ -2,6 +2,8 @@
 images the bundle keeps, and the golden statistics that put its distances in z-units."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from inspector.methods import aligned
@@ -39,11 +41,14 @@ def pca_basis(features: np.ndarray, dims: int, seed: int, sample: int = 100_000)
     return mean.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dims], np.float32)
 
 
-def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, seed: int):
+def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, seed: int,
+                member: Optional[np.ndarray] = None):
     """features float32 [N, D, h, w] -> (the kept golden features float16 [M, K, h, w], the
     projection (mean [D], basis [D, K]) or (None, None) when ``config.dims`` keeps all D, params
     with the mean and std of golden images' map maxima, each image scored without itself:
-    held-in, its own patches would be at distance 0)."""
+    held-in, its own patches would be at distance 0). member: int [N], each row's original golden
+    image (augmented copies share it; None: each row its own): a golden image is scored without its
+    whole group."""
     mean = basis = None
     if config.dims is not None and config.dims < features.shape[1]:
         mean, basis = pca_basis(features, config.dims, seed)
@@ -54,10 +59,9 @@ def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, s
     golden = features[keep].astype(np.float16)
     n = len(features)
     pick = np.arange(n) if n <= n_images else np.sort(np.random.default_rng(seed).choice(n, n_images, replace=False))
-    where = np.full(n, -1)
-    where[keep] = np.arange(len(keep))
-    maps = aligned.aligned_maps(features[pick], golden, lay[keep], boxes, config.k, config.radius,
-                                exclude=where[pick])
+    member = np.arange(n) if member is None else np.asarray(member)
+    own = member[pick][:, None] == member[keep][None]  # [picked, kept]: the same original image
+    maps = aligned.aligned_maps(features[pick], golden, lay[keep], boxes, config.k, config.radius, exclude=own)
     top = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
     std = max(float(top.std(ddof=1)) if len(top) > 1 else 0.0, 1e-6 * max(abs(float(top.mean())), 1e-6))
     return golden, (mean, basis), gc.AlignedParams(k=config.k, radius=config.radius, fusion=config.fusion,

@@ -5,7 +5,8 @@ x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t uniform in 1..T, loss = mean (e
 Simplex fields cost ~3 ms each here, too slow to draw per sample: a bank of fields is drawn once
 (seeded) and each sample takes a random channel pick, shift and flip of it. The scoring noise
 (the head's ``noise`` buffer) is one more field drawn after training. More than one denoising step
-is refused without CUDA unless ``allow_cpu``.
+is refused without CUDA unless ``allow_cpu`` (and, before that, on a CPU engine by calibrate:
+inspector/methods/anoddpm.py ``check_calibration_engine``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from calibration.methods.training import deterministic, feature_stats, standardi
 from engines.backbones.heads import AnoDdpmHead, head_arrays
 from inspector.errors import InspectorError
 from inspector.methods import anoddpm
+from inspector.methods.anoddpm import ddim_schedule
 
 BANK_FIELDS = 256  # simplex fields in the training bank (each [2h, 2w])
 
@@ -26,11 +28,6 @@ def alpha_bars(diffusion_steps: int) -> np.ndarray:
     """abar_t for t = 0..T (abar_0 = 1), linear betas 1e-4..0.02 scaled to T (Ho et al.)."""
     betas = np.linspace(1e-4 * 1000 / diffusion_steps, 0.02 * 1000 / diffusion_steps, diffusion_steps)
     return np.concatenate([[1.0], np.cumprod(1.0 - betas)])
-
-
-def ddim_schedule(t_lambda: int, steps: int) -> np.ndarray:
-    """The steps visited from t_lambda down (``steps`` of them, then 0): int [steps + 1]."""
-    return np.ascontiguousarray(np.unique(np.linspace(0, t_lambda, steps + 1).round().astype(int))[::-1])
 
 
 class NoiseBank:

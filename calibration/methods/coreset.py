@@ -13,7 +13,9 @@ patches), which on bottle's 214k patches read the whole projected set (55 MB) 20
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -46,8 +48,33 @@ def greedy_coreset(patches: np.ndarray, k: int, *, projection_dim: int = 64, see
     start = int(torch.randint(n, (1,), generator=gen))
     # the products below are small (a few thousand rows): a second BLAS thread only spins
     # (bottle, 2 shared cores: 9.1 s of CPU instead of 5.5 s)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         return _greedy_from(np.ascontiguousarray(x.numpy()), start, k, progress)
+
+
+_limit_lock = threading.Lock()
+_limit_users = 0
+_limit = None
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """One BLAS thread while any coreset is being picked. The limit is process-wide: calibrate
+    fits on two threads at once, and nested threadpool_limits entered and left out of order would
+    leave the process at one thread for good, so the first user sets it and the last restores it."""
+    global _limit_users, _limit
+    with _limit_lock:
+        if _limit_users == 0:
+            _limit = threadpool_limits(limits=1, user_api="blas")
+        _limit_users += 1
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _limit_users -= 1
+            if _limit_users == 0:
+                _limit.restore_original_limits()
+                _limit = None
 
 
 def _greedy_from(x: np.ndarray, start: int, k: int, progress: Optional[Callable[[int], None]]) -> np.ndarray:

@@ -3,6 +3,8 @@ branch, a shrinkage Gaussian per pooled region for the global one, and the golde
 that put both in the same units (z) so the fusion weights mean the same on every part."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from calibration.methods import Progress
@@ -43,49 +45,73 @@ def gaussians(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, prec
 
 
-def out_of_fold_distances(x: np.ndarray, folds: int, seed: int) -> np.ndarray:
+def group_ids(n: int, groups: Optional[np.ndarray]) -> np.ndarray:
+    """int64 [n]: each row's group (0..G-1). groups: the original golden image of each row
+    (augmented copies share their original's id; calibration/augment.py), or None: each row alone."""
+    if groups is None:
+        return np.arange(n)
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups has shape {groups.shape}, expected ({n},): one id per golden image")
+    return np.unique(groups, return_inverse=True)[1].reshape(n)
+
+
+def out_of_fold_distances(x: np.ndarray, folds: int, seed: int, groups: Optional[np.ndarray] = None) -> np.ndarray:
     """x float64 [N, R, F] -> each image's region distances float64 [N, R] under Gaussians fitted
     without its fold: held-in distances are too small (the Gaussian saw the image), and a z from
-    them would call every new good part anomalous."""
-    n = len(x)
-    folds = min(folds, n)  # fit() asks for 3 images, so each fold's Gaussian sees at least two
+    them would call every new good part anomalous. groups (int [N]): folds are drawn over groups,
+    so an image's augmented copies are held out with it (a copy in the fit is nearly the image)."""
+    member = group_ids(len(x), groups)
+    n = int(member.max()) + 1
+    folds = min(folds, n)  # fit() asks for 3 images (groups), so each fold's Gaussian sees at least two
     order = np.random.default_rng(seed).permutation(n)
     out = np.empty(x.shape[:2], np.float64)
     for k in range(folds):
-        held = order[k::folds]
-        rest = np.setdiff1d(order, held)
+        out_now = np.isin(member, order[k::folds])
+        held, rest = np.flatnonzero(out_now), np.flatnonzero(~out_now)
         mean, prec = gaussians(x[rest])
         out[held] = gc.mahalanobis(x[held], mean, prec)
     return out
 
 
 def local_standardisation(features: np.ndarray, state: patchcore.State, n_images: int,
-                          seed: int) -> tuple[float, float]:
+                          seed: int, groups: Optional[np.ndarray] = None) -> tuple[float, float]:
     """(mean, std) of golden images' PatchCore image scores with each image's own bank entries left
     out (the coreset picked the golden patches farthest from the rest, so held-in scores are all
-    below its covering radius). At most ``n_images`` golden images, a seeded sample.
+    below its covering radius). At most ``n_images`` golden images, a seeded sample. groups (int
+    [N]): the bank entries of an image's whole group (its augmented copies, its original) are
+    left out together: a copy's patch is nearly the image's own.
 
-    One search per image with the state's own searcher; a bank row is the image's own when one of
-    its patches lies on it (distance ~0), and only the patches whose nearest row is an own one are
-    searched again without those rows."""
+    One search per image (and per member of its group) with the state's own searcher; a bank row
+    is an image's own when one of its patches lies on it (distance ~0), and only the patches whose
+    nearest row is one of the group's own are searched again without those rows."""
     n, d, h, w = features.shape
+    member = group_ids(n, groups)
     pick = np.arange(n)
     if n > n_images:
         pick = np.sort(np.random.default_rng(seed).choice(n, n_images, replace=False))
     bank = state.memory_bank
     bank64 = bank.astype(np.float64)  # once, not per image: the bank can be large
     bank_sq = (bank64 * bank64).sum(1)
+    searched: dict[int, tuple] = {}
+
+    def search(i: int):
+        if i not in searched:
+            q = np.ascontiguousarray(features[i].reshape(d, -1).T, dtype=np.float32)
+            dist, idx = state.searcher.search(q)
+            # fp32 rounding leaves a copied patch ~1e-2 from its row, real neighbours are ~1e1 away
+            searched[i] = q, dist, idx, np.unique(idx[dist <= 1e-3 * np.sqrt((q * q).sum(1)) + 1e-6])
+        return searched[i]
+
     scores = []
     for i in pick:
-        q = np.ascontiguousarray(features[i].reshape(d, -1).T, dtype=np.float32)
-        dist, idx = state.searcher.search(q)
-        # fp32 rounding leaves a copied patch ~1e-2 from its row, real neighbours are ~1e1 away
-        own = np.unique(idx[dist <= 1e-3 * np.sqrt((q * q).sum(1)) + 1e-6])
+        q, dist, idx, _ = search(int(i))
+        own = np.unique(np.concatenate([search(int(j))[3] for j in np.flatnonzero(member == member[i])]))
         redo = np.flatnonzero(np.isin(idx, own))
         if len(redo) and len(own) < len(bank):
             qr = q[redo].astype(np.float64)
             d2 = (qr * qr).sum(1)[:, None] + bank_sq[None] - 2.0 * qr @ bank64.T
-            d2[:, own] = np.inf  # the image's own rows left out
+            d2[:, own] = np.inf  # the group's own rows left out
             dist = dist.astype(np.float64)
             dist[redo] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
         scores.append(float(dist.max()))
@@ -93,10 +119,11 @@ def local_standardisation(features: np.ndarray, state: patchcore.State, n_images
     return float(s.mean()), float(max(s.std(ddof=1) if len(s) > 1 else 0.0, 1e-6 * max(abs(s.mean()), 1e-6)))
 
 
-def fit_global(features: np.ndarray, config: gc.GlobalConfig, seed: int):
-    """features float32 [N, D, h, w] -> (mean [R, F], precision [R, F, F], z stats [R, 2]), float32."""
+def fit_global(features: np.ndarray, config: gc.GlobalConfig, seed: int, groups: Optional[np.ndarray] = None):
+    """features float32 [N, D, h, w] -> (mean [R, F], precision [R, F, F], z stats [R, 2]), float32.
+    groups: as out_of_fold_distances."""
     x = gc.pooled(features, gc.regions(features.shape[2:], config.grids))
-    d = out_of_fold_distances(x, config.folds, seed)
+    d = out_of_fold_distances(x, config.folds, seed, groups)
     z = np.stack([d.mean(axis=0), np.maximum(d.std(axis=0, ddof=1), 1e-6 * np.maximum(d.mean(axis=0), 1e-6))], 1)
     mean, prec = gaussians(x)
     return mean.astype(np.float32), prec.astype(np.float32), z.astype(np.float32)
@@ -116,15 +143,21 @@ def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: g
     return gc.State(params, local, *glob, golden, mean, basis)
 
 
-def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress) -> gc.State:
-    """features float32 [N, D, h, w] (N >= 3) -> the state."""
-    if len(features) < 3:
-        # with 2, each out-of-fold Gaussian would be fitted on one image: a zero covariance whose
-        # distances make every region z meaningless
-        raise ValueError(f"global_context needs at least 3 golden images in each fit (got {len(features)}); "
-                         "add golden images or set scorer.method: patchcore")
+def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress,
+        groups: Optional[np.ndarray] = None) -> gc.State:
+    """features float32 [N, D, h, w] (N >= 3, or 3 groups) -> the state. groups: int [N], the
+    original golden image of each row (augmented copies share it), from calibration; None: each
+    row its own image. The out-of-fold Gaussians and the own-rows masking hold a group out whole."""
+    originals = int(group_ids(len(features), groups).max()) + 1 if len(features) else 0
+    if originals < 3:
+        # with 2, each out-of-fold Gaussian would be fitted on one image (and its copies): a zero
+        # (or a jitter-sized) covariance whose distances make every region z meaningless
+        raise ValueError(f"global_context needs at least 3 golden images in each fit (got {originals}"
+                         + (f" originals, {len(features)} with augmented copies" if len(features) != originals else "")
+                         + "); add golden images or set scorer.method: patchcore")
     local = patchcore_fit.fit(features, config.local(), seed, progress)
     g = config.global_context
-    stats = local_standardisation(features, local, g.local_images, seed)
-    near = fit_aligned(features, g.aligned_map, g.local_images, seed) if g.aligned_map.enabled else None
-    return assemble(local, stats, fit_global(features, g, seed), config, features.shape, near)
+    stats = local_standardisation(features, local, g.local_images, seed, groups)
+    near = (fit_aligned(features, g.aligned_map, g.local_images, seed, group_ids(len(features), groups))
+            if g.aligned_map.enabled else None)
+    return assemble(local, stats, fit_global(features, g, seed, groups), config, features.shape, near)

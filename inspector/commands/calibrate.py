@@ -44,6 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "false rejects, escapes before/after)")
     p.add_argument("--since", default="7d", metavar="AGE",
                    help="with --from-reviews: reviews made within this age or since this ISO time (default 7d)")
+    p.add_argument("--source", action="append", metavar="NAME",
+                   help="with --from-reviews: only reviews of frames from this source (repeatable; default: the "
+                        "config's sources when its bundle is --out, else every source; the sources used and "
+                        "their review counts are printed)")
     p.add_argument("--db", metavar="URL_OR_PATH",
                    help="with --from-reviews: the results database (default: the config's database.url)")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
@@ -57,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config) if args.config else Settings()
     if args.from_reviews:
         return _from_reviews(args, settings)
+    if args.source:
+        raise InspectorError("--source picks the reviews of --from-reviews; add --from-reviews or leave it out")
     try:
         result = _calibrate_into(args, settings, args.golden, args.defects)
     except (OSError, ValueError, RuntimeError) as exc:
@@ -103,8 +109,10 @@ def _from_reviews(args: argparse.Namespace, settings) -> int:
     try:
         store.ensure_schema()
         with tempfile.TemporaryDirectory(prefix="inspector-reviews-") as work:
+            sources = from_reviews.choose_sources(args.source, settings, args.config is not None, args.out)
             g = from_reviews.gather(store, since=parse_when(args.since), golden_dir=args.golden,
-                                    defects_dir=args.defects, work=Path(work))
+                                    defects_dir=args.defects, work=Path(work), sources=sources)
+            print(g.sources.line(), flush=True)  # before the calibrations' minutes
             try:
                 before = calibrate(settings, args.golden, None, progress=not args.quiet, augment=args.augment,
                                    defects_dir=g.defects, evaluate_only=True)

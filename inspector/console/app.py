@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,10 @@ class Console:
     writer_factory: Any = None  # () -> writable ResultStore, for reviews
     events_max_s: float = 300.0  # an event stream ends after this; the browser reconnects
     _writer: Any = field(default=None, repr=False)
+    _probe_lock: Any = field(default_factory=threading.Lock, repr=False)
+    _probe_at: float = field(default=0.0, repr=False)
+    _probe_value: Any = field(default=None, repr=False)
+    cache: dict = field(default_factory=dict, repr=False)  # the yield pages' (pages.py), per console
 
     def writer(self):
         if self._writer is None:
@@ -156,12 +161,23 @@ def live_fragment(request: Request):
     return render(request, "live_cards.html", **_live_context(request.app.state.console))
 
 
+def latest_state(c: Console) -> tuple:
+    """(newest verdict id, banner problems), read at most once per ~poll interval however many
+    browsers have the live page open: every event stream asks, one query answers them all."""
+    with c._probe_lock:
+        now = time.monotonic()
+        if c._probe_value is None or now - c._probe_at >= 0.9 * c.config.poll_seconds:
+            c._probe_value = (queries.max_id(c.reader), health(c)["problems"])
+            c._probe_at = now
+        return c._probe_value
+
+
 async def events(request: Request):
     """Server-sent events: ``update`` whenever a verdict is recorded or the banner changes."""
     c: Console = request.app.state.console
 
     def probe():
-        return queries.max_id(c.reader), health(c)["problems"]
+        return latest_state(c)
 
     async def stream():
         last, started, quiet = None, time.monotonic(), 0.0

@@ -7,6 +7,7 @@ import itertools
 import io
 import time
 from datetime import datetime, timezone
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 from markupsafe import Markup
@@ -76,7 +77,8 @@ def history(request: Request):
 
 
 def history_csv(request: Request):
-    """Every matching row as CSV, streamed in chunks (cells as `inspector history --format csv`)."""
+    """Every matching row as CSV, streamed a keyset page a chunk (cells as `inspector history
+    --format csv`); each page is its own short read (queries.iter_rows)."""
     from inspector.commands.history import write_csv
 
     c: Console = request.app.state.console
@@ -86,14 +88,16 @@ def history_csv(request: Request):
         return Response(str(exc), status_code=400, media_type="text/plain")
 
     def chunks():
-        rows = iter(queries.iter_rows(c.reader, flt, given.get("review")))
+        # one keyset page a chunk: no database read is open while the client takes a chunk
+        page = queries.EXPORT_PAGE
+        rows = iter(queries.iter_rows(c.reader, flt, given.get("review"), chunk=page))
         header = True
-        while True:  # history's CSV writer, 2000 rows a chunk
+        while True:  # history's CSV writer
             buf = io.StringIO()
-            n = write_csv(itertools.islice(rows, 2000), buf, header=header)
+            n = write_csv(itertools.islice(rows, page), buf, header=header)
             yield buf.getvalue()
             header = False
-            if n < 2000:
+            if n < page:
                 return
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -142,20 +146,32 @@ def _yield_filter(request: Request) -> tuple[HistoryFilter, dict[str, str]]:
     return flt, given
 
 
-_YIELD_CACHE: dict[tuple, tuple[float, dict]] = {}
 YIELD_CACHE_S = 30.0  # a yield page is an aggregate: the same query within this is served again
+
+
+def _cached(c: Console, key: tuple, build: Callable[[], Any]) -> Any:
+    """``build()``, or what it gave this console for the same key less than YIELD_CACHE_S ago."""
+    hit = c.cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < YIELD_CACHE_S:
+        return hit[1]
+    value = build()
+    if len(c.cache) > 64:
+        c.cache.clear()
+    c.cache[key] = (time.monotonic(), value)
+    return value
 
 
 def _yield_context(c: Console, flt: HistoryFilter, given: dict[str, str], by: str) -> dict:
     """Counts only (no percentiles): the yield per bucket from index range counts, the fails per
     source from queries.source_counts, the review summary on the same totals."""
+    # as asked: "24h" is the same page for 30 s
+    return _cached(c, ("page", tuple(sorted(given.items())), by), lambda: _yield_page_data(c, flt, by))
+
+
+def _yield_page_data(c: Console, flt: HistoryFilter, by: str) -> dict:
     from inspector.storage.charts import bar_chart, line_chart
     from inspector.storage.stats import TOTAL_KEY, compute_stats
 
-    key = (id(c), tuple(sorted(given.items())), by)  # as asked: "24h" is the same page for 30 s
-    hit = _YIELD_CACHE.get(key)
-    if hit is not None and time.monotonic() - hit[0] < YIELD_CACHE_S:
-        return hit[1]
     time_rows = compute_stats(c.reader, by, flt, shifts=c.shifts, tz=c.tz or timezone.utc, percentiles=False)
     buckets = [r for r in time_rows if r.key != TOTAL_KEY]
     total = time_rows[-1]
@@ -169,9 +185,6 @@ def _yield_context(c: Console, flt: HistoryFilter, given: dict[str, str], by: st
            # built by inspector.storage.charts, which escapes every label itself
            "yield_svg": Markup(yield_svg), "fail_svg": Markup(fail_svg),
            "reviews": review_summary(c.reader, flt, verdict_counts=(total.passed, total.failed))}
-    if len(_YIELD_CACHE) > 64:
-        _YIELD_CACHE.clear()
-    _YIELD_CACHE[key] = (time.monotonic(), ctx)
     return ctx
 
 
@@ -196,11 +209,14 @@ def density_png(request: Request):
 
     c: Console = request.app.state.console
     try:
-        flt, _ = _yield_filter(request)
+        flt, given = _yield_filter(request)
     except InspectorError as exc:
         return Response(str(exc), status_code=400, media_type="text/plain")
-    picture, _n = density_picture(c.reader, flt, size=(384, 384))
-    ok, buf = cv2.imencode(".png", picture)
-    return Response(buf.tobytes(), media_type="image/png", headers={"Cache-Control": "no-store"})
+    def build() -> bytes:
+        picture, _n = density_picture(c.reader, flt, size=(384, 384))
+        return cv2.imencode(".png", picture)[1].tobytes()
+
+    png = _cached(c, ("density", tuple(sorted(given.items()))), build)  # the same 30 s as its page
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 

@@ -18,6 +18,7 @@ from inspector.storage.models import DefectRegion, Inspection
 from inspector.storage.queries import HISTORY_COLUMNS, HistoryFilter, history_select, iter_history
 
 MAX_SOURCES = 64
+EXPORT_PAGE = 2000  # rows per page of the CSV export (each page its own short read)
 
 
 def sources(store: ResultStore) -> list[str]:
@@ -34,13 +35,25 @@ def max_id(store: ResultStore) -> int:
         return int(conn.execute(select(func.max(Inspection.id))).scalar() or 0)
 
 
-def iter_rows(store: ResultStore, flt: HistoryFilter, review: Optional[str] = None, chunk: int = 2000):
-    """Every matching row, newest first, streamed (the CSV export)."""
-    stmt = history_rows_select(flt, review)
-    with translate_errors("listing inspections", store.url), store.engine.connect() as conn:
-        for part in conn.execution_options(yield_per=chunk).execute(stmt).partitions():
-            for row in part:
-                yield dict(zip(HISTORY_COLUMNS, row))
+def iter_rows(store: ResultStore, flt: HistoryFilter, review: Optional[str] = None, chunk: int = EXPORT_PAGE):
+    """Every matching row, newest first (the CSV export), read in keyset pages of ``chunk`` rows
+    by (captured_at, id) as the history pages are. Each page is read whole on its own connection,
+    which goes back to the pool (its transaction ended) before the first of its rows is handed
+    on: a client that stalls while downloading holds no read transaction open (on SQLite one
+    would block WAL checkpoints, so the WAL grows; on PostgreSQL it would hold a snapshot back
+    from vacuum). The pages are not one snapshot: a row written or pruned during the export is in
+    it or not by where it falls in the order (rows newer than the first page are not)."""
+    cursor: Optional[Cursor] = None
+    while True:
+        stmt = history_rows_select(flt, review)
+        if cursor is not None:
+            stmt = _after(stmt, cursor, older=True)
+        with translate_errors("listing inspections", store.url), store.engine.connect() as conn:
+            rows = [dict(zip(HISTORY_COLUMNS, r)) for r in conn.execute(stmt.limit(chunk))]
+        yield from rows
+        if len(rows) < chunk:
+            return
+        cursor = Cursor(rows[-1]["captured_at"], rows[-1]["id"])
 
 
 def regions_of(store: ResultStore, ids: list[int]) -> dict[int, list[dict[str, Any]]]:

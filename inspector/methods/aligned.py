@@ -38,7 +38,8 @@ def layouts(feats: np.ndarray, boxes) -> np.ndarray:
 def nearest_images(query_layouts: np.ndarray, golden_layouts: np.ndarray, k: int,
                    exclude: Optional[np.ndarray] = None, golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
     """The ``k`` golden images nearest each query by layout (L2), int [N, k], nearest first.
-    ``exclude`` [N]: a golden index each query may not pick (itself), -1 for none. ``golden_sq``:
+    ``exclude``: the golden images each query may not pick (itself, its augmented copies): int [N],
+    one index each (-1: none), or bool [N, M]. ``golden_sq``:
     the golden layouts' squared norms, made once by the caller (per frame they cost more than
     the search: a copy of every golden layout)."""
     g = golden_layouts
@@ -46,10 +47,15 @@ def nearest_images(query_layouts: np.ndarray, golden_layouts: np.ndarray, k: int
         golden_sq = np.einsum("md,md->m", g, g)
     # the query's own norm is the same for every golden image: it does not change the ranking
     d2 = golden_sq[None] - 2.0 * (query_layouts.astype(g.dtype) @ g.T)
-    if exclude is not None:
+    left_out = 0
+    if exclude is not None and exclude.ndim == 2:
+        d2[exclude] = np.inf
+        left_out = int(exclude.sum(axis=1).max()) if len(exclude) else 0
+    elif exclude is not None:
         rows = np.flatnonzero(exclude >= 0)
         d2[rows, exclude[rows]] = np.inf
-    k = min(k, len(g) - (0 if exclude is None else 1))
+        left_out = 1
+    k = max(1, min(k, len(g) - left_out))
     return np.argsort(d2, axis=1, kind="stable")[:, :k]
 
 

@@ -7,9 +7,11 @@ network whose output ``patch_scores`` [N, 1, h, w] is each patch's squared recon
 (mean over channels). Image score = the largest patch error. Arrays: the head's weights ``head.*``.
 
 More than one denoising step is GPU only: each step costs about one backbone pass on a CPU and
-bought no accuracy (docs/BENCHMARKS.md), so with ``denoise_steps`` above ``CPU_MAX_STEPS``
-``check_engine`` refuses a CPU engine and calibration refuses to train without CUDA
-(``allow_cpu`` lets tests and the benchmark do it anyway). One step runs anywhere.
+bought no accuracy (docs/BENCHMARKS.md), so a head unrolling more than ``CPU_MAX_STEPS`` steps is
+refused on a CPU engine by one rule, ``refused_on``: ``check_engine`` applies it to a bundle at load,
+``check_calibration_engine`` to the config before calibration fits anything (against the engine
+the bundle is calibrated for, the one the line's config selects), and the fit refuses to train
+without CUDA (``allow_cpu`` lets tests and the benchmark do both anyway). One step runs anywhere.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Literal, Mapping, Optional
 import numpy as np
 from pydantic import Field
 
-from inspector.errors import BundleError
+from inspector.errors import BundleError, InspectorError
 from inspector.methods.base import (Count, Dim, EngineHead, HeadDescription, HeadParams, HeadState, MethodConfig,
                                     ScoreMap, score_head_output)
 
@@ -31,6 +33,12 @@ def gpu_only(steps: int) -> str:
     return (f"scorer anoddpm with {steps} denoising steps runs only on a GPU: set engine.type torch with device: "
             f"cuda (or tensorrt) on a machine with an NVIDIA GPU, or recalibrate with anoddpm.denoise_steps: "
             f"{CPU_MAX_STEPS} for a CPU")
+
+
+def ddim_schedule(t_lambda: int, steps: int) -> np.ndarray:
+    """The steps visited from t_lambda down (``steps`` of them, then 0; fewer when t_lambda < steps):
+    int [k + 1]. Here, not in the fit: how many steps a config's head unrolls is the runtime's rule."""
+    return np.ascontiguousarray(np.unique(np.linspace(0, t_lambda, steps + 1).round().astype(int))[::-1])
 
 
 class AnoDdpmConfig(MethodConfig):
@@ -90,12 +98,37 @@ def engine_on_gpu(engine) -> bool:
     return False
 
 
+def unrolled_steps(c: AnoDdpmConfig) -> int:
+    """The denoising steps the head fitted from ``c`` will unroll (its description's ``steps``)."""
+    return len(ddim_schedule(c.t_lambda, c.denoise_steps)) - 1
+
+
+def refused_on(steps: int, engine) -> bool:
+    """The one rule: a head unrolling ``steps`` steps cannot run on ``engine``."""
+    return steps > CPU_MAX_STEPS and not engine_on_gpu(engine)
+
+
 def check_engine(state: State, engine) -> None:
     """BundleError (one line) when the head unrolls more than CPU_MAX_STEPS steps and ``engine``
     does not run on a GPU."""
     steps = state.params.head.steps
-    if steps > CPU_MAX_STEPS and not engine_on_gpu(engine):
+    if refused_on(steps, engine):
         raise BundleError(f"{gpu_only(steps)} (this engine: {engine.kind} on the CPU)")
+
+
+def check_calibration_engine(config: Config, engine) -> None:
+    """Before calibration fits anything: InspectorError (one line) when ``check_engine`` would
+    refuse the bundle this config makes on ``engine`` (the engine calibration opened from the
+    config's ``engine`` section, which the line runs). Where training runs (CUDA or not) does not
+    matter here: a bundle trained on a GPU still runs on the configured engine. allow_cpu skips it."""
+    c = config.anoddpm
+    steps = unrolled_steps(c)
+    if not c.allow_cpu and refused_on(steps, engine):
+        raise InspectorError(
+            f"scorer.anoddpm.denoise_steps {c.denoise_steps}: the bundle would unroll {steps} denoising steps, which "
+            f"the configured engine ({engine.kind} on the CPU) refuses at load (more than {CPU_MAX_STEPS} runs only "
+            f"on a GPU); set scorer.anoddpm.denoise_steps: {CPU_MAX_STEPS}, or select a GPU engine (engine.type torch "
+            f"with device: cuda, or tensorrt) on a machine with an NVIDIA GPU")
 
 
 def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int, int]) -> ScoreMap:

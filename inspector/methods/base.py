@@ -31,6 +31,10 @@ A method is one module pair, and nothing else in the code names it:
 - optionally ``check_engine(state, engine) -> None``: raises ``BundleError`` (one line) when the
   method cannot run on that engine (AnoDDPM: GPU engines only); the daemon calls it when it
   builds its pipeline.
+- optionally ``check_calibration_engine(config, engine) -> None``: the same rule before any fitting:
+  raises ``InspectorError`` (one line naming the setting and what to do) when the bundle ``config``
+  would make is one ``check_engine`` refuses on ``engine`` (the engine calibration opened from the
+  config, the one the line runs). Calibration calls it as soon as that engine is open.
 - optionally ``USES_DEFECTS = True``: the method trains on labelled defect images as well
   (``supervised``). Calibration then refuses to run without ``--defects DIR`` and passes the
   defect images' features (same engine and preprocessing as the golden ones) to the fit.
@@ -40,7 +44,10 @@ A method is one module pair, and nothing else in the code names it:
 features, ``config`` the method's ``Config``, ``seed`` int, ``progress`` a
 ``calibration.methods.Progress`` (``total(n)``, ``update(n)``). A ``USES_DEFECTS`` method's fit is
 ``fit(features, config, seed, progress, defects=None)``, ``defects`` float32 [M, D, h, w] (the
-same h, w); it refuses None in one line. A method may compose another's state and fit (supervised
+same h, w); it refuses None in one line. A fit that holds golden images out inside itself (global
+context's out-of-fold Gaussians) takes ``groups=None``: int [N], the original golden image of each
+row, which ``calibrate --augment``'s copies share with their original; calibration passes it to a
+fit whose signature names it, and such a fit holds a group out whole. A method may compose another's state and fit (supervised
 holds a PatchCore state and calls PatchCore's fit) rather than copy them.
 
 The one list of methods is ``inspector/methods/registry.py`` ``METHODS``; the config union, the

@@ -118,3 +118,18 @@ def test_batch_equals_one_by_one_and_the_bundle_round_trip():
     assert "gc_aligned_golden" not in off.arrays()
     np.testing.assert_array_equal(scorer_of(old, off.arrays()).score({"features": test}, (64, 64)).patch_maps,
                                   _score(off, test).patch_maps)
+
+
+def test_augmented_copies_are_left_out_with_their_original_when_golden_images_are_scored():
+    from calibration.methods.aligned import fit_aligned
+    from inspector.methods.global_context import AlignedConfig
+
+    rng = np.random.default_rng(4)
+    originals = _parts(rng, 12)
+    copies = np.repeat(originals, 3, axis=0)  # each image three times, as exact augmented copies
+    member = np.repeat(np.arange(12), 3)
+    config = AlignedConfig(enabled=True, k=3)
+    plain = fit_aligned(originals, config, 100, 0)[2].mean
+    grouped = fit_aligned(copies, config, 100, 0, member)[2].mean
+    naive = fit_aligned(copies, config, 100, 0)[2].mean  # each row only without itself: its copies match
+    assert grouped == pytest.approx(plain, rel=0.2) and naive < 0.1 * plain

@@ -112,3 +112,40 @@ def test_one_step_runs_on_a_cpu_engine(tmp_path, golden_dir):
     assert bundle.manifest.network.as_dict()["head"]["steps"] == 1
     pipeline = build_pipeline(bundle, TorchEngineConfig(device="cpu"))
     pipeline.engine.close()
+
+
+def test_calibrate_refuses_steps_the_configured_cpu_engine_cannot_run_before_any_fitting(monkeypatch, golden_dir,
+                                                                                         tmp_path):
+    """Where training would run (CUDA here or not) does not decide it: the bundle runs on the
+    configured engine, and check_engine's rule says a CPU engine refuses 3 steps at load. So
+    calibrate stops before fitting (and before extracting features), in one line naming the
+    setting; a GPU engine (check_engine passes) and allow_cpu go on to the fit."""
+    import calibration.calibrate as calibrate_module
+    from calibration.calibrate import calibrate
+    from inspector.methods import anoddpm
+
+    fits = []
+
+    def fit_spy(*args, **kwargs):
+        fits.append(args)
+        raise RuntimeError("fit reached")
+
+    monkeypatch.setattr(calibrate_module, "fit_method", fit_spy)
+    with pytest.raises(InspectorError) as err:
+        calibrate(_settings(allow_cpu=False), golden_dir, tmp_path / "b", progress=False)
+    msg = str(err.value)
+    assert not fits, "calibrate fitted a bundle its engine will refuse"
+    assert "\n" not in msg and "scorer.anoddpm.denoise_steps 3" in msg and "onnxruntime on the CPU" in msg
+    assert "denoise_steps: 1" in msg and "GPU engine" in msg
+    assert not (tmp_path / "b").exists()
+    # the same rule as check_engine: on an engine it takes for a GPU, calibration goes on to the fit
+    monkeypatch.setattr(anoddpm, "engine_on_gpu", lambda engine: True)
+    with pytest.raises(RuntimeError, match="fit reached"):
+        calibrate(_settings(allow_cpu=False), golden_dir, tmp_path / "b", progress=False)
+    monkeypatch.setattr(anoddpm, "engine_on_gpu", lambda engine: False)
+    with pytest.raises(RuntimeError, match="fit reached"):  # allow_cpu: tests and benchmarks
+        calibrate(_settings(allow_cpu=True), golden_dir, tmp_path / "b", progress=False)
+    # t_lambda below the steps asked for unrolls fewer: 1 step runs on a CPU, and is not refused
+    with pytest.raises(RuntimeError, match="fit reached"):
+        calibrate(_settings(allow_cpu=False, t_lambda=1), golden_dir, tmp_path / "b", progress=False)
+    assert len(fits) == 3

@@ -5,7 +5,7 @@ import argparse
 import numpy as np
 import pytest
 
-from calibration.augment import augment_golden, is_augmented, jitter, original_name
+from calibration.augment import augment_golden, is_augmented, jitter, origin_ids, original_name
 from calibration.golden_split import split_originals
 from calibration.methods.training import split_rows
 from calibration.golden import GoldenSet
@@ -108,3 +108,11 @@ def test_augment_settings_validate():
     assert s.calibration.augment.copies == 4
     with pytest.raises(ConfigError, match="calibration.augment.max_rotation_deg"):
         settings_from_dict({"calibration": {"augment": {"max_rotation_deg": -1}}}, base_dir=Path("/"))
+
+
+def test_origin_ids_give_copies_their_originals_id():
+    g = GoldenSet(["b.png", "a.png", "c.png"], [np.zeros((8, 8), np.uint8)] * 3)
+    names = augment_golden(g, 2, seed=0).names
+    ids = origin_ids(names)
+    assert ids.dtype == np.int64 and list(ids[:3]) == [0, 1, 2]
+    assert all(ids[i] == ids[names.index(original_name(n))] for i, n in enumerate(names))

@@ -85,6 +85,22 @@ def test_live_history_detail_yield_render(db_url, filled, folders):
         assert c.get("/history", params={"min_score": "lots"}).status_code == 400
 
 
+def test_the_fail_density_picture_is_drawn_once_per_cache_window(db_url, filled, folders, monkeypatch):
+    """Every yield page view also fetches density.png: it reads every failed region, so it is
+    cached like the page it belongs to."""
+    import inspector.commands.stats as stats
+
+    drawn = []
+    real = stats.density_picture
+    monkeypatch.setattr(stats, "density_picture", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    with client_for(db_url, folders) as c:
+        first = c.get("/yield/density.png", params={"since": "2024-05-01", "source": "cam1"}).content
+        again = c.get("/yield/density.png", params={"since": "2024-05-01", "source": "cam1"}).content
+        other = c.get("/yield/density.png", params={"since": "2024-05-01", "source": "cam2"}).content
+    assert first == again and first[:4] == other[:4] == b"\x89PNG"
+    assert len(drawn) == 2  # cam1 once, cam2 once
+
+
 def test_keyset_paging_walks_every_row_once_both_ways(db_url, store, folders, monkeypatch):
     import inspector.console.pages as pages
 
@@ -208,6 +224,25 @@ def test_event_stream_reports_a_new_verdict(db_url, store, folders):
         body = c.get("/events").text
     updates = [json.loads(line[len("data: "):]) for line in body.splitlines() if line.startswith("data: ")]
     assert updates and updates[0]["max_id"] == 1
+
+
+def test_many_open_live_pages_share_one_query_per_poll(db_url, store, folders, monkeypatch):
+    """Eight browsers on the live page must not mean eight database queries every poll."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inspector.console import queries
+
+    calls = []
+    real_max_id = queries.max_id
+    monkeypatch.setattr(queries, "max_id", lambda reader: calls.append(1) or real_max_id(reader))
+    store.record(make_verdict(), frame_key="a", heatmap_path=None)
+    with client_for(db_url, folders, poll_seconds=0.1) as c:
+        c.app.state.console.events_max_s = 0.6
+        with ThreadPoolExecutor(8) as pool:
+            bodies = list(pool.map(lambda _: c.get("/events").text, range(8)))
+    assert all('"max_id": 1' in b for b in bodies)
+    polls_per_stream = 0.6 / 0.1
+    assert len(calls) <= 2 * (polls_per_stream + 1), len(calls)  # one stream's worth, not eight
 
 
 def test_banner_when_the_daemon_is_stalled_or_a_source_is_down(db_url, store, folders, tmp_path):
@@ -378,3 +413,89 @@ def test_report_states_the_reviews(db_url, store, filled, tmp_path):
     rc, _ = run_command(report, ["--db", db_url, "--since", "2024-05-01", "--until", "2024-05-02", "--out", str(out)])
     html = out.read_text()
     assert rc == 0 and '<p id="reviews">Reviews: 0 confirmed defects, 1 false rejects, 0 missed defects' in html
+
+
+def _fill_many(store, n: int) -> None:
+    """``n`` inspections in one bulk insert (more than one page of the CSV export)."""
+    from sqlalchemy import insert
+
+    from inspector.storage.models import Inspection
+
+    rows = [{"source": "cam1", "captured_at": T0 + minutes(i / 60), "recorded_at": T0 + minutes(i / 60),
+             "verdict": "pass", "score": 0.1, "origin_name": f"m{i}.png", "frame_key": f"m{i}"} for i in range(n)]
+    with store.engine.begin() as conn:
+        conn.execute(insert(Inspection), rows)
+
+
+def _open_read_snapshots(db_url: str) -> int:
+    """PostgreSQL: other sessions of this database inside a transaction or holding a snapshot."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND (state LIKE 'idle in transaction%' OR backend_xmin IS NOT NULL)")).scalar())
+    finally:
+        engine.dispose()
+
+
+def test_a_stalled_csv_download_holds_no_read_transaction(db_url, store, folders):
+    """The export is read a keyset page at a time, each page on its own short connection: while
+    the client takes no more bytes (its ``send`` does not return), a write and a full WAL checkpoint
+    go through on SQLite (busy 0), and on PostgreSQL no session of the console sits in a
+    transaction or holds a snapshot. The download then finishes with every row once, newest first."""
+    import asyncio
+    import sqlite3
+
+    _fill_many(store, 2100)
+    console = build_console(db_url, ConsoleConfig(), media_roots=list(folders.values()))
+    app = create_app(console)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/history.csv", "raw_path": b"/history.csv", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8321)}
+
+    async def download():
+        body, first, resume, done = [], asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+                if not first.is_set():
+                    first.set()
+                    await resume.wait()  # a client that stops reading: the server's send waits
+                if not message.get("more_body", False):
+                    done.set()
+
+        async def receive():
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        task = asyncio.create_task(app(scope, receive, send))
+        await asyncio.wait_for(first.wait(), 30)
+        try:
+            stalled = await asyncio.to_thread(write_while_stalled)
+        finally:
+            resume.set()
+            await asyncio.wait_for(task, 30)
+        return stalled, b"".join(body).decode()
+
+    def write_while_stalled():
+        store.record(make_verdict(at=T0 + minutes(999), name="during.png"), frame_key="during", heatmap_path=None)
+        if db_url.startswith("sqlite"):
+            conn = sqlite3.connect(db_url[len("sqlite:///"):], timeout=0.5)
+            try:
+                return conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]  # busy: 0 or 1
+            finally:
+                conn.close()
+        return _open_read_snapshots(db_url)
+
+    try:
+        stalled, text_ = asyncio.run(download())
+    finally:
+        console.close()
+        console.reader.close()
+    assert stalled == 0, "the export held a read transaction open while the client was not reading"
+    ids = [int(line.split(",")[0]) for line in text_.strip().splitlines()[1:]]
+    assert len(ids) == 2100 == len(set(ids)) and ids == sorted(ids, reverse=True)

@@ -151,3 +151,80 @@ def test_a_bf16_engine_gets_the_local_branch_searched_as_patchcore_would_be():
     a = Scorer(method_of("global_context"), state).score({"features": test}, (TEST_SIZE, TEST_SIZE))
     b = Scorer(method_of("global_context"), bf16).score({"features": test}, (TEST_SIZE, TEST_SIZE))
     np.testing.assert_allclose(a.image_scores, b.image_scores, rtol=1e-3, atol=1e-3)
+
+
+def _with_copies(originals: np.ndarray, copies: int, noise: float, seed: int = 0):
+    """originals [G, ...] followed by ``copies`` noisy copies of each (as calibrate --augment orders
+    them), and each row's group (its original's index)."""
+    rng = np.random.default_rng(seed)
+    extra = [originals + noise * rng.standard_normal(originals.shape) for _ in range(copies)]
+    x = np.concatenate([originals, *[e.astype(originals.dtype) for e in extra]])
+    return x, np.tile(np.arange(len(originals)), copies + 1)
+
+
+def test_out_of_fold_distances_hold_an_images_copies_out_with_it():
+    """With as many folds as originals, each original's region distance is the one under the
+    Gaussian of the other originals and their copies (brute force); its near-identical copies in
+    the fit would make it tiny, and the regions' z too small."""
+    rng = np.random.default_rng(3)
+    x, groups = _with_copies(rng.standard_normal((6, 2, 4)), copies=3, noise=1e-3)
+    got = gc_fit.out_of_fold_distances(x, folds=6, seed=0, groups=groups)
+    for g in range(6):
+        mean, prec = gc_fit.gaussians(x[groups != g])
+        np.testing.assert_allclose(got[groups == g], gc.mahalanobis(x[groups == g], mean, prec), rtol=1e-10)
+    leaky = gc_fit.out_of_fold_distances(x, folds=6, seed=0)  # rows as independent images
+    assert leaky[:6].mean() < 0.7 * got[:6].mean()
+    # without copies, groups of one are exactly the rows
+    np.testing.assert_array_equal(gc_fit.out_of_fold_distances(x[:6], 3, 0, np.arange(6)),
+                                  gc_fit.out_of_fold_distances(x[:6], 3, 0))
+
+
+def test_local_standardisation_leaves_out_the_bank_rows_of_the_images_copies():
+    """A bank of every patch (so each row's image is known): an image's score is its patches'
+    distance to the nearest row of another original's group, brute force. The copies' rows lie
+    near the image's patches but not on them, so only the group tells they are its own."""
+    from calibration.methods import patchcore as patchcore_fit
+
+    rng = np.random.default_rng(4)
+    feats, groups = _with_copies(rng.standard_normal((5, 8, 3, 3)).astype(np.float32), copies=2, noise=1e-2)
+    n, d, h, w = feats.shape
+    local = patchcore_fit.fit(feats, small_settings(scorer={**GC, "coreset": {"ratio": 1.0}}).scorer.local(), 0,
+                              NoProgress())
+    patches = feats.transpose(0, 2, 3, 1).reshape(n, h * w, d).astype(np.float64)
+    assert len(local.memory_bank) == n * h * w
+    row_image = np.array([int(np.flatnonzero((patches == r).all(2).any(1))[0]) for r in local.memory_bank])
+    bank = local.memory_bank.astype(np.float64)
+    want = []
+    for i in range(n):
+        other = bank[groups[row_image] != groups[i]]
+        want.append(np.sqrt(((patches[i][:, None] - other[None]) ** 2).sum(2)).min(1).max())
+    mean, std = gc_fit.local_standardisation(feats, local, n_images=n, seed=0, groups=groups)
+    np.testing.assert_allclose([mean, std], [np.mean(want), np.std(want, ddof=1)], rtol=1e-5)
+    leaky_mean, _ = gc_fit.local_standardisation(feats, local, n_images=n, seed=0)
+    assert leaky_mean < 0.1 * mean  # the copies' rows, 1e-2 away, stood in for the image's own
+
+
+def test_calibrate_passes_each_rows_original_to_the_fit(monkeypatch, golden_dir, tmp_path):
+    """calibrate --augment: the fit gets the group of every row (copies share their original's),
+    so the two tests above apply to what calibration fits."""
+    import functools
+
+    from calibration.calibrate import calibrate
+
+    real, seen = gc_fit.fit, []
+
+    @functools.wraps(real)
+    def spy(features, config, seed, progress, groups=None):
+        seen.append((len(features), groups))
+        return real(features, config, seed, progress, **({} if groups is None else {"groups": groups}))
+
+    monkeypatch.setattr(gc_fit, "fit", spy)
+    settings = small_settings(scorer=GC, calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 0})
+    calibrate(settings, golden_dir, tmp_path / "b", progress=False, augment=2)
+    originals = len(list(golden_dir.glob("*.png")))
+    # split fit and refit on all (the refit runs on a thread beside the split: either may start first)
+    assert sorted(n for n, _ in seen) == [3 * (originals - originals // 4), 3 * originals]
+    for n, groups in seen:
+        assert groups is not None, "the fit was not told which rows are copies of one image"
+        ids, counts = np.unique(groups, return_counts=True)
+        assert len(ids) == n // 3 and (counts == 3).all()

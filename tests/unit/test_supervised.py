@@ -95,3 +95,24 @@ def test_ill_shaped_classifier_is_refused():
         scorer_of(params, bad)
     with pytest.raises(StateInvalid, match="supervised_b1"):
         scorer_of(params, {k: v for k, v in arrays.items() if k != "supervised_b1"})
+
+
+def test_calibrate_reads_the_defects_folder_once(golden_dir, part_images, tmp_path, monkeypatch):
+    """The --defects images train the classifier and give its escape rate: one read serves both."""
+    from calibration import heldout
+    from calibration.calibrate import calibrate
+    from tests.conftest import write_png
+
+    defects = tmp_path / "defects"
+    defects.mkdir()
+    for i, kind in enumerate(["scratch", "spot"] * 3):
+        write_png(defects / f"d{i}.png", part_images(kind))
+    reads = []
+    real_read = heldout.read_golden
+    monkeypatch.setattr(heldout, "read_golden", lambda folder, **kw: reads.append(str(folder)) or real_read(folder, **kw))
+    settings = small_settings(scorer={"type": "supervised", "coreset": {"ratio": 0.05},
+                                      "classifier": {"hidden": 8, "training": {"epochs": 3, "batch_size": 4}}},
+                              calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 0})
+    result = calibrate(settings, golden_dir, tmp_path / "b", defects_dir=defects, progress=False)
+    assert reads == [str(defects)]
+    assert result.detectability.real.n == 6  # the escape rate on them still measured

@@ -1,0 +1,73 @@
+"""calibrate() refits a method without an engine head on a thread beside the held-out steps: the
+bundle must hold the fit on ALL golden images (not the split's), a failure elsewhere must not leave
+the refit running, and the coreset's one-BLAS-thread limit must survive two fits at once."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import calibration.calibrate as calibrate_module
+from calibration import heldout
+from calibration.calibrate import calibrate
+from calibration.methods import coreset
+from inspector.bundle import load_bundle
+from tests.conftest import FP32_ENGINE, small_settings
+
+
+@pytest.fixture
+def fits(monkeypatch) -> list:
+    """Every fit calibrate runs: images fitted, the thread it ran on, its state, when it ended."""
+    seen = []
+    real_fit = calibrate_module.fit_method
+
+    def observed(config, feats, *args, **kwargs):
+        state = real_fit(config, feats, *args, **kwargs)
+        time.sleep(0.3)  # long enough that the held-out steps run meanwhile
+        seen.append({"images": len(feats), "thread": threading.current_thread().name, "state": state,
+                     "ended": time.perf_counter()})
+        return state
+
+    monkeypatch.setattr(calibrate_module, "fit_method", observed)
+    return seen
+
+
+def test_the_bundle_holds_the_refit_on_all_images_made_beside_the_heldout_steps(fits, golden_dir, tmp_path):
+    result = calibrate(small_settings(engine=FP32_ENGINE), golden_dir, tmp_path / "b", progress=False)
+    assert sorted(f["images"] for f in fits) == [result.images_used - len(result.holdout_names), result.images_used]
+    refit = next(f for f in fits if f["images"] == result.images_used)
+    assert refit["thread"].startswith("fit_all")  # not the main thread
+    assert {"fit_all", "fit_all_wait"} <= set(result.stage_seconds)
+    bank = load_bundle(tmp_path / "b").arrays["memory_bank"]
+    np.testing.assert_array_equal(bank, refit["state"].memory_bank)  # small_settings: PatchCore
+
+
+def test_a_failure_in_the_heldout_steps_waits_for_the_refit(fits, monkeypatch, golden_dir, tmp_path):
+    def broken(*args, **kwargs):
+        raise RuntimeError("escape rates broke")
+
+    monkeypatch.setattr(heldout, "detectability", broken)
+    with pytest.raises(RuntimeError, match="escape rates broke"):
+        calibrate(small_settings(engine=FP32_ENGINE), golden_dir, tmp_path / "b", progress=False)
+    left = time.perf_counter()
+    assert len(fits) == 2 and all(f["ended"] <= left for f in fits)
+    assert not [t for t in threading.enumerate() if t.name.startswith("fit_all")]
+    assert not (tmp_path / "b").exists()
+
+
+def _blas_threads() -> list[int]:
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_one_blas_thread_is_restored_only_when_the_last_coreset_ends():
+    before = _blas_threads()
+    first, second = coreset._one_blas_thread(), coreset._one_blas_thread()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first fit ends while the second still picks
+    assert all(n == 1 for n in _blas_threads())
+    second.__exit__(None, None, None)
+    assert _blas_threads() == before

@@ -9,6 +9,7 @@ import numpy as np
 
 from calibration.methods import Progress
 from calibration.methods import patchcore as patchcore_fit
+from calibration.methods.aligned import fit_aligned
 from inspector.methods import global_context as gc
 from inspector.methods import patchcore
 
@@ -129,14 +130,17 @@ def fit_global(features: np.ndarray, config: gc.GlobalConfig, seed: int, groups:
 
 
 def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: gc.Config,
-             features_shape) -> gc.State:
-    """The state from its fitted parts (the benchmark reuses one local fit across variants)."""
+             features_shape, aligned=None) -> gc.State:
+    """The state from its fitted parts (the benchmark reuses one local fit across variants);
+    ``aligned``: fit_aligned's (golden, (mean, basis), params), or None."""
     n, d, h, w = features_shape
     g = config.global_context
     params = gc.Params(local=local.params, smoothing_sigma=config.smoothing_sigma, grid_hw=[int(h), int(w)],
                        grids=list(g.grids), map_grids=list(g.map_grids), weight=g.weight, map_weight=g.map_weight, local_mean=stats[0],
-                       local_std=stats[1], feature_dim=int(d), images_seen=int(n))
-    return gc.State(params, local, *glob)
+                       local_std=stats[1], feature_dim=int(d), images_seen=int(n),
+                       aligned=None if aligned is None else aligned[2])
+    golden, (mean, basis) = (None, (None, None)) if aligned is None else aligned[:2]
+    return gc.State(params, local, *glob, golden, mean, basis)
 
 
 def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress,
@@ -152,5 +156,8 @@ def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress,
                          + (f" originals, {len(features)} with augmented copies" if len(features) != originals else "")
                          + "); add golden images or set scorer.method: patchcore")
     local = patchcore_fit.fit(features, config.local(), seed, progress)
-    stats = local_standardisation(features, local, config.global_context.local_images, seed, groups)
-    return assemble(local, stats, fit_global(features, config.global_context, seed, groups), config, features.shape)
+    g = config.global_context
+    stats = local_standardisation(features, local, g.local_images, seed, groups)
+    near = (fit_aligned(features, g.aligned_map, g.local_images, seed, group_ids(len(features), groups))
+            if g.aligned_map.enabled else None)
+    return assemble(local, stats, fit_global(features, g, seed, groups), config, features.shape, near)

@@ -17,24 +17,32 @@ that the region's local evidence does not explain (``region_map``), so a region 
 a whole lights up as a whole while a scratch stays a scratch; with ``map_weight`` 0 (the default)
 the map is PatchCore's own.
 
+With ``aligned_map`` (off by default; for parts at the same place in every frame) PatchCore's
+distances in the map give way to (``fusion: replace``) or are joined by (``max``) the
+aligned-neighbour map (inspector/methods/aligned.py), in the same golden z-units scaled back into
+PatchCore's distances; the image score is unchanged.
+
 Arrays: PatchCore's under the prefix ``gc_`` (``gc_memory_bank``, ``gc_bank_knn_index``);
 ``gc_region_mean`` float32 [R, F], ``gc_region_precision`` float32 [R, F, F] (inverse shrunk
 covariance), ``gc_region_z`` float32 [R, 2] (golden out-of-fold distance mean, std), with F = 2 x
-the feature dim (average, max) and R = the regions of ``grids`` in order, each row-major.
+the feature dim (average, max) and R = the regions of ``grids`` in order, each row-major; with
+``aligned_map`` ``gc_aligned_golden`` float16 [M, K, h, w], the golden images it compares with,
+projected with ``dims`` on K principal directions (``gc_aligned_mean`` [D], ``gc_aligned_basis``
+[D, K]; K = D and neither array without ``dims``).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Optional
 
 import numpy as np
 from pydantic import Field, model_validator
 from typing_extensions import Annotated
 
-from inspector.methods import patchcore
-from inspector.methods.base import (Count, MethodConfig, MethodParams, ScoreMap, Sigma, StateInvalid, array,
-                                    expect_shape, score_patch_maps)
+from inspector.methods import aligned, patchcore
+from inspector.methods.base import (Count, MethodConfig, MethodParams, ScoreMap, Sigma, StateInvalid, StrictJson,
+                                    array, expect_shape, score_patch_maps)
 
 NAME = "global_context"
 HEAD = None
@@ -42,6 +50,23 @@ PREFIX = "gc_"  # PatchCore's arrays in this method's bundle
 Grid = Annotated[int, Field(ge=1, le=16)]
 Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 Weight = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
+
+
+class AlignedConfig(MethodConfig):
+    """The aligned-neighbour map (inspector/methods/aligned.py): for parts at the same place in
+    every frame (a fixture, a conveyor stop); a part that moves or turns between frames wants it off."""
+
+    enabled: bool = False
+    # golden images kept (k-center by layout when there are more): the bundle holds their features;
+    # fewer cost map quality on parts with many variants (docs/BENCHMARKS.md, issue 12/13 pixel maps)
+    images: int = Field(1000, ge=2)
+    k: int = Field(5, ge=1, le=50)  # nearest golden images by layout each frame is compared with
+    radius: int = Field(1, ge=0, le=8)  # cells of misplacement allowed between a frame and its neighbours
+    # features projected on the golden patches' top principal directions (None: all D): a bundle
+    # 152/64 times smaller and a search ~2x cheaper for a map within 0.003 pixel AUROC of all D on
+    # the benchmark sets (docs/BENCHMARKS.md)
+    dims: Optional[int] = Field(64, ge=1)
+    fusion: Literal["replace", "max"] = "replace"  # PatchCore's distances in the map: replaced, or the larger
 
 
 class GlobalConfig(MethodConfig):
@@ -57,6 +82,7 @@ class GlobalConfig(MethodConfig):
     folds: int = Field(5, ge=2, le=20)  # out-of-fold golden distances standardise the regions' z
     # golden images scored without their own bank entries to standardise the local branch
     local_images: int = Field(100, ge=2)
+    aligned_map: AlignedConfig = AlignedConfig()
 
     @model_validator(mode="after")
     def _map_grids_are_grids(self) -> "GlobalConfig":
@@ -78,6 +104,15 @@ class Config(patchcore.Config):
         return patchcore.Config.model_validate(self.model_dump(exclude={"method", "global_context"}))
 
 
+class AlignedParams(StrictJson):
+    k: Annotated[int, Field(ge=1)]
+    radius: Annotated[int, Field(ge=0)]
+    fusion: Literal["replace", "max"]
+    dims: Optional[Annotated[int, Field(ge=1)]] = None  # the PCA projection's K; None: the full features
+    mean: float  # golden images' aligned-map maxima (each without itself): mean and std
+    std: Positive
+
+
 class Params(MethodParams):
     method: Literal["global_context"] = "global_context"
     local: patchcore.Params
@@ -91,6 +126,7 @@ class Params(MethodParams):
     local_mean: float
     local_std: Positive
     images_seen: Count = None
+    aligned: Optional[AlignedParams] = None  # None: no aligned-neighbour map (and bundles from before it)
 
 
 def regions(grid_hw, grids) -> list[tuple[int, int, int, int]]:
@@ -129,6 +165,11 @@ class State:
     region_mean: np.ndarray  # float32 [R, F]
     region_precision: np.ndarray  # float32 [R, F, F]
     region_z: np.ndarray  # float32 [R, 2]: golden distance mean, std
+    aligned_golden: Optional[np.ndarray] = None  # float16 [M, K, h, w], with params.aligned only
+    aligned_mean: Optional[np.ndarray] = None  # float32 [D], with params.aligned.dims only
+    aligned_basis: Optional[np.ndarray] = None  # float32 [D, K], with params.aligned.dims only
+    aligned_layouts: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
+    aligned_sq: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)  # their norms²
     precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
     boxes: list = field(init=False, repr=False, compare=False)  # regions(grid_hw, grids), made once
 
@@ -145,20 +186,57 @@ class State:
         if not (self.region_z[:, 1] > 0).all():
             raise StateInvalid("global_context: 'gc_region_z' has a standard deviation that is not positive")
         object.__setattr__(self, "precision64", self.region_precision.astype(np.float64))
+        if self.params.aligned is not None:
+            if self.aligned_golden is None:
+                raise StateInvalid("global_context: aligned_map is on but arrays.npz has no 'gc_aligned_golden'")
+            d, dims = self.local.memory_bank.shape[1], self.params.aligned.dims
+            if dims is not None:
+                if self.aligned_mean is None or self.aligned_basis is None:
+                    raise StateInvalid("global_context: aligned_map has dims but arrays.npz has no "
+                                       "'gc_aligned_mean' / 'gc_aligned_basis'")
+                expect_shape(self.aligned_mean, "gc_aligned_mean", NAME, (d,))
+                expect_shape(self.aligned_basis, "gc_aligned_basis", NAME, (d, dims))
+            expect_shape(self.aligned_golden, "gc_aligned_golden", NAME, (None, dims or d, *self.params.grid_hw))
+            lay = aligned.layouts(self.aligned_golden, layout_boxes(self))
+            object.__setattr__(self, "aligned_layouts", lay)
+            object.__setattr__(self, "aligned_sq", np.einsum("md,md->m", lay, lay))
 
     @classmethod
     def from_bundle(cls, params: Params, arrays: Mapping[str, np.ndarray]) -> "State":
         local = patchcore.State.from_bundle(
             params.local, {k[len(PREFIX):]: v for k, v in arrays.items() if k.startswith(PREFIX)})
+        a = params.aligned
+        golden = array(arrays, "gc_aligned_golden", NAME, kind="f", ndim=4, dtype=np.float16) if a else None
+        projected = a is not None and a.dims is not None
+        mean = array(arrays, "gc_aligned_mean", NAME, kind="f", ndim=1) if projected else None
+        basis = array(arrays, "gc_aligned_basis", NAME, kind="f", ndim=2) if projected else None
         return cls(params, local, array(arrays, "gc_region_mean", NAME, kind="f", ndim=2),
                    array(arrays, "gc_region_precision", NAME, kind="f", ndim=3),
-                   array(arrays, "gc_region_z", NAME, kind="f", ndim=2))
+                   array(arrays, "gc_region_z", NAME, kind="f", ndim=2), golden, mean, basis)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {PREFIX + k: v for k, v in self.local.arrays().items()}
         out.update(gc_region_mean=self.region_mean, gc_region_precision=self.region_precision,
                    gc_region_z=self.region_z)
+        if self.aligned_golden is not None:
+            out["gc_aligned_golden"] = self.aligned_golden
+        if self.aligned_basis is not None:
+            out.update(gc_aligned_mean=self.aligned_mean, gc_aligned_basis=self.aligned_basis)
         return out
+
+
+def layout_boxes(state: State) -> list:
+    """The 4x4 regions whose average features pick a frame's aligned neighbours."""
+    return regions(state.params.grid_hw, [4])
+
+
+def aligned_map(state: State, feats: np.ndarray) -> np.ndarray:
+    """feats [N, D, h, w] -> the aligned-neighbour distance maps in golden z-units, float32 [N, h, w]."""
+    a = state.params.aligned
+    feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)
+    d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, layout_boxes(state), a.k, a.radius,
+                             golden_sq=state.aligned_sq)
+    return (d - np.float32(a.mean)) / np.float32(a.std)
 
 
 def for_engine(state: State, precision: str) -> State:
@@ -207,6 +285,9 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     # the map stays in PatchCore's distance units (the heatmap and regions threshold it like
     # PatchCore's, at a positive pixel threshold); the regions' z enters scaled back into them
     maps = local.patch_maps
+    if p.aligned is not None:  # in golden z-units, scaled back into PatchCore's distances
+        near = np.float32(p.local_mean) + np.float32(p.local_std) * aligned_map(state, feats)
+        maps = near if p.aligned.fusion == "replace" else np.maximum(maps, near)
     if p.map_weight > 0:
         local_z = (local.patch_maps - np.float32(p.local_mean)) / np.float32(p.local_std)
         maps = maps + np.float32(p.map_weight * p.local_std) * region_map(z, local_z, p.grids, p.map_grids)

@@ -1,0 +1,69 @@
+"""Fitting the aligned-neighbour map (inspector/methods/aligned.py) of global_context: which golden
+images the bundle keeps, and the golden statistics that put its distances in z-units."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from inspector.methods import aligned
+from inspector.methods import global_context as gc
+
+
+def farthest_images(layouts: np.ndarray, m: int) -> np.ndarray:
+    """Indices of ``m`` images picked by k-center on their layouts (from the one nearest the
+    mean, then each time the one farthest from those picked), sorted: every golden variant keeps
+    a near neighbour when the bundle cannot hold all of them."""
+    x = layouts.astype(np.float64)
+    if len(x) <= m:
+        return np.arange(len(x))
+    first = int(((x - x.mean(0)) ** 2).sum(1).argmin())
+    picks, dmin = [first], ((x - x[first]) ** 2).sum(1)
+    while len(picks) < m:
+        nxt = int(dmin.argmax())
+        picks.append(nxt)
+        dmin = np.minimum(dmin, ((x - x[nxt]) ** 2).sum(1))
+    return np.sort(np.asarray(picks))
+
+
+def pca_basis(features: np.ndarray, dims: int, seed: int, sample: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """(mean float32 [D], the top ``dims`` principal directions float32 [D, dims]) of a seeded
+    sample of at most ``sample`` golden patches."""
+    n, d, h, w = features.shape
+    rng = np.random.default_rng(seed)
+    total = n * h * w
+    rows = rng.choice(total, min(sample, total), replace=False)
+    img, cell = np.divmod(rows, h * w)
+    x = features[img, :, cell // w, cell % w].astype(np.float64)  # [rows, D], no copy of all patches
+    mean = x.mean(axis=0)
+    xc = x - mean
+    _, vecs = np.linalg.eigh(xc.T @ xc / max(len(xc) - 1, 1))  # ascending eigenvalues
+    return mean.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dims], np.float32)
+
+
+def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, seed: int,
+                member: Optional[np.ndarray] = None):
+    """features float32 [N, D, h, w] -> (the kept golden features float16 [M, K, h, w], the
+    projection (mean [D], basis [D, K]) or (None, None) when ``config.dims`` keeps all D, params
+    with the mean and std of golden images' map maxima, each image scored without itself:
+    held-in, its own patches would be at distance 0). member: int [N], each row's original golden
+    image (augmented copies share it; None: each row its own): a golden image is scored without its
+    whole group."""
+    mean = basis = None
+    if config.dims is not None and config.dims < features.shape[1]:
+        mean, basis = pca_basis(features, config.dims, seed)
+        features = aligned.project(features, mean, basis)
+    boxes = gc.regions(features.shape[2:], [4])
+    lay = aligned.layouts(features, boxes)
+    keep = farthest_images(lay, config.images)
+    golden = features[keep].astype(np.float16)
+    n = len(features)
+    pick = np.arange(n) if n <= n_images else np.sort(np.random.default_rng(seed).choice(n, n_images, replace=False))
+    member = np.arange(n) if member is None else np.asarray(member)
+    own = member[pick][:, None] == member[keep][None]  # [picked, kept]: the same original image
+    maps = aligned.aligned_maps(features[pick], golden, lay[keep], boxes, config.k, config.radius, exclude=own)
+    top = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
+    std = max(float(top.std(ddof=1)) if len(top) > 1 else 0.0, 1e-6 * max(abs(float(top.mean())), 1e-6))
+    return golden, (mean, basis), gc.AlignedParams(k=config.k, radius=config.radius, fusion=config.fusion,
+                                                   dims=None if basis is None else int(basis.shape[1]),
+                                                   mean=float(top.mean()), std=std)

@@ -1,0 +1,92 @@
+"""Aligned-neighbour patch maps: for parts that sit at the same place in every frame.
+
+The memory bank asks "is this patch like any golden patch, anywhere?", so a label missing from a
+bottle (bare glass there, and bare glass is normal elsewhere) or a wrong fill level finds a close
+match and stays dark. Here each frame is compared with its ``k`` nearest golden images by layout
+(the features averaged over a 4x4 grid of regions), patch by patch, against those images'
+patches within ``radius`` cells of the same position: a patch normal somewhere else but not here
+is far from all of them. SPADE (Cohen & Hoshen 2020) retrieves neighbour images the same way; the
+position window is what makes it a test of the arrangement.
+
+Used by global_context (its ``aligned_map`` option); numpy only.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def project(feats: np.ndarray, mean: Optional[np.ndarray], basis: Optional[np.ndarray]) -> np.ndarray:
+    """feats [N, D, h, w] -> float32 [N, K, h, w] on the golden patches' top K principal directions
+    (basis [D, K], centred on mean [D]); unchanged without a basis."""
+    if basis is None:
+        return feats
+    n, d, h, w = feats.shape
+    flat = feats.transpose(0, 2, 3, 1).reshape(-1, d).astype(np.float32) - mean
+    return np.ascontiguousarray((flat @ basis).reshape(n, h, w, -1).transpose(0, 3, 1, 2))
+
+
+def layouts(feats: np.ndarray, boxes) -> np.ndarray:
+    """feats [N, D, h, w] -> float32 [N, R*D]: the average feature of each (y0, y1, x0, x1) box."""
+    out = np.empty((len(feats), len(boxes), feats.shape[1]), np.float32)
+    for r, (y0, y1, x0, x1) in enumerate(boxes):
+        out[:, r] = feats[:, :, y0:y1, x0:x1].mean(axis=(2, 3), dtype=np.float64)
+    return out.reshape(len(feats), -1)
+
+
+def nearest_images(query_layouts: np.ndarray, golden_layouts: np.ndarray, k: int,
+                   exclude: Optional[np.ndarray] = None, golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
+    """The ``k`` golden images nearest each query by layout (L2), int [N, k], nearest first.
+    ``exclude``: the golden images each query may not pick (itself, its augmented copies): int [N],
+    one index each (-1: none), or bool [N, M]. ``golden_sq``:
+    the golden layouts' squared norms, made once by the caller (per frame they cost more than
+    the search: a copy of every golden layout)."""
+    g = golden_layouts
+    if golden_sq is None:
+        golden_sq = np.einsum("md,md->m", g, g)
+    # the query's own norm is the same for every golden image: it does not change the ranking
+    d2 = golden_sq[None] - 2.0 * (query_layouts.astype(g.dtype) @ g.T)
+    left_out = 0
+    if exclude is not None and exclude.ndim == 2:
+        d2[exclude] = np.inf
+        left_out = int(exclude.sum(axis=1).max()) if len(exclude) else 0
+    elif exclude is not None:
+        rows = np.flatnonzero(exclude >= 0)
+        d2[rows, exclude[rows]] = np.inf
+        left_out = 1
+    k = max(1, min(k, len(g) - left_out))
+    return np.argsort(d2, axis=1, kind="stable")[:, :k]
+
+
+def window_distances(query: np.ndarray, golden: np.ndarray, radius: int) -> np.ndarray:
+    """query [h, w, D], golden [k, h, w, D] (channels last, float32) -> [h, w]: each query patch's
+    distance to the nearest golden patch within ``radius`` cells of its position."""
+    h, w, _ = query.shape
+    q2 = np.einsum("yxd,yxd->yx", query, query)
+    g2 = np.einsum("kyxd,kyxd->kyx", golden, golden)
+    best = np.full((h, w), np.inf, np.float32)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            # the query at (y, x) against the golden patch at (y + dy, x + dx)
+            qy, gy = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h + min(0, dy))
+            qx, gx = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w + min(0, dx))
+            cross = np.einsum("kyxd,yxd->kyx", golden[:, gy, gx], query[qy, qx])
+            d2 = (g2[:, gy, gx] - 2.0 * cross).min(axis=0) + q2[qy, qx]
+            np.minimum(best[qy, qx], d2, out=best[qy, qx])
+    return np.sqrt(np.maximum(best, 0.0))
+
+
+def aligned_maps(feats: np.ndarray, golden: np.ndarray, golden_layouts: np.ndarray, boxes, k: int,
+                 radius: int, exclude: Optional[np.ndarray] = None,
+                 golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
+    """feats float32 [N, D, h, w], golden [M, D, h, w] (any float dtype) -> distance maps float32
+    [N, h, w], each frame against its ``k`` nearest golden images (``exclude``, ``golden_sq`` as
+    nearest_images)."""
+    nbrs = nearest_images(layouts(feats, boxes), golden_layouts, k, exclude, golden_sq)
+    out = np.empty((len(feats),) + feats.shape[2:], np.float32)
+    for i in range(len(feats)):
+        q = np.ascontiguousarray(feats[i].transpose(1, 2, 0), dtype=np.float32)
+        g = np.ascontiguousarray(golden[nbrs[i]].transpose(0, 2, 3, 1), dtype=np.float32)
+        out[i] = window_distances(q, g, radius)
+    return out

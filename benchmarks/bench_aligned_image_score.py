@@ -5,7 +5,7 @@
 
 Fits global_context with ``aligned_map`` on (calibration/methods/global_context.py fit: PatchCore,
 the region Gaussians, the aligned map's golden statistics by fit_aligned; all train images, seed 0
-(--seed: another coreset and golden sample), the default config otherwise) once per cache, then
+(--seeds: more coresets and golden samples), the default config otherwise) once per cache, then
 combines its three golden-standardised terms, each from the method's own scoring functions:
 
 - local z: PatchCore's largest patch distance, (d - local_mean) / local_std;
@@ -67,8 +67,7 @@ def line(name: str, m: dict, kinds: bool) -> str:
     return s
 
 
-def run(path: Path, dims, kinds: bool, seed: int) -> None:
-    c = Cache(path)
+def run(c: Cache, dims, kinds: bool, seed: int) -> dict:
     t0 = time.perf_counter()
     config = gc.Config.model_validate({"global_context": {"aligned_map": {"enabled": True, "dims": dims}}})
     state = gc_fit.fit(c.train, config, seed, NoProgress())
@@ -87,20 +86,40 @@ def run(path: Path, dims, kinds: bool, seed: int) -> None:
     print(f"{c.name}: train {c.train.shape}, test {c.test.shape} ({int((~good).sum())} defective), fit+score "
           f"{time.perf_counter() - t0:.0f} s, seed {seed}, aligned dims {p.aligned.dims}, golden aligned/local "
           f"maxima {p.aligned.mean / p.local_mean:.3f}; test good images' z mean/std: {z}", flush=True)
+    out = {}
     for name, fn in VARIANTS.items():
-        print(line(name, image_metrics(c, fn(lo, rg, al).astype(np.float64)), kinds), flush=True)
+        out[name] = image_metrics(c, fn(lo, rg, al).astype(np.float64))
+        print(line(name, out[name], kinds), flush=True)
+    return out
+
+
+def summary(results: dict) -> None:
+    """results[cache][seed][variant] -> a markdown table: image AUROC / escape @ 1% FRR, mean over seeds."""
+    names = list(results)
+    print("\n| image score (mean over seeds) | " + " | ".join(f"{n} AUROC / escape" for n in names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for v in VARIANTS:
+        cells = []
+        for n in names:
+            runs = [r[v] for r in results[n].values()]
+            auc, esc = np.mean([m["image"] for m in runs]), np.mean([m["escape"] for m in runs])
+            cells.append(f"{auc:.4f} / {esc * 100:.1f}%")
+        print(f"| {v.strip()} | " + " | ".join(cells) + " |", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("caches", type=Path, nargs="+")
     ap.add_argument("--dims", default="64", help="the aligned map's PCA dims (the method's default 64; none: all)")
-    ap.add_argument("--seed", type=int, default=0, help="the fit's seed (coreset, sampled golden images)")
+    ap.add_argument("--seeds", default="0", help="the fits' seeds, comma list (coreset, sampled golden images)")
     ap.add_argument("--kinds", action="store_true", help="image AUROC / escape per defect kind too")
     args = ap.parse_args()
     dims = None if args.dims.lower() == "none" else int(args.dims)
+    results = {}
     for path in args.caches:
-        run(path, dims, args.kinds, args.seed)
+        c = Cache(path)
+        results[c.name] = {s: run(c, dims, args.kinds, s) for s in (int(v) for v in args.seeds.split(","))}
+    summary(results)
 
 
 if __name__ == "__main__":

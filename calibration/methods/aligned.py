@@ -66,4 +66,4 @@ def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, s
     std = max(float(top.std(ddof=1)) if len(top) > 1 else 0.0, 1e-6 * max(abs(float(top.mean())), 1e-6))
     return golden, (mean, basis), gc.AlignedParams(k=config.k, radius=config.radius, fusion=config.fusion,
                                                    dims=None if basis is None else int(basis.shape[1]),
-                                                   mean=float(top.mean()), std=std)
+                                                   mean=float(top.mean()), std=std, image_weight=config.image_weight)

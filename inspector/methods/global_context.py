@@ -11,7 +11,8 @@ frame, and the cells of each grid in ``grids`` (2: 2x2, 4: 4x4) -- and a Gaussia
 (Ledoit-Wolf shrinkage covariance). A region's Mahalanobis distance is standardised by the
 out-of-fold distances of the golden images (z). Global score = the largest region z.
 
-Image score = local z (its largest patch) + ``weight`` x global z. Map: PatchCore's patch
+Image score = local z (its largest patch) + ``weight`` x global z (+ ``aligned_map.image_weight`` x
+the aligned map's largest z, when both are on). Map: PatchCore's patch
 distances plus ``map_weight`` x ``local_std`` x the z of the ``map_grids`` regions holding each cell
 that the region's local evidence does not explain (``region_map``), so a region that is wrong as
 a whole lights up as a whole while a scratch stays a scratch; with ``map_weight`` 0 (the default)
@@ -67,6 +68,9 @@ class AlignedConfig(MethodConfig):
     # the benchmark sets (docs/BENCHMARKS.md)
     dims: Optional[int] = Field(64, ge=1)
     fusion: Literal["replace", "max"] = "replace"  # PatchCore's distances in the map: replaced, or the larger
+    # image score += image_weight x the map's largest z (0: the image score is global context's alone);
+    # on the benchmark caches 1.0 with dims null was as good or better on all four sets (docs/BENCHMARKS.md)
+    image_weight: float = Field(0.0, ge=0.0, le=100.0)
 
 
 class GlobalConfig(MethodConfig):
@@ -111,6 +115,7 @@ class AlignedParams(StrictJson):
     dims: Optional[Annotated[int, Field(ge=1)]] = None  # the PCA projection's K; None: the full features
     mean: float  # golden images' aligned-map maxima (each without itself): mean and std
     std: Positive
+    image_weight: Weight = 0.0  # bundles from before it: the map only
 
 
 class Params(MethodParams):
@@ -286,7 +291,10 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     # PatchCore's, at a positive pixel threshold); the regions' z enters scaled back into them
     maps = local.patch_maps
     if p.aligned is not None:  # in golden z-units, scaled back into PatchCore's distances
-        near = np.float32(p.local_mean) + np.float32(p.local_std) * aligned_map(state, feats)
+        aligned_z = aligned_map(state, feats)
+        if p.aligned.image_weight > 0:
+            image = image + np.float32(p.aligned.image_weight) * aligned_z.reshape(len(aligned_z), -1).max(axis=1)
+        near = np.float32(p.local_mean) + np.float32(p.local_std) * aligned_z
         maps = near if p.aligned.fusion == "replace" else np.maximum(maps, near)
     if p.map_weight > 0:
         local_z = (local.patch_maps - np.float32(p.local_mean)) / np.float32(p.local_std)

@@ -8,6 +8,7 @@ from calibration.methods import NoProgress
 from calibration.methods import global_context as gc_fit
 from calibration.methods.aligned import farthest_images
 from inspector.methods import aligned
+from inspector.methods import global_context as gc
 from inspector.methods.base import StateInvalid
 from tests.conftest import small_settings
 from tests.unit._scorer_data import scorer_of
@@ -51,6 +52,23 @@ def test_a_missing_label_lights_up_where_it_is_missing_only_with_the_aligned_map
         assert above is lit
     # the image score is global_context's either way: the aligned map changes the map only
     np.testing.assert_array_equal(_score(old, test).image_scores, _score(new, test).image_scores)
+
+
+def test_image_weight_adds_the_aligned_maps_largest_z_to_the_image_score():
+    """A missing label is a part wrong where each patch is normal elsewhere: with image_weight the
+    aligned map's evidence reaches the verdict, not only the map."""
+    rng = np.random.default_rng(3)
+    golden, good, wrong = _parts(rng, 40), _parts(rng, 8), _parts(rng, 1, missing=True)
+    test = np.concatenate([good, wrong])
+    plain = _fit(golden, **ON)
+    weighted = _fit(golden, aligned_map={**ON["aligned_map"], "image_weight": 2.0})
+    assert weighted.params.aligned.image_weight == 2.0
+    z = gc.aligned_map(weighted, test)
+    want = _score(plain, test).image_scores + 2.0 * z.reshape(len(z), -1).max(axis=1)
+    got = _score(weighted, test).image_scores
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    gap = lambda s: s[-1] - s[:-1].max()  # noqa: E731  the missing label above the best good part
+    assert gap(got) > gap(_score(plain, test).image_scores) + 1.0
 
 
 def test_fusion_max_keeps_patchcore_where_it_is_larger():

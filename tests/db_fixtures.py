@@ -190,3 +190,38 @@ def fill_dataset(store) -> list[int]:
                          regions=regions, bundle_id=bundle, error="decode failed" if kind == "error" else None)
         ids.append(store.record(v, frame_key=f"key-{i}", heatmap_path=None))
     return ids
+
+
+def fill_many(store, n: int) -> None:
+    """``n`` inspections in one bulk insert, a second apart (more than one page of an export)."""
+    from sqlalchemy import insert
+
+    from inspector.storage.models import Inspection
+
+    rows = [{"source": "cam1", "captured_at": T0 + minutes(i / 60), "recorded_at": T0 + minutes(i / 60),
+             "verdict": "pass", "score": 0.1, "origin_name": f"m{i}.png", "frame_key": f"m{i}"} for i in range(n)]
+    with store.engine.begin() as conn:
+        conn.execute(insert(Inspection), rows)
+
+
+def read_transactions_open(db_url: str) -> int:
+    """Whether a reader holds the database: SQLite, 1 when a full WAL checkpoint is blocked (busy);
+    PostgreSQL, the other sessions of this database inside a transaction or holding a snapshot."""
+    from sqlalchemy import create_engine, text
+
+    if db_url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(db_url[len("sqlite:///"):], timeout=0.5)
+        try:
+            return int(conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        finally:
+            conn.close()
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND (state LIKE 'idle in transaction%' OR backend_xmin IS NOT NULL)")).scalar())
+    finally:
+        engine.dispose()

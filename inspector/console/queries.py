@@ -7,15 +7,16 @@ Every query here is bounded by an index, whatever the table's size: the source l
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import replace
 from typing import Any, Optional
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import func, select, text
 
 from inspector.storage.database import ResultStore, translate_errors
 from inspector.storage.models import DefectRegion, Inspection
-from inspector.storage.queries import HISTORY_COLUMNS, HistoryFilter, history_select, iter_history
+from inspector.storage.queries import (HISTORY_COLUMNS, Cursor, HistoryFilter, history_select, iter_history,
+                                      keyset_pages)
+from inspector.storage.queries import after_cursor as _after
 
 MAX_SOURCES = 64
 EXPORT_PAGE = 2000  # rows per page of the CSV export (each page its own short read)
@@ -36,24 +37,9 @@ def max_id(store: ResultStore) -> int:
 
 
 def iter_rows(store: ResultStore, flt: HistoryFilter, review: Optional[str] = None, chunk: int = EXPORT_PAGE):
-    """Every matching row, newest first (the CSV export), read in keyset pages of ``chunk`` rows
-    by (captured_at, id) as the history pages are. Each page is read whole on its own connection,
-    which goes back to the pool (its transaction ended) before the first of its rows is handed
-    on: a client that stalls while downloading holds no read transaction open (on SQLite one
-    would block WAL checkpoints, so the WAL grows; on PostgreSQL it would hold a snapshot back
-    from vacuum). The pages are not one snapshot: a row written or pruned during the export is in
-    it or not by where it falls in the order (rows newer than the first page are not)."""
-    cursor: Optional[Cursor] = None
-    while True:
-        stmt = history_rows_select(flt, review)
-        if cursor is not None:
-            stmt = _after(stmt, cursor, older=True)
-        with translate_errors("listing inspections", store.url), store.engine.connect() as conn:
-            rows = [dict(zip(HISTORY_COLUMNS, r)) for r in conn.execute(stmt.limit(chunk))]
-        yield from rows
-        if len(rows) < chunk:
-            return
-        cursor = Cursor(rows[-1]["captured_at"], rows[-1]["id"])
+    """Every matching row, newest first (the CSV export), in keyset pages that hold no read
+    transaction while the client takes its time (storage.queries.keyset_pages)."""
+    return keyset_pages(store, history_rows_select(flt, review), older=True, chunk=chunk)
 
 
 def regions_of(store: ResultStore, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -83,36 +69,6 @@ def latest_per_source(store: ResultStore, per_source: int = 6) -> list[dict[str,
             r["regions"] = regs.get(r["id"], [])
     out.sort(key=lambda s: (s["rows"][0]["captured_at"], s["rows"][0]["id"]), reverse=True)
     return out
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a page starts: the (captured_at, id) of the row before it, in the page's order."""
-
-    at: datetime
-    id: int
-
-    def encode(self) -> str:
-        return f"{self.at.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%S.%f')}_{self.id}"
-
-    @staticmethod
-    def decode(text_: Optional[str]) -> Optional["Cursor"]:
-        if not text_:
-            return None
-        try:
-            at, _, i = text_.partition("_")
-            return Cursor(datetime.strptime(at, "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc), int(i))
-        except ValueError:
-            return None
-
-
-def _after(stmt, cur: Cursor, older: bool):
-    """Rows strictly beyond ``cur`` in (captured_at, id) order. Written as a range on captured_at
-    (which the indexes serve) plus a tie-break, not as a row-value or OR, so the database seeks."""
-    if older:
-        return stmt.where(Inspection.captured_at <= cur.at,
-                          or_(Inspection.captured_at < cur.at, Inspection.id < cur.id))
-    return stmt.where(Inspection.captured_at >= cur.at, or_(Inspection.captured_at > cur.at, Inspection.id > cur.id))
 
 
 REVIEW_FILTERS = ("reviewed", "unreviewed", "confirmed_defect", "false_reject", "missed_defect")

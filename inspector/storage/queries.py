@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Optional
 
-from sqlalchemy import Select, and_, exists, select
+from sqlalchemy import Select, and_, exists, or_, select
 
 from inspector.errors import InspectorError
 from inspector.storage.database import ResultStore, translate_errors
@@ -93,13 +93,71 @@ def history_select(flt: HistoryFilter, *, limit: Optional[int] = None, offset: i
     return stmt
 
 
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page starts: the (captured_at, id) of the row before it, in the page's order."""
+
+    at: datetime
+    id: int
+
+    def encode(self) -> str:
+        return f"{self.at.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%S.%f')}_{self.id}"
+
+    @staticmethod
+    def decode(text_: Optional[str]) -> Optional["Cursor"]:
+        if not text_:
+            return None
+        try:
+            at, _, i = text_.partition("_")
+            return Cursor(datetime.strptime(at, "%Y%m%dT%H%M%S.%f").replace(tzinfo=timezone.utc), int(i))
+        except ValueError:
+            return None
+
+
+def after_cursor(stmt, cur: Cursor, older: bool):
+    """Rows strictly beyond ``cur`` in (captured_at, id) order. Written as a range on captured_at
+    (which the indexes serve) plus a tie-break, not as a row-value or OR, so the database seeks."""
+    if older:
+        return stmt.where(Inspection.captured_at <= cur.at,
+                          or_(Inspection.captured_at < cur.at, Inspection.id < cur.id))
+    return stmt.where(Inspection.captured_at >= cur.at, or_(Inspection.captured_at > cur.at, Inspection.id > cur.id))
+
+
+def keyset_pages(store: ResultStore, stmt: Select, *, older: bool, chunk: int = 2000, offset: int = 0,
+                 limit: Optional[int] = None) -> Iterator[dict[str, Any]]:
+    """The rows of ``stmt`` (HISTORY_COLUMNS, ordered by (captured_at, id), newest first when
+    ``older``), read in keyset pages of ``chunk`` rows. Each page is read whole on its own
+    connection, which goes back to the pool (its transaction ended) before the first of its rows is
+    handed on: a reader that stalls (a download, a pipe into ``less``) holds no read transaction
+    open (on SQLite one would block WAL checkpoints, so the WAL grows; on PostgreSQL it would hold
+    a snapshot back from vacuum). The pages are not one snapshot: a row written or pruned meanwhile
+    is in it or not by where it falls in the order."""
+    cursor, left = None, limit
+    while left is None or left > 0:
+        n = chunk if left is None else min(chunk, left)
+        page = stmt.offset(offset) if cursor is None and offset else stmt
+        if cursor is not None:
+            page = after_cursor(page, cursor, older)
+        with translate_errors("listing inspections", store.url), store.engine.connect() as conn:
+            rows = [dict(zip(HISTORY_COLUMNS, r)) for r in conn.execute(page.limit(n))]
+        yield from rows
+        if len(rows) < n:
+            return
+        left = None if left is None else left - len(rows)
+        cursor = Cursor(rows[-1]["captured_at"], rows[-1]["id"])
+
+
 def iter_history(store: ResultStore, flt: HistoryFilter, *, limit: Optional[int] = None, offset: int = 0,
                  oldest_first: bool = False, highest_score_first: bool = False,
                  chunk: int = 2000) -> Iterator[dict[str, Any]]:
     """Stream matching inspections as dicts keyed by HISTORY_COLUMNS (newest first by default).
-    Datetimes are aware UTC."""
-    stmt = history_select(flt, limit=limit, offset=offset, oldest_first=oldest_first,
-                          highest_score_first=highest_score_first)
+    Datetimes are aware UTC. By time, in keyset pages that hold no transaction between them
+    (keyset_pages); by score, one streamed query."""
+    if not highest_score_first:
+        yield from keyset_pages(store, history_select(flt, oldest_first=oldest_first), older=not oldest_first,
+                                chunk=chunk, offset=offset, limit=limit)
+        return
+    stmt = history_select(flt, limit=limit, offset=offset, highest_score_first=True)
     with translate_errors("listing inspections", store.url), store.engine.connect() as conn:
         result = conn.execution_options(yield_per=chunk).execute(stmt)
         for part in result.partitions():

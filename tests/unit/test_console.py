@@ -17,7 +17,8 @@ from inspector.console.app import create_app  # noqa: E402
 from inspector.console.auth import hash_password  # noqa: E402
 from inspector.console.config import ConsoleConfig  # noqa: E402
 from inspector.console.server import build_console  # noqa: E402
-from tests.db_fixtures import T0, fill_dataset, make_verdict, minutes  # noqa: E402
+from tests.db_fixtures import (T0, fill_dataset, fill_many, make_verdict, minutes,  # noqa: E402
+                               read_transactions_open)
 
 PASSWORD = "correct horse"
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
@@ -415,41 +416,14 @@ def test_report_states_the_reviews(db_url, store, filled, tmp_path):
     assert rc == 0 and '<p id="reviews">Reviews: 0 confirmed defects, 1 false rejects, 0 missed defects' in html
 
 
-def _fill_many(store, n: int) -> None:
-    """``n`` inspections in one bulk insert (more than one page of the CSV export)."""
-    from sqlalchemy import insert
-
-    from inspector.storage.models import Inspection
-
-    rows = [{"source": "cam1", "captured_at": T0 + minutes(i / 60), "recorded_at": T0 + minutes(i / 60),
-             "verdict": "pass", "score": 0.1, "origin_name": f"m{i}.png", "frame_key": f"m{i}"} for i in range(n)]
-    with store.engine.begin() as conn:
-        conn.execute(insert(Inspection), rows)
-
-
-def _open_read_snapshots(db_url: str) -> int:
-    """PostgreSQL: other sessions of this database inside a transaction or holding a snapshot."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND (state LIKE 'idle in transaction%' OR backend_xmin IS NOT NULL)")).scalar())
-    finally:
-        engine.dispose()
-
-
 def test_a_stalled_csv_download_holds_no_read_transaction(db_url, store, folders):
     """The export is read a keyset page at a time, each page on its own short connection: while
     the client takes no more bytes (its ``send`` does not return), a write and a full WAL checkpoint
     go through on SQLite (busy 0), and on PostgreSQL no session of the console sits in a
     transaction or holds a snapshot. The download then finishes with every row once, newest first."""
     import asyncio
-    import sqlite3
 
-    _fill_many(store, 2100)
+    fill_many(store, 2100)
     console = build_console(db_url, ConsoleConfig(), media_roots=list(folders.values()))
     app = create_app(console)
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
@@ -483,13 +457,7 @@ def test_a_stalled_csv_download_holds_no_read_transaction(db_url, store, folders
 
     def write_while_stalled():
         store.record(make_verdict(at=T0 + minutes(999), name="during.png"), frame_key="during", heatmap_path=None)
-        if db_url.startswith("sqlite"):
-            conn = sqlite3.connect(db_url[len("sqlite:///"):], timeout=0.5)
-            try:
-                return conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]  # busy: 0 or 1
-            finally:
-                conn.close()
-        return _open_read_snapshots(db_url)
+        return read_transactions_open(db_url)
 
     try:
         stalled, text_ = asyncio.run(download())

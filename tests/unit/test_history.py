@@ -20,7 +20,8 @@ from inspector.retention import prune
 from inspector.settings import RetentionConfig
 from inspector.storage.queries import HistoryFilter, get_inspection, iter_history, parse_when
 from inspector.storage.stats import Shift, compute_stats
-from tests.db_fixtures import T0, fill_dataset, make_verdict, minutes, run_command  # fixtures: conftest's plugin
+from tests.db_fixtures import (T0, fill_dataset, fill_many, make_verdict, minutes,  # fixtures: conftest's plugin
+                               read_transactions_open, run_command)
 
 
 @pytest.fixture
@@ -321,3 +322,26 @@ def test_calibration_report(tmp_path):
     assert "<svg" in html and 'class="mark"' in html and "threshold 0.35" in html
     assert html.count("data:image/png;base64,") == 1 and "(no heatmap)" in html
     assert "2 of 3" in html and "1.00 %" in html and "golden images" in html and "1.25 s" in html
+
+
+def test_a_stalled_history_reader_holds_no_read_transaction(db_url, store):
+    """`inspector history --format csv | less`, left open: the rows are read in keyset pages, each
+    on its own short connection, so a write and a WAL checkpoint (SQLite) go through and no
+    session holds a snapshot (PostgreSQL) while the reader waits; every row still comes once."""
+    fill_many(store, 2100)
+    rows = iter_history(store, HistoryFilter(), chunk=500)
+    first = [next(rows) for _ in range(10)]  # then the pipe stops taking rows
+    store.record(make_verdict(at=T0 + minutes(999), name="during.png"), frame_key="during", heatmap_path=None)
+    assert read_transactions_open(db_url) == 0
+    ids = [r["id"] for r in first + list(rows)]
+    assert len(ids) == 2100 == len(set(ids)) and ids == sorted(ids, reverse=True)
+
+
+def test_paged_history_keeps_order_offset_and_limit_across_pages(store):
+    fill_many(store, 1300)
+    every = [r["id"] for r in iter_history(store, HistoryFilter(), oldest_first=True, chunk=5000)]
+    got = [r["id"] for r in iter_history(store, HistoryFilter(), oldest_first=True, offset=3, limit=1201, chunk=500)]
+    assert got == every[3:1204]
+    newest = [r["id"] for r in iter_history(store, HistoryFilter(), limit=7, chunk=3)]
+    assert newest == every[::-1][:7]
+

@@ -23,9 +23,12 @@ def _drop(ws, part_images, names):
 
 
 def test_broker_and_daemon_killed_mid_stream_no_event_lost(tmp_path, bundle_dir, part_images):
-    """The issue's test: kill the broker and SIGKILL the daemon mid-stream, restart both; after
-    de-duplication by event id every verdict arrived exactly once, and a duplicate is always the
-    same event (same id, same seq)."""
+    """The issue's test: the broker goes away and the daemon is SIGKILLed mid-stream, both restart;
+    after de-duplication by event id every verdict arrived exactly once, and a duplicate is always
+    the same event (same id, same seq). The broker is stopped, not SIGKILLed: a SIGKILLed Mosquitto
+    loses a message it has acknowledged (PUBACK, where any publisher's responsibility ends) but not
+    yet written to its store or forwarded, which once failed this test on a loaded CI machine
+    (21 of 22 events) through no fault of the daemon's."""
     broker = Mosquitto(persistent=True).start()
     sub = Subscriber(broker.port, "line/+/verdict", persistent=True)
     ws = make_workspace(tmp_path, bundle_dir, source={"name": "cam1"},
@@ -36,7 +39,7 @@ def test_broker_and_daemon_killed_mid_stream_no_event_lost(tmp_path, bundle_dir,
         d.start().wait_ready(120)
         _drop(ws, part_images, [f"a{i}.png" for i in range(8)])
         sub.wait(lambda s: len(s.verdicts()) >= 3, 60, "the first verdicts")
-        broker.kill()  # mid-stream: the rest of batch a, and batch b, are inspected with no broker
+        broker.stop()  # mid-stream: the rest of batch a, and batch b, are inspected with no broker
         _drop(ws, part_images, [f"b{i}.png" for i in range(8)])
         wait_rows(ws, 12, 120, d)
         d.kill()  # SIGKILL, with frames possibly in flight and events undelivered

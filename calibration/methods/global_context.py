@@ -93,20 +93,24 @@ def local_standardisation(features: np.ndarray, state: patchcore.State, n_images
     bank = state.memory_bank
     bank64 = bank.astype(np.float64)  # once, not per image: the bank can be large
     bank_sq = (bank64 * bank64).sum(1)
-    searched: dict[int, tuple] = {}
+    own_rows: dict[int, np.ndarray] = {}  # only these (a few rows each) are kept between images
 
     def search(i: int):
-        if i not in searched:
-            q = np.ascontiguousarray(features[i].reshape(d, -1).T, dtype=np.float32)
-            dist, idx = state.searcher.search(q)
-            # fp32 rounding leaves a copied patch ~1e-2 from its row, real neighbours are ~1e1 away
-            searched[i] = q, dist, idx, np.unique(idx[dist <= 1e-3 * np.sqrt((q * q).sum(1)) + 1e-6])
-        return searched[i]
+        q = np.ascontiguousarray(features[i].reshape(d, -1).T, dtype=np.float32)
+        dist, idx = state.searcher.search(q)
+        # fp32 rounding leaves a copied patch ~1e-2 from its row, real neighbours are ~1e1 away
+        own_rows[i] = np.unique(idx[dist <= 1e-3 * np.sqrt((q * q).sum(1)) + 1e-6])
+        return q, dist, idx
+
+    def own_of(j: int) -> np.ndarray:
+        if j not in own_rows:
+            search(j)
+        return own_rows[j]
 
     scores = []
     for i in pick:
-        q, dist, idx, _ = search(int(i))
-        own = np.unique(np.concatenate([search(int(j))[3] for j in np.flatnonzero(member == member[i])]))
+        q, dist, idx = search(int(i))
+        own = np.unique(np.concatenate([own_of(int(j)) for j in np.flatnonzero(member == member[i])]))
         redo = np.flatnonzero(np.isin(idx, own))
         if len(redo) and len(own) < len(bank):
             qr = q[redo].astype(np.float64)
@@ -148,7 +152,8 @@ def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress,
     """features float32 [N, D, h, w] (N >= 3, or 3 groups) -> the state. groups: int [N], the
     original golden image of each row (augmented copies share it), from calibration; None: each
     row its own image. The out-of-fold Gaussians and the own-rows masking hold a group out whole."""
-    originals = int(group_ids(len(features), groups).max()) + 1 if len(features) else 0
+    member = group_ids(len(features), groups)
+    originals = int(member.max()) + 1 if len(features) else 0
     if originals < 3:
         # with 2, each out-of-fold Gaussian would be fitted on one image (and its copies): a zero
         # (or a jitter-sized) covariance whose distances make every region z meaningless
@@ -157,7 +162,6 @@ def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress,
                          + "); add golden images or set scorer.method: patchcore")
     local = patchcore_fit.fit(features, config.local(), seed, progress)
     g = config.global_context
-    stats = local_standardisation(features, local, g.local_images, seed, groups)
-    near = (fit_aligned(features, g.aligned_map, g.local_images, seed, group_ids(len(features), groups))
-            if g.aligned_map.enabled else None)
-    return assemble(local, stats, fit_global(features, g, seed, groups), config, features.shape, near)
+    stats = local_standardisation(features, local, g.local_images, seed, member)
+    near = fit_aligned(features, g.aligned_map, g.local_images, seed, member) if g.aligned_map.enabled else None
+    return assemble(local, stats, fit_global(features, g, seed, member), config, features.shape, near)

@@ -14,9 +14,8 @@ from sqlalchemy import func, select, text
 
 from inspector.storage.database import ResultStore, translate_errors
 from inspector.storage.models import DefectRegion, Inspection
-from inspector.storage.queries import (HISTORY_COLUMNS, Cursor, HistoryFilter, history_select, iter_history,
-                                      keyset_pages)
-from inspector.storage.queries import after_cursor as _after
+from inspector.storage.queries import (HISTORY_COLUMNS, Cursor, HistoryFilter, after_cursor, history_select,
+                                      iter_history, keyset_pages)
 
 MAX_SOURCES = 64
 EXPORT_PAGE = 2000  # rows per page of the CSV export (each page its own short read)
@@ -105,9 +104,9 @@ def page(store: ResultStore, flt: HistoryFilter, *, after: Optional[Cursor] = No
     newer_first = before is None
     stmt = history_rows_select(flt, review, oldest_first=not newer_first)
     if after is not None:
-        stmt = _after(stmt, after, older=True)
+        stmt = after_cursor(stmt, after, older=True)
     elif before is not None:
-        stmt = _after(stmt, before, older=False)
+        stmt = after_cursor(stmt, before, older=False)
     stmt = stmt.limit(size + 1)
     with translate_errors("listing inspections", store.url), store.engine.connect() as conn:
         rows = [dict(zip(HISTORY_COLUMNS, r)) for r in conn.execute(stmt)]
@@ -128,9 +127,9 @@ def neighbours(store: ResultStore, row: dict[str, Any], n: int = 3) -> dict[str,
     flt = HistoryFilter(source=row["source"])
     with translate_errors("reading neighbours", store.url), store.engine.connect() as conn:
         before = [dict(zip(HISTORY_COLUMNS, r)) for r in
-                  conn.execute(_after(history_select(flt), cur, older=True).limit(n))]
+                  conn.execute(after_cursor(history_select(flt), cur, older=True).limit(n))]
         after = [dict(zip(HISTORY_COLUMNS, r)) for r in
-                 conn.execute(_after(history_select(flt, oldest_first=True), cur, older=False).limit(n))]
+                 conn.execute(after_cursor(history_select(flt, oldest_first=True), cur, older=False).limit(n))]
     return {"before": before, "after": list(reversed(after))}
 
 

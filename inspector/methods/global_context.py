@@ -175,6 +175,7 @@ class State:
     aligned_basis: Optional[np.ndarray] = None  # float32 [D, K], with params.aligned.dims only
     aligned_layouts: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
     aligned_sq: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)  # their norms²
+    aligned_boxes: list = field(default_factory=list, init=False, repr=False, compare=False)  # layout_boxes, once
     precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
     boxes: list = field(init=False, repr=False, compare=False)  # regions(grid_hw, grids), made once
 
@@ -202,7 +203,8 @@ class State:
                 expect_shape(self.aligned_mean, "gc_aligned_mean", NAME, (d,))
                 expect_shape(self.aligned_basis, "gc_aligned_basis", NAME, (d, dims))
             expect_shape(self.aligned_golden, "gc_aligned_golden", NAME, (None, dims or d, *self.params.grid_hw))
-            lay = aligned.layouts(self.aligned_golden, layout_boxes(self))
+            object.__setattr__(self, "aligned_boxes", layout_boxes(self))
+            lay = aligned.layouts(self.aligned_golden, self.aligned_boxes)
             object.__setattr__(self, "aligned_layouts", lay)
             object.__setattr__(self, "aligned_sq", np.einsum("md,md->m", lay, lay))
 
@@ -239,7 +241,7 @@ def aligned_map(state: State, feats: np.ndarray) -> np.ndarray:
     """feats [N, D, h, w] -> the aligned-neighbour distance maps in golden z-units, float32 [N, h, w]."""
     a = state.params.aligned
     feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)
-    d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, layout_boxes(state), a.k, a.radius,
+    d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k, a.radius,
                              golden_sq=state.aligned_sq)
     return (d - np.float32(a.mean)) / np.float32(a.std)
 

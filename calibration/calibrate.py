@@ -50,12 +50,15 @@ from calibration.golden_split import enough_originals, load_golden, split_origin
 from calibration.methods import fit_method
 from calibration.progress import Bar, timed
 from calibration.thresholds import Threshold, few_heldout_warning
+from calibration.tile_memo import TileMemo
 from engines.base import EngineSpec, normalise_precision
 from engines.registry import build_engine
 from inspector.bundle import ALIGN_REFERENCE
 from inspector.errors import InspectorError
 from inspector.manifest import BundleManifest
+from inspector.methods import search_memo
 from inspector.methods.registry import Scorer, method_of
+from inspector.methods.search_memo import SearchMemo
 from inspector.preprocess import Preprocessor
 from inspector.settings import Settings
 
@@ -239,13 +242,18 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             check_calibration_engine = getattr(method, "check_calibration_engine", None)
             if check_calibration_engine:  # a method the configured engine cannot run (AnoDDPM steps on a CPU)
                 check_calibration_engine(settings.scorer, engine)  # refused now, not at load after the fit
+        fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
+        # the escape-rate step runs the held-out images again with defects pasted in: the tiles a
+        # defect does not touch come from here, and so do their nearest-neighbour answers
+        tiles_seen, rows_seen = TileMemo(engine), SearchMemo()
         with timed(times, "features"), bar(len(golden.images), "extracting features") as pb:
-            feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update)
+            feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update,
+                                     memo=tiles_seen if pre.grid.tiled and method.HEAD is None else None,
+                                     keep=hold_idx)
         defect_images = heldout.read_defects(defects_dir, settings) if defects_dir is not None else None
         defect_feats = heldout.defect_features(engine, pre, defect_images, defects_dir, bar) if uses_defects else None
 
         # --- fit on part, score the held-out rest through the network the line will run
-        fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
         groups = origin_ids(golden.names)  # a copy goes with its original wherever a fit holds images out
         held_images = [golden.images[i] for i in hold_idx]
         refit = None
@@ -268,14 +276,19 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                     outputs = run_images(scoring_engine, pre, held_images, batch=scoring_engine.spec.max_batch)
                 else:
                     outputs = {OUTPUT_NAME: feats[hold_idx]}
-                held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal)
+                with search_memo.remembering(rows_seen):
+                    held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal)
                 if uses_defects:
                     held.warnings.append(heldout.TRAINED_ON_DEFECTS)
                     log.warning("%s", heldout.TRAINED_ON_DEFECTS)
-            with timed(times, "detectability"):  # escape rates at that threshold
+            with timed(times, "detectability"), search_memo.reusing(rows_seen):  # escape rates at that threshold
+                known_tiles = tiles_seen.engine() if scoring_engine is engine and pre.grid.tiled else scoring_engine
                 detectability = heldout.detectability(
-                    heldout.image_scorer(scoring_engine, pre, Scorer(method, state), input_hw), held_images,
+                    heldout.image_scorer(known_tiles, pre, Scorer(method, state), input_hw), held_images,
                     held.image_threshold.value, settings, defect_images, bar)
+            log.debug("escape rates: %d tiles from memory, %d run; %d rows' neighbours from memory, %d searched",
+                      tiles_seen.hits, tiles_seen.ran, rows_seen.hits, rows_seen.searched)
+            del tiles_seen, rows_seen  # their memory goes before the refit is awaited
         if evaluate_only:
             return CalibrationResult(
                 bundle_dir=Path(out_dir) if out_dir else Path(), bundle_id="", images_used=len(golden.images),

@@ -10,6 +10,7 @@ A defect is found when its image score is above the image threshold: the daemon'
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -87,9 +88,21 @@ class Detectability:
         }
 
 
-def _score_in_chunks(score_images: ScoreImages, images: list) -> np.ndarray:
-    return np.concatenate([np.asarray(score_images(images[s:s + CHUNK]), np.float64).ravel()
-                           for s in range(0, len(images), CHUNK)]) if images else np.zeros(0)
+def _score_in_chunks(score_images: ScoreImages, n: int, make: Callable[[int, int], list]) -> np.ndarray:
+    """Scores of the ``n`` images ``make(start, stop)`` gives, CHUNK at a time; the next chunk is
+    made on a thread while this one is scored (one thread, so in order: the synthesizer's random
+    draws are the same as made one after another)."""
+    if not n:
+        return np.zeros(0)
+    out = []
+    with ThreadPoolExecutor(1, thread_name_prefix="synthetic-defects") as pool:
+        pending = pool.submit(make, 0, min(CHUNK, n))
+        for s in range(0, n, CHUNK):
+            images = pending.result()
+            if s + CHUNK < n:
+                pending = pool.submit(make, s + CHUNK, min(s + 2 * CHUNK, n))
+            out.append(np.asarray(score_images(images), np.float64).ravel())
+    return np.concatenate(out)
 
 
 def estimate_detectability(score_images: ScoreImages, golden: Sequence[np.ndarray], threshold: float,
@@ -108,13 +121,13 @@ def estimate_detectability(score_images: ScoreImages, golden: Sequence[np.ndarra
     left_out = [int(s) for s in sizes if int(s) not in fits]
     cells = [(s, k) for s in fits for k in kinds]
     per_cell = max(1, min(per_image * len(golden), max_images // max(1, len(cells))))
-    images, labels = [], []
+    plan, labels = [], []  # (golden image, kind, size, variant) per synthetic image
     for c, (size, kind) in enumerate(cells):
         for j in range(per_cell):
-            i = (j + c) % len(golden)  # spread the cells over the golden images
-            images.append(synth.make(i, kind, size, variant=j // len(golden)).image)
+            plan.append(((j + c) % len(golden), kind, size, j // len(golden)))  # cells spread over the images
             labels.append((size, kind))
-    scores = _score_in_chunks(score_images, images)
+    scores = _score_in_chunks(score_images, len(plan), lambda a, b: [
+        synth.make(i, kind, size, variant=v).image for i, kind, size, v in plan[a:b]])
     found = scores > threshold
     by_kind: dict[str, dict[int, Rate]] = {k: {} for k in kinds}
     by_size: dict[int, Rate] = {}
@@ -126,7 +139,8 @@ def estimate_detectability(score_images: ScoreImages, golden: Sequence[np.ndarra
             by_kind[kind][size] = Rate(len(idx), int(found[idx].sum()))
     real = None
     if real_defects is not None:
-        real_scores = _score_in_chunks(score_images, list(real_defects))
+        real_defects = list(real_defects)
+        real_scores = _score_in_chunks(score_images, len(real_defects), lambda a, b: real_defects[a:b])
         real = Rate(len(real_scores), int((real_scores > threshold).sum()))
     return Detectability(threshold=float(threshold), min_contrast=float(min_contrast), by_size=by_size,
                          by_kind=by_kind, real=real, sizes_left_out=left_out, seconds=time.perf_counter() - t0)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 import numpy as np
 
+from calibration.tile_memo import TileMemo
 from engines.backbones.export import export_onnx
 from engines.backbones.patch_features import AGGREGATIONS, PatchFeatureNet, build_patch_feature_net
 from engines.backbones.weights import resolve_weights_path
@@ -41,14 +42,25 @@ def export_feature_network(description: dict, input_hw: tuple[int, int], out: Pa
 
 
 def run_images(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray], *, batch: int = 8,
-               progress: Optional[Callable[[int], None]] = None) -> dict[str, np.ndarray]:
+               progress: Optional[Callable[[int], None]] = None, memo: Optional[TileMemo] = None,
+               keep: Collection[int] = ()) -> dict[str, np.ndarray]:
     """images (BGR/grey uint8, any size) -> every engine output, {name: float32 [N, ...]}; with
     tiling, the tiles' outputs stitched into one map per image (as the daemon's pipeline does).
     The next batch is preprocessed on a thread while the engine runs this one (OpenCV and the
-    engine both release the GIL), and the outputs go straight into one array per name."""
+    engine both release the GIL), and the outputs go straight into one array per name. With a
+    ``memo`` (of this engine), the tiles of the images numbered in ``keep`` are kept in it."""
+    keep = set(keep)
+    per_image = preprocessor.grid.n_tiles
+
     def prepare(s: int):
         works = [preprocessor.prepare(im)[0] for im in images[s:s + batch]]
         return len(works), preprocessor.tiles(works)
+
+    def run(s: int, tiles: np.ndarray) -> dict[str, np.ndarray]:
+        if memo is None:
+            return engine.run(tiles)
+        kept = np.repeat([s + j in keep for j in range(len(tiles) // per_image)], per_image)
+        return memo.run(tiles, kept)
 
     out: dict[str, np.ndarray] = {}
     with ThreadPoolExecutor(1, thread_name_prefix="preprocess") as pool:
@@ -57,7 +69,7 @@ def run_images(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray],
             n, tiles = pending.result()
             if s + batch < len(images):
                 pending = pool.submit(prepare, s + batch)
-            outputs = preprocessor.grid.stitch(engine.run(tiles), n)
+            outputs = preprocessor.grid.stitch(run(s, tiles), n)
             for name, arr in outputs.items():
                 if name not in out:
                     out[name] = np.empty((len(images), *arr.shape[1:]), arr.dtype)
@@ -68,9 +80,11 @@ def run_images(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray],
 
 
 def extract_features(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray], *, batch: int = 8,
-                     progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
-    """images (BGR/grey uint8, any size) -> features float32 [N, D, h, w]."""
-    return run_images(engine, preprocessor, images, batch=batch, progress=progress)[OUTPUT_NAME]
+                     progress: Optional[Callable[[int], None]] = None, memo: Optional[TileMemo] = None,
+                     keep: Collection[int] = ()) -> np.ndarray:
+    """images (BGR/grey uint8, any size) -> features float32 [N, D, h, w] (memo, keep: run_images)."""
+    return run_images(engine, preprocessor, images, batch=batch, progress=progress, memo=memo,
+                      keep=keep)[OUTPUT_NAME]
 
 
 def export_head_network(description: dict, state, output_name: str, input_hw: tuple[int, int],

@@ -1,0 +1,74 @@
+"""Engine outputs of network inputs run before, by content, for calibration's escape-rate step.
+
+A synthetic defect pasted into a held-out golden image changes the tiles it touches; the others are
+exactly the clean image's tiles, run once already when the golden features were extracted. The
+feature step keeps the held-out images' tiles here (``run(..., keep=...)``), and the escape-rate
+step's engine (``engine()``) runs only the tiles it has not seen. A tile is known by the SHA-256 of
+its input array; outputs are kept for at most ``max_bytes``.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Optional
+
+import numpy as np
+
+
+def tile_key(tile: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(tile).data).digest()
+
+
+class TileMemo:
+    def __init__(self, engine, max_bytes: int = 1 << 30):
+        self._engine = engine
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.ran = 0
+        self._outputs: dict[bytes, dict[str, np.ndarray]] = {}
+
+    def run(self, tiles: np.ndarray, keep: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+        """The engine's outputs for ``tiles`` [T, ...]: known ones from memory, the rest run (in one
+        batch); those run with ``keep[t]`` true are kept."""
+        looked_up = keep is None or keep.any()  # the feature step hashes only the tiles it keeps
+        keys = [tile_key(t) if looked_up and (keep is None or keep[k]) else None for k, t in enumerate(tiles)]
+        known = [k is not None and k in self._outputs for k in keys]
+        todo = [t for t, seen in enumerate(known) if not seen]
+        ran = self._engine.run(tiles if len(todo) == len(tiles) else tiles[todo]) if todo else {}
+        self.hits += len(tiles) - len(todo)
+        self.ran += len(todo)
+        if not todo:
+            first = self._outputs[keys[0]]
+            return {n: np.stack([self._outputs[k][n] for k in keys]) for n in first}
+        if len(todo) == len(tiles):
+            out = ran
+        else:
+            out = {n: np.empty((len(tiles), *a.shape[1:]), a.dtype) for n, a in ran.items()}
+            for n, a in ran.items():
+                out[n][todo] = a
+                for t, seen in enumerate(known):
+                    if seen:
+                        out[n][t] = self._outputs[keys[t]][n]
+        for j, t in enumerate(todo):
+            if keys[t] is not None and keep is not None and keep[t]:
+                size = sum(a[j].nbytes for a in ran.values())
+                if self.bytes + size <= self.max_bytes:
+                    self._outputs[keys[t]] = {n: a[j].copy() for n, a in ran.items()}
+                    self.bytes += size
+        return out
+
+    def engine(self) -> "MemoEngine":
+        """The engine as the escape-rate step runs it: known tiles from memory, nothing new kept."""
+        return MemoEngine(self)
+
+
+class MemoEngine:
+    """An engine (spec, kind, precision, run) whose ``run`` answers known tiles from a TileMemo."""
+
+    def __init__(self, memo: TileMemo):
+        self._memo = memo
+        engine = memo._engine
+        self.spec, self.kind, self.precision = engine.spec, engine.kind, engine.precision
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self._memo.run(np.ascontiguousarray(batch, dtype=np.float32))

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 from calibration.augment import augment_golden, is_augmented
 from calibration.bundle_dir import check_out_dir
 from calibration.calibrate import CalibrationResult, calibrate
+from calibration.feature_reuse import FeatureReuse
 from calibration.golden import GoldenSet, list_images, read_golden
 from inspector.errors import InspectorError
 from inspector.methods.registry import FAMILIES, config_for
@@ -99,10 +100,10 @@ def _describe(settings: Settings) -> str:
 
 
 def evaluate(candidate: Candidate, golden_dir: Path, golden: GoldenSet, *, defects_dir: Optional[Path],
-             progress: bool) -> Trial:
+             progress: bool, reuse: Optional[FeatureReuse] = None) -> Trial:
     t0 = time.perf_counter()
     result = calibrate(candidate.settings, golden_dir, None, progress=progress, golden=golden,
-                       defects_dir=defects_dir, evaluate_only=True)
+                       defects_dir=defects_dir, evaluate_only=True, reuse=reuse)
     d = result.detectability
     if d is None or not d.by_size:
         raise InspectorError("calibrate --auto compares candidates by synthetic defects: set "
@@ -134,6 +135,7 @@ def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Pa
         golden = augment_golden(golden, copies, settings.calibration.seed, settings.calibration.augment)
     factor = settings.calibration.auto_time_factor
     trials: list[Trial] = []
+    reuse = FeatureReuse()  # candidates at one geometry, and the winner's calibration, share the golden features
     t_start = time.perf_counter()
     for cand in candidate_list or candidates(settings):
         spent = time.perf_counter() - t_start
@@ -142,7 +144,7 @@ def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Pa
             continue
         try:
             trial = evaluate(cand, golden_dir, golden, defects_dir=Path(defects_dir) if defects_dir else None,
-                             progress=progress)
+                             progress=progress, reuse=reuse)
         except (InspectorError, ValueError, RuntimeError, MemoryError) as exc:  # one candidate, not the choice
             say(f"auto: {cand.name} could not be calibrated ({exc}); left out")
             continue
@@ -158,5 +160,5 @@ def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Pa
                 "budget threshold (real --defects images first when given), then the most of the smallest size",
                 "trials": [t.to_json() for t in trials]}
     result = calibrate(best.candidate.settings, golden_dir, out_dir, progress=progress, golden=golden,
-                       defects_dir=defects_dir, force=force, auto_evidence=evidence)
+                       defects_dir=defects_dir, force=force, auto_evidence=evidence, reuse=reuse)
     return result, trials

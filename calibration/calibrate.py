@@ -42,6 +42,7 @@ from calibration.augment import origin_ids
 from calibration.bundle import write_bundle
 from calibration.bundle_dir import check_out_dir
 from calibration.detectability import Detectability
+from calibration.feature_reuse import FeatureReuse, reuse_key
 from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, export_head_network,
                                   extract_features, network_description, run_images)
 from calibration.geometry import choose_geometry
@@ -192,7 +193,7 @@ class _Background:
 def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str | Path], *, progress: bool = True,
               golden: Optional[GoldenSet] = None, augment: Optional[int] = None,
               defects_dir: Optional[str | Path] = None, force: bool = False, evaluate_only: bool = False,
-              auto_evidence: Optional[dict] = None) -> CalibrationResult:
+              auto_evidence: Optional[dict] = None, reuse: Optional[FeatureReuse] = None) -> CalibrationResult:
     """Fit the configured method on ``golden_dir`` (or the given ``golden`` set) and write the
     bundle to ``out_dir``. augment: jittered copies per golden image (None: calibration.augment.copies;
     ignored when ``golden`` already holds copies). defects_dir: known-defect images, whose escape
@@ -200,7 +201,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
     non-empty ``out_dir`` that is not a bundle (never the golden folder or one holding it; see
     calibration/bundle_dir.py). evaluate_only: stop after the escape rates (no refit, no bundle;
     ``calibrate --auto`` compares candidates so); auto_evidence: what ``calibrate --auto``
-    compared, recorded in the manifest."""
+    compared, recorded in the manifest; reuse: golden features shared with other calibrations of
+    the same images, geometry and network (calibration/feature_reuse.py)."""
     golden_dir = Path(golden_dir)
     if defects_dir is not None and not Path(defects_dir).is_dir():
         raise InspectorError(f"defects folder {defects_dir}: not found; pass --defects with a folder of "
@@ -245,11 +247,19 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
         # the escape-rate step runs the held-out images again with defects pasted in: the tiles a
         # defect does not touch come from here, and so do their nearest-neighbour answers
-        tiles_seen, rows_seen = TileMemo(engine), SearchMemo()
+        key = reuse_key(pspec.to_json(), description, engine, golden, hold_idx) if reuse is not None else ""
+        extracted = reuse.get(key) if reuse is not None else None
+        tiles_seen, rows_seen = TileMemo(engine, outputs=extracted.tiles if extracted else None), SearchMemo()
         with timed(times, "features"), bar(len(golden.images), "extracting features") as pb:
-            feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch, progress=pb.update,
-                                     memo=tiles_seen if pre.grid.tiled and method.HEAD is None else None,
-                                     keep=hold_idx)
+            if extracted is not None:
+                feats = extracted.feats
+                pb.update(len(golden.images))
+            else:
+                feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch,
+                                         progress=pb.update, keep=hold_idx,
+                                         memo=tiles_seen if pre.grid.tiled and method.HEAD is None else None)
+                if reuse is not None:
+                    reuse.put(key, feats, tiles_seen.outputs)
         defect_images = heldout.read_defects(defects_dir, settings) if defects_dir is not None else None
         defect_feats = heldout.defect_features(engine, pre, defect_images, defects_dir, bar) if uses_defects else None
 

@@ -19,27 +19,28 @@ def tile_key(tile: np.ndarray) -> bytes:
 
 
 class TileMemo:
-    def __init__(self, engine, max_bytes: int = 1 << 30):
+    def __init__(self, engine, max_bytes: int = 1 << 30, outputs: Optional[dict] = None):
+        """outputs: the ``outputs`` of a memo of the same network at the same precision, to share."""
         self._engine = engine
         self.max_bytes = max_bytes
-        self.bytes = 0
         self.hits = 0
         self.ran = 0
-        self._outputs: dict[bytes, dict[str, np.ndarray]] = {}
+        self.outputs: dict[bytes, dict[str, np.ndarray]] = {} if outputs is None else outputs
+        self.bytes = sum(a.nbytes for out in self.outputs.values() for a in out.values())
 
     def run(self, tiles: np.ndarray, keep: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
         """The engine's outputs for ``tiles`` [T, ...]: known ones from memory, the rest run (in one
         batch); those run with ``keep[t]`` true are kept."""
         looked_up = keep is None or keep.any()  # the feature step hashes only the tiles it keeps
         keys = [tile_key(t) if looked_up and (keep is None or keep[k]) else None for k, t in enumerate(tiles)]
-        known = [k is not None and k in self._outputs for k in keys]
+        known = [k is not None and k in self.outputs for k in keys]
         todo = [t for t, seen in enumerate(known) if not seen]
         ran = self._engine.run(tiles if len(todo) == len(tiles) else tiles[todo]) if todo else {}
         self.hits += len(tiles) - len(todo)
         self.ran += len(todo)
         if not todo:
-            first = self._outputs[keys[0]]
-            return {n: np.stack([self._outputs[k][n] for k in keys]) for n in first}
+            first = self.outputs[keys[0]]
+            return {n: np.stack([self.outputs[k][n] for k in keys]) for n in first}
         if len(todo) == len(tiles):
             out = ran
         else:
@@ -48,12 +49,12 @@ class TileMemo:
                 out[n][todo] = a
                 for t, seen in enumerate(known):
                     if seen:
-                        out[n][t] = self._outputs[keys[t]][n]
+                        out[n][t] = self.outputs[keys[t]][n]
         for j, t in enumerate(todo):
             if keys[t] is not None and keep is not None and keep[t]:
                 size = sum(a[j].nbytes for a in ran.values())
                 if self.bytes + size <= self.max_bytes:
-                    self._outputs[keys[t]] = {n: a[j].copy() for n, a in ran.items()}
+                    self.outputs[keys[t]] = {n: a[j].copy() for n, a in ran.items()}
                     self.bytes += size
         return out
 

@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from calibration.auto import Candidate, Trial, auto_calibrate, candidates
+from inspector.methods.registry import config_for
 from tests.conftest import small_settings
 
 
@@ -99,3 +101,28 @@ def test_a_candidate_that_fails_is_left_out_not_the_whole_choice(tmp_path, golde
     assert [t.candidate.settings.scorer.method for t in trials] == ["patchcore", "global_context"]
     assert any("could not be calibrated" in s and "left out" in s for s in said)
     assert result.manifest.auto["chosen"].startswith("memory_bank/patchcore")
+
+
+def test_candidates_at_one_geometry_and_the_winner_share_one_feature_extraction(tmp_path, golden_dir, monkeypatch):
+    import calibration.calibrate as calibrate_module
+    from calibration.calibrate import calibrate
+
+    extracted = []
+    real_extract = calibrate_module.extract_features
+
+    def counted(engine, pre, images, **kwargs):
+        extracted.append(len(images))
+        return real_extract(engine, pre, images, **kwargs)
+
+    monkeypatch.setattr(calibrate_module, "extract_features", counted)
+    settings = small_settings(calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 20})
+    padim = Candidate("padim", settings.model_copy(update={"scorer": config_for(settings.scorer, "padim")}))
+    result, trials = auto_calibrate(settings, golden_dir, tmp_path / "b", progress=False,
+                                    candidate_list=[Candidate("patchcore", settings), padim])
+    assert len(trials) == 2 and len(extracted) == 1  # two candidates and the winner: one extraction
+    # the winner's bundle is what a calibration of its own makes
+    chosen = next(t for t in trials if t.candidate.name == result.manifest.as_dict()["auto"]["chosen"])
+    alone = calibrate(chosen.candidate.settings, golden_dir, tmp_path / "alone", progress=False)
+    assert len(extracted) == 2
+    assert alone.image_threshold.value == pytest.approx(result.image_threshold.value, rel=1e-5)  # two engine runs
+    assert alone.detectability.to_json()["by_size"] == result.detectability.to_json()["by_size"]

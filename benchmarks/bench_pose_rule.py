@@ -1,0 +1,132 @@
+"""Is a line's part "fixed pose"? Candidate statistics from the golden images alone (the research
+behind ``aligned_map: {enabled: auto}``), on the feature caches (benchmarks/feature_cache.py):
+
+    python benchmarks/bench_pose_rule.py /work/featcache/{bottle,magnetic,loco,screw}_256.npz \\
+        /tmp/featcache/bottle_rot_256.npz ... [--n 60] [--seeds 0,1,2] [--full]
+
+Per cache and seed, a random subset of ``--n`` golden images (``--full``: all of them as well), on
+all feature dims, k 5 neighbours by layout and +-1 cell as the aligned map (inspector/methods/aligned.py):
+
+1. layout spread: the median over images of (distance to the nearest other image by layout) /
+   (median distance between two images): ~0 when every image has a near twin, ~1 when none has;
+2. position specificity: each held-out image against its k nearest images by layout, the mean
+   (``pos_mean``) and the largest (``pos_max``) patch distance within +-1 cell of the same position
+   over the same anywhere in those k images (>= 1): ~1 when what matches a patch sits where it
+   sits; the median over images;
+3. coverage sensitivity: the golden images' aligned-map maxima against the others with half the
+   set left out (each image in the left-out half) minus the same with only itself left out, in the
+   latter's std: how much a new good part's aligned z rises for a golden set that covers its pose
+   less well (a calibrated threshold on a turning part is only as good as the pose coverage).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from inspector.methods import aligned  # noqa: E402
+from inspector.methods import global_context as gc  # noqa: E402
+
+K, RADIUS = 5, 1
+
+
+def layout_spread(lay: np.ndarray) -> float:
+    d2 = (lay * lay).sum(1)[:, None] + (lay * lay).sum(1)[None] - 2.0 * lay @ lay.T
+    d = np.sqrt(np.maximum(d2, 0.0))
+    np.fill_diagonal(d, np.inf)
+    nearest = d.min(axis=1)
+    pairs = d[np.triu_indices(len(d), 1)]
+    return float(np.median(nearest) / np.median(pairs))
+
+
+def layout_thinning(lay: np.ndarray, seed: int, repeats: int = 5) -> float:
+    """median nearest-other-image layout distance within a random half of the images / the same
+    within all: ~1 when the images scatter in many directions around one layout (thinning the set
+    barely moves the nearest), 2^(1/d) when they lie along a d-dimensional pose path."""
+    d2 = (lay * lay).sum(1)[:, None] + (lay * lay).sum(1)[None] - 2.0 * lay @ lay.T
+    d = np.sqrt(np.maximum(d2, 0.0))
+    np.fill_diagonal(d, np.inf)
+    full = np.median(d.min(axis=1))
+    rng = np.random.default_rng(seed + 200)
+    half = []
+    for _ in range(repeats):
+        rows = rng.permutation(len(d))[:len(d) // 2]
+        half.append(np.median(d[np.ix_(rows, rows)].min(axis=1)))
+    return float(np.mean(half) / full)
+
+
+def free_distances(q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """q [h, w, D], g [k, h, w, D] -> [h, w]: each patch's nearest patch anywhere in g."""
+    h, w, d = q.shape
+    qf, gf = q.reshape(-1, d), g.reshape(-1, d)
+    d2 = (qf * qf).sum(1)[:, None] + (gf * gf).sum(1)[None] - 2.0 * qf @ gf.T
+    return np.sqrt(np.maximum(d2.min(axis=1), 0.0)).reshape(h, w)
+
+
+def position_specificity(feats: np.ndarray, lay: np.ndarray) -> tuple[float, float, float, float]:
+    nbrs = aligned.nearest_images(lay, lay, K, exclude=np.arange(len(lay)))
+    means, maxes, p99, frac = [], [], [], []
+    for i in range(len(feats)):
+        q = np.ascontiguousarray(feats[i].transpose(1, 2, 0))
+        g = np.ascontiguousarray(feats[nbrs[i]].transpose(0, 2, 3, 1))
+        a, f = aligned.window_distances(q, g, RADIUS), free_distances(q, g)
+        means.append(a.mean() / f.mean())
+        maxes.append(a.max() / f.max())
+        r = a / np.maximum(f, 1e-12)
+        p99.append(np.quantile(r, 0.99))
+        frac.append((r > 1.05).mean())
+    return float(np.median(means)), float(np.median(maxes)), float(np.median(p99)), float(np.median(frac))
+
+
+def coverage_sensitivity(feats: np.ndarray, lay: np.ndarray, boxes, seed: int, repeats: int = 3) -> float:
+    n = len(feats)
+    loo = aligned.aligned_maps(feats, feats, lay, boxes, K, RADIUS, exclude=np.arange(n)).reshape(n, -1).max(1)
+    rises = []
+    for r in range(repeats):  # random halves, each left out in turn
+        half = np.random.default_rng(seed + 100 + r).permutation(n) % 2 == 0
+        out_half = np.empty(n)
+        for side in (True, False):
+            rows, keep = np.flatnonzero(half == side), np.flatnonzero(half != side)
+            out_half[rows] = aligned.aligned_maps(feats[rows], feats[keep], lay[keep], boxes, K,
+                                                  RADIUS).reshape(len(rows), -1).max(1)
+        rises.append((out_half.mean() - loo.mean()) / loo.std(ddof=1))
+    return float(np.mean(rises))
+
+
+def stats(feats: np.ndarray, seed: int) -> dict:
+    boxes = gc.regions(feats.shape[2:], [4])
+    lay = aligned.layouts(feats, boxes).astype(np.float64)
+    pos_mean, pos_max, pos_p99, pos_frac = position_specificity(feats, lay.astype(np.float32))
+    return {"spread": layout_spread(lay), "thin": layout_thinning(lay, seed), "pos_mean": pos_mean, "pos_max": pos_max, "pos_p99": pos_p99,
+            "pos_frac": pos_frac,
+            "coverage": coverage_sensitivity(feats, lay.astype(np.float32), boxes, seed)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("caches", type=Path, nargs="+")
+    ap.add_argument("--n", type=int, default=60, help="golden images per random subset")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--full", action="store_true", help="also all of each cache's golden images")
+    args = ap.parse_args()
+    names = ("spread", "thin", "pos_mean", "pos_max", "pos_p99", "pos_frac", "coverage")
+    print(f"{'cache':<22} {'subset':<10} " + " ".join(f"{n:>9}" for n in names) + "   s", flush=True)
+    for path in args.caches:
+        train = np.load(path, allow_pickle=False)["train"]
+        runs = [(f"{min(args.n, len(train))} s{s}", np.sort(np.random.default_rng(s).permutation(len(train))[:args.n]), s)
+                for s in (int(v) for v in args.seeds.split(","))]
+        if args.full:
+            runs.append((f"all {len(train)}", np.arange(len(train)), 0))
+        for label, rows, seed in runs:
+            t0 = time.perf_counter()
+            r = stats(train[rows].astype(np.float32), seed)
+            print(f"{path.stem:<22} {label:<10} " + " ".join(f"{r[n]:9.3f}" for n in names)
+                  + f"  {time.perf_counter() - t0:4.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,8 +7,11 @@ behind ``aligned_map: {enabled: auto}``), on the feature caches (benchmarks/feat
 Per cache and seed, a random subset of ``--n`` golden images (``--full``: all of them as well), on
 all feature dims, k 5 neighbours by layout and +-1 cell as the aligned map (inspector/methods/aligned.py):
 
-1. layout spread: the median over images of (distance to the nearest other image by layout) /
-   (median distance between two images): ~0 when every image has a near twin, ~1 when none has;
+1. ``twin``, the layout spread (the rule's statistic, calibration/methods/pose.py twin_ratio): the
+   median over images of (distance to the nearest other image by layout) / (median distance between
+   two images): ~0 when every image has a near twin, ~1 when none has; ``thin``: the median nearest
+   distance within random halves over that within all (~1 for scatter in many directions, 2^(1/d)
+   along a d-dimensional pose path);
 2. position specificity: each held-out image against its k nearest images by layout, the mean
    (``pos_mean``) and the largest (``pos_max``) patch distance within +-1 cell of the same position
    over the same anywhere in those k images (>= 1): ~1 when what matches a patch sits where it
@@ -17,6 +20,9 @@ all feature dims, k 5 neighbours by layout and +-1 cell as the aligned map (insp
    set left out (each image in the left-out half) minus the same with only itself left out, in the
    latter's std: how much a new good part's aligned z rises for a golden set that covers its pose
    less well (a calibrated threshold on a turning part is only as good as the pose coverage).
+
+Last, per cache, the rule itself on all its golden images (``rule``: pose.decide, the twin ratio
+averaged over 5 seeded 60-image subsets, seeds 0, 1, 2) and its decision at the 0.48 cut.
 """
 from __future__ import annotations
 
@@ -28,19 +34,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from calibration.methods import pose  # noqa: E402
 from inspector.methods import aligned  # noqa: E402
 from inspector.methods import global_context as gc  # noqa: E402
 
 K, RADIUS = 5, 1
-
-
-def layout_spread(lay: np.ndarray) -> float:
-    d2 = (lay * lay).sum(1)[:, None] + (lay * lay).sum(1)[None] - 2.0 * lay @ lay.T
-    d = np.sqrt(np.maximum(d2, 0.0))
-    np.fill_diagonal(d, np.inf)
-    nearest = d.min(axis=1)
-    pairs = d[np.triu_indices(len(d), 1)]
-    return float(np.median(nearest) / np.median(pairs))
 
 
 def layout_thinning(lay: np.ndarray, seed: int, repeats: int = 5) -> float:
@@ -101,7 +99,7 @@ def stats(feats: np.ndarray, seed: int) -> dict:
     boxes = gc.regions(feats.shape[2:], [4])
     lay = aligned.layouts(feats, boxes).astype(np.float64)
     pos_mean, pos_max, pos_p99, pos_frac = position_specificity(feats, lay.astype(np.float32))
-    return {"spread": layout_spread(lay), "thin": layout_thinning(lay, seed), "pos_mean": pos_mean, "pos_max": pos_max, "pos_p99": pos_p99,
+    return {"twin": pose.twin_ratio(lay), "thin": layout_thinning(lay, seed), "pos_mean": pos_mean, "pos_max": pos_max, "pos_p99": pos_p99,
             "pos_frac": pos_frac,
             "coverage": coverage_sensitivity(feats, lay.astype(np.float32), boxes, seed)}
 
@@ -112,8 +110,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="golden images per random subset")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--full", action="store_true", help="also all of each cache's golden images")
+    ap.add_argument("--cut", type=float, default=0.48, help="the rule's cut (aligned_map.auto_cut)")
     args = ap.parse_args()
-    names = ("spread", "thin", "pos_mean", "pos_max", "pos_p99", "pos_frac", "coverage")
+    pose_cut = args.cut
+    names = ("twin", "thin", "pos_mean", "pos_max", "pos_p99", "pos_frac", "coverage")
     print(f"{'cache':<22} {'subset':<10} " + " ".join(f"{n:>9}" for n in names) + "   s", flush=True)
     for path in args.caches:
         train = np.load(path, allow_pickle=False)["train"]
@@ -126,6 +126,10 @@ def main() -> None:
             r = stats(train[rows].astype(np.float32), seed)
             print(f"{path.stem:<22} {label:<10} " + " ".join(f"{r[n]:9.3f}" for n in names)
                   + f"  {time.perf_counter() - t0:4.0f}", flush=True)
+        rule = [pose.decide(train, pose_cut, s) for s in (0, 1, 2)]
+        print(f"{path.stem:<22} rule: twin ratio " + " / ".join(f"{d.twin_ratio:.3f}" for d in rule)
+              + f" (seeds 0/1/2, {rule[0].images} images) -> aligned map {'on' if rule[0].enabled else 'off'}"
+              + ("" if len({d.enabled for d in rule}) == 1 else " (seeds disagree)"), flush=True)
 
 
 if __name__ == "__main__":

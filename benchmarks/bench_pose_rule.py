@@ -21,6 +21,9 @@ all feature dims, k 5 neighbours by layout and +-1 cell as the aligned map (insp
    latter's std: how much a new good part's aligned z rises for a golden set that covers its pose
    less well (a calibrated threshold on a turning part is only as good as the pose coverage).
 
+``--sizes``: instead, the twin ratio's mean, std and range over 10 random subsets of 15 to 200
+golden images (why the rule takes it on a fixed number of images).
+
 Last, per cache, the rule itself on all its golden images (``rule``: pose.decide, the twin ratio
 averaged over 5 seeded 60-image subsets, seeds 0, 1, 2) and its decision at the 0.48 cut.
 """
@@ -99,9 +102,20 @@ def stats(feats: np.ndarray, seed: int) -> dict:
     boxes = gc.regions(feats.shape[2:], [4])
     lay = aligned.layouts(feats, boxes).astype(np.float64)
     pos_mean, pos_max, pos_p99, pos_frac = position_specificity(feats, lay.astype(np.float32))
-    return {"twin": pose.twin_ratio(lay), "thin": layout_thinning(lay, seed), "pos_mean": pos_mean, "pos_max": pos_max, "pos_p99": pos_p99,
+    return {"twin": pose.twin_ratio(lay), "thin": layout_thinning(lay, seed), "pos_mean": pos_mean,
+            "pos_max": pos_max, "pos_p99": pos_p99,
             "pos_frac": pos_frac,
             "coverage": coverage_sensitivity(feats, lay.astype(np.float32), boxes, seed)}
+
+
+def twin_by_size(train: np.ndarray, name: str) -> None:
+    lay = aligned.layouts(train, gc.regions(train.shape[2:], [4])).astype(np.float64)
+    cells = []
+    for n in (15, 30, 60, 120, 200):
+        if n <= len(lay):
+            v = [pose.twin_ratio(lay[np.random.default_rng(s).permutation(len(lay))[:n]]) for s in range(10)]
+            cells.append(f"n {n}: {np.mean(v):.3f} +-{np.std(v):.3f} [{min(v):.3f}, {max(v):.3f}]")
+    print(f"{name:<22} " + " | ".join(cells), flush=True)
 
 
 def main() -> None:
@@ -110,14 +124,20 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="golden images per random subset")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--full", action="store_true", help="also all of each cache's golden images")
+    ap.add_argument("--sizes", action="store_true", help="the twin ratio against the subset size only")
     ap.add_argument("--cut", type=float, default=0.48, help="the rule's cut (aligned_map.auto_cut)")
     args = ap.parse_args()
     pose_cut = args.cut
     names = ("twin", "thin", "pos_mean", "pos_max", "pos_p99", "pos_frac", "coverage")
-    print(f"{'cache':<22} {'subset':<10} " + " ".join(f"{n:>9}" for n in names) + "   s", flush=True)
+    if not args.sizes:
+        print(f"{'cache':<22} {'subset':<10} " + " ".join(f"{n:>9}" for n in names) + "   s", flush=True)
     for path in args.caches:
         train = np.load(path, allow_pickle=False)["train"]
-        runs = [(f"{min(args.n, len(train))} s{s}", np.sort(np.random.default_rng(s).permutation(len(train))[:args.n]), s)
+        if args.sizes:
+            twin_by_size(train, path.stem)
+            continue
+        runs = [(f"{min(args.n, len(train))} s{s}",
+                 np.sort(np.random.default_rng(s).permutation(len(train))[:args.n]), s)
                 for s in (int(v) for v in args.seeds.split(","))]
         if args.full:
             runs.append((f"all {len(train)}", np.arange(len(train)), 0))

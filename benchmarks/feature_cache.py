@@ -66,7 +66,8 @@ def main() -> None:
     ap.add_argument("--engine", default="openvino")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--rotate", type=float, default=0.0, help="turn each golden image by up to +-this many degrees")
-    ap.add_argument("--shift", type=float, default=0.0, help="shift each golden image by up to +-this share of its size")
+    ap.add_argument("--shift", type=float, default=0.0,
+                    help="shift each golden image by up to +-this share of its size")
     ap.add_argument("--train-only", action="store_true", help="no test images (test arrays empty)")
     args = ap.parse_args()
 

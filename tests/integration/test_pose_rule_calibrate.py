@@ -1,6 +1,6 @@
 """`inspector calibrate` with global context's ``aligned_map: {enabled: auto}``: on synthetic plates in
 a fixture the rule turns the aligned map on, the bundle holds the map and the decision, and the
-summary says what was decided and from what."""
+summary and report say what was decided and from what."""
 from __future__ import annotations
 
 import json
@@ -40,3 +40,4 @@ def test_calibrate_auto_turns_the_map_on_for_a_fixed_part_and_says_why(tmp_path)
         assert npz["gc_aligned_golden"].shape[1] == 8
     line = next(s for s in p.stdout.splitlines() if s.startswith("aligned map"))
     assert "on (auto: twin ratio" in line and "fixed pose" in line
+    assert "<th>aligned map</th><td>on (auto: twin ratio" in (bundle / "report.html").read_text()

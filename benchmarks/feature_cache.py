@@ -9,6 +9,13 @@ the work image:
         --out /tmp/featcache/loco_256.npz
     python benchmarks/feature_cache.py --dataset ../shared/data/mvtec_bottle --out /tmp/featcache/bottle_auto.npz
 
+A synthetic "part that turns / moves" golden set (the fixed-pose research, benchmarks/bench_pose_rule.py):
+each golden image rotated about its centre by a seeded random angle in +-ROTATE degrees and
+shifted by up to +-SHIFT of its size (the uncovered border repeats the edge pixels), train only:
+
+    python benchmarks/feature_cache.py --dataset ../shared/data/mvtec_bottle --size 256x256 \
+        --train-limit 60 --rotate 180 --train-only --out /tmp/featcache/bottle_rot_256.npz
+
 Arrays: train float16 [N, D, h, w] (train/good, first --train-limit), test float16 [M, D, h, w],
 labels int8 [M], kinds str [M], masks uint8 [M, H, W] (the work image, padding included; 255 =
 defect; all zero for good or maskless images), has_mask bool [M], content_hw int [2] (the frame
@@ -37,6 +44,19 @@ from inspector.preprocess import Preprocessor  # noqa: E402
 from inspector.settings import Settings  # noqa: E402
 
 
+def moved(images: list, rotate: float, shift: float, seed: int = 0) -> list:
+    """Each image turned about its centre by a seeded uniform angle in +-rotate degrees and shifted
+    by up to +-shift of its size; the uncovered border repeats the edge pixels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for im in images:
+        h, w = im.shape[:2]
+        m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), float(rng.uniform(-rotate, rotate)), 1.0)
+        m[:, 2] += rng.uniform(-shift, shift, 2) * (w, h)
+        out.append(cv2.warpAffine(im, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, required=True)
@@ -45,6 +65,10 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--engine", default="openvino")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--rotate", type=float, default=0.0, help="turn each golden image by up to +-this many degrees")
+    ap.add_argument("--shift", type=float, default=0.0,
+                    help="shift each golden image by up to +-this share of its size")
+    ap.add_argument("--train-only", action="store_true", help="no test images (test arrays empty)")
     args = ap.parse_args()
 
     raw = {"engine": {"type": args.engine, "precision": args.precision}}
@@ -55,6 +79,8 @@ def main() -> None:
     golden = read_golden(args.dataset / "train" / "good", max_pixels=settings.preprocess.max_pixels)
     if args.train_limit:
         golden = golden.first(args.train_limit)
+    if args.rotate or args.shift:
+        golden.images[:] = moved(golden.images, args.rotate, args.shift)
     geometry = choose_geometry(settings.preprocess, settings.calibration.min_defect_px,
                                [im.shape for im in golden.images])
     pre = Preprocessor(geometry.spec)
@@ -67,9 +93,10 @@ def main() -> None:
                                                           network=desc))
         try:
             train = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch)
-            items = mvtec_test_set(args.dataset)
+            items = [] if args.train_only else mvtec_test_set(args.dataset)
             images = [read_image_file(str(it.path), max_pixels=settings.preprocess.max_pixels) for it in items]
-            test = extract_features(engine, pre, images, batch=engine.spec.max_batch)
+            test = (extract_features(engine, pre, images, batch=engine.spec.max_batch) if images
+                    else np.zeros((0,) + train.shape[1:], np.float32))
         finally:
             engine.close()
     work_h, work_w = pre.grid.work_hw

@@ -48,7 +48,7 @@ from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_networ
 from calibration.geometry import choose_geometry
 from calibration.golden import GoldenSet
 from calibration.golden_split import enough_originals, load_golden, split_originals
-from calibration.methods import fit_method
+from calibration.methods import fit_method, resolve_config
 from calibration.progress import Bar, timed
 from calibration.thresholds import Threshold, few_heldout_warning
 from calibration.tile_memo import TileMemo
@@ -265,6 +265,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
 
         # --- fit on part, score the held-out rest through the network the line will run
         groups = origin_ids(golden.names)  # a copy goes with its original wherever a fit holds images out
+        # what the config leaves to the golden images, decided once: both fits must score alike
+        settings = settings.model_copy(update={"scorer": resolve_config(settings.scorer, feats, cal.seed, groups)})
         held_images = [golden.images[i] for i in hold_idx]
         refit = None
         if cal.refit_on_all and not evaluate_only and method.HEAD is None:

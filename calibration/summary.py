@@ -63,6 +63,16 @@ def _auto_line(auto: Optional[dict]) -> Optional[str]:
     return f"auto          chose {auto['chosen']} (synthetic defects found: {tried})"
 
 
+def _pose_words(manifest: BundleManifest) -> Optional[str]:
+    """global context's ``aligned_map: {enabled: auto}``: what calibration decided, from what."""
+    d = getattr(manifest.scorer.params, "aligned_auto", None)
+    if d is None:
+        return None
+    stat = ("" if d.twin_ratio is None
+            else f"twin ratio {d.twin_ratio:.3f} {'>=' if d.enabled else '<'} cut {d.cut:g}, ")
+    return f"{'on' if d.enabled else 'off'} (auto: {stat}{d.images} golden images): {d.reason}"
+
+
 def _geometry_lines(r: CalibrationResult) -> list[str]:
     """The geometry calibration chose, the smallest defect it resolves, and what a frame costs
     in the engine (per frame and per megapixel of work image: cost grows with pixels)."""
@@ -85,6 +95,7 @@ def _geometry_lines(r: CalibrationResult) -> list[str]:
 
 def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) -> None:
     ti, tp = r.image_threshold, r.pixel_threshold
+    pose = _pose_words(r.manifest)
     lines = [
         f"bundle        {r.bundle_dir}  (id {r.bundle_id})",
         f"images        {r.images_used} used, {len(r.images_skipped)} skipped, {len(r.holdout_names)} held out"
@@ -97,6 +108,7 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
         f"pixel thresh  {tp.value:.4f}" if tp else None,
         _detectability_line(r.detectability),
         _auto_line(r.manifest.auto),
+        f"aligned map   {pose}" if pose else None,
         "time          " + ", ".join(f"{k} {v:.1f}s" for k, v in r.stage_seconds.items()),
     ]
     for name, reason in r.images_skipped:
@@ -130,6 +142,7 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
     defect_scores = None
     if defects_dir:
         defect_scores = score_folder(bundle, settings, defects_dir)
+    pose = _pose_words(r.manifest)
     data = CalibrationReportData(
         heldout_scores=[float(s) for s in r.holdout_scores],
         threshold=r.image_threshold.value,
@@ -148,7 +161,8 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
                  "held out": str(len(r.holdout_names)), "memory bank": str(r.bank_size),
                  "backbone": r.manifest.network.backbone,
                  "input": _input_words(r.manifest.preprocess.model_dump(mode="json")),
-                 "scorer": r.manifest.scorer.type},
+                 "scorer": r.manifest.scorer.type,
+                 **({"aligned map": pose} if pose else {})},
     )
     out = r.bundle_dir / "report.html"
     write_calibration_report(out, data)

@@ -9,6 +9,7 @@ import numpy as np
 
 from calibration.methods import Progress
 from calibration.methods import patchcore as patchcore_fit
+from calibration.methods import pose
 from calibration.methods.aligned import fit_aligned
 from inspector.methods import global_context as gc
 from inspector.methods import patchcore
@@ -133,6 +134,19 @@ def fit_global(features: np.ndarray, config: gc.GlobalConfig, seed: int, groups:
     return mean.astype(np.float32), prec.astype(np.float32), z.astype(np.float32)
 
 
+def resolve_config(features: np.ndarray, config: gc.Config, seed: int,
+                   groups: Optional[np.ndarray] = None) -> gc.Config:
+    """``aligned_map: {enabled: auto}`` decided once on all the golden images (calibration calls
+    this before its fits: the held-out split's fit, whose scores set the threshold, and the refit
+    on all must score the same way); any other config unchanged."""
+    a = config.global_context.aligned_map
+    if a.enabled != "auto":
+        return config
+    g = config.global_context.model_copy(update={"aligned_map": pose.resolve(a, features, seed,
+                                                                             group_ids(len(features), groups))})
+    return config.model_copy(update={"global_context": g})
+
+
 def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: gc.Config,
              features_shape, aligned=None) -> gc.State:
     """The state from its fitted parts (the benchmark reuses one local fit across variants);
@@ -142,7 +156,7 @@ def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: g
     params = gc.Params(local=local.params, smoothing_sigma=config.smoothing_sigma, grid_hw=[int(h), int(w)],
                        grids=list(g.grids), map_grids=list(g.map_grids), weight=g.weight, map_weight=g.map_weight, local_mean=stats[0],
                        local_std=stats[1], feature_dim=int(d), images_seen=int(n),
-                       aligned=None if aligned is None else aligned[2])
+                       aligned=None if aligned is None else aligned[2], aligned_auto=g.aligned_map.decision)
     golden, (mean, basis) = (None, (None, None)) if aligned is None else aligned[:2]
     return gc.State(params, local, *glob, golden, mean, basis)
 
@@ -160,6 +174,7 @@ def fit(features: np.ndarray, config: gc.Config, seed: int, progress: Progress,
         raise ValueError(f"global_context needs at least 3 golden images in each fit (got {originals}"
                          + (f" originals, {len(features)} with augmented copies" if len(features) != originals else "")
                          + "); add golden images or set scorer.method: patchcore")
+    config = resolve_config(features, config, seed, member)  # still auto only when called outside calibrate
     local = patchcore_fit.fit(features, config.local(), seed, progress)
     g = config.global_context
     stats = local_standardisation(features, local, g.local_images, seed, member)

@@ -48,7 +48,10 @@ same h, w); it refuses None in one line. A fit that holds golden images out insi
 context's out-of-fold Gaussians) takes ``groups=None``: int [N], the original golden image of each
 row, which ``calibrate --augment``'s copies share with their original; calibration passes it to a
 fit whose signature names it, and such a fit holds a group out whole. A method may compose another's state and fit (supervised
-holds a PatchCore state and calls PatchCore's fit) rather than copy them.
+holds a PatchCore state and calls PatchCore's fit) rather than copy them. Optionally it also holds
+``resolve_config(features, config, seed, groups) -> config``: settings the config leaves to the
+golden images (global context's ``aligned_map: {enabled: auto}``), decided once on all of them
+before calibration's fits (the held-out split's and the refit on all), so both score alike.
 
 The one list of methods is ``inspector/methods/registry.py`` ``METHODS``; the config union, the
 manifest's params union, calibration and bundle loading are all built from it. Adding a method:

@@ -21,7 +21,9 @@ the map is PatchCore's own.
 With ``aligned_map`` (off by default; for parts at the same place in every frame) PatchCore's
 distances in the map give way to (``fusion: replace``) or are joined by (``max``) the
 aligned-neighbour map (inspector/methods/aligned.py), in the same golden z-units scaled back into
-PatchCore's distances; the image score is unchanged.
+PatchCore's distances; the image score is unchanged. ``enabled: auto`` leaves the choice to
+calibration (calibration/methods/pose.py: on when the golden images look like a fixed pose), which
+records its decision in ``aligned_auto``.
 
 Arrays: PatchCore's under the prefix ``gc_`` (``gc_memory_bank``, ``gc_bank_knn_index``);
 ``gc_region_mean`` float32 [R, F], ``gc_region_precision`` float32 [R, F, F] (inverse shrunk
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Optional
+from typing import Literal, Mapping, Optional, Union
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -53,11 +55,26 @@ Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 Weight = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
 
 
+class PoseDecision(StrictJson):
+    """What ``aligned_map: {enabled: auto}`` decided at calibration (calibration/methods/pose.py)."""
+
+    enabled: bool
+    twin_ratio: Optional[float] = None  # the golden images' statistic; None: too few images to judge
+    cut: float  # on at or above it
+    images: Annotated[int, Field(ge=0)]  # original golden images the rule saw
+    reason: str
+
+
 class AlignedConfig(MethodConfig):
     """The aligned-neighbour map (inspector/methods/aligned.py): for parts at the same place in
     every frame (a fixture, a conveyor stop); a part that moves or turns between frames wants it off."""
 
-    enabled: bool = False
+    # auto: on when the golden images look like a fixed pose (calibration/methods/pose.py decides
+    # once per calibration, before its fits, and the bundle records why)
+    enabled: Union[bool, Literal["auto"]] = False
+    auto_cut: float = Field(0.48, gt=0.0, lt=1.0)  # the twin ratio at or above which auto turns it on
+    # filled by calibration from ``enabled: auto`` (enabled is then its outcome), not a setting
+    decision: Optional[PoseDecision] = None
     # golden images kept (k-center by layout when there are more): the bundle holds their features;
     # fewer cost map quality on parts with many variants (docs/BENCHMARKS.md, issue 12/13 pixel maps)
     images: int = Field(1000, ge=2)
@@ -71,6 +88,12 @@ class AlignedConfig(MethodConfig):
     # image score += image_weight x the map's largest z (0: the image score is global context's alone);
     # on the benchmark caches 1.0 with dims null was as good or better on all four sets (docs/BENCHMARKS.md)
     image_weight: float = Field(0.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _decision_is_outcome(self) -> "AlignedConfig":
+        if self.decision is not None and self.enabled != self.decision.enabled:
+            raise ValueError("aligned_map.decision is calibration's record of enabled: auto; leave it out")
+        return self
 
 
 class GlobalConfig(MethodConfig):
@@ -132,6 +155,7 @@ class Params(MethodParams):
     local_std: Positive
     images_seen: Count = None
     aligned: Optional[AlignedParams] = None  # None: no aligned-neighbour map (and bundles from before it)
+    aligned_auto: Optional[PoseDecision] = None  # enabled: auto's decision; None: not asked for
 
 
 def regions(grid_hw, grids) -> list[tuple[int, int, int, int]]:

@@ -45,12 +45,11 @@ def decide(features: np.ndarray, cut: float, seed: int, member: Optional[np.ndar
         return gc.PoseDecision(enabled=False, twin_ratio=None, cut=cut, images=n,
                                reason=f"only {n} golden images: the rule needs {SUBSET} to judge the pose; "
                                       f"set aligned_map.enabled true for a part in a fixture")
-    boxes = gc.regions(features.shape[2:], [4])
+    lay = aligned.layouts(features[first] if n < len(features) else features, gc.regions(features.shape[2:], [4]))
     rng = np.random.default_rng(seed)
     ratios = []
     for _ in range(REPEATS if n > SUBSET else 1):  # with exactly SUBSET images every subset is the same
-        rows = np.sort(first[rng.choice(n, SUBSET, replace=False)])
-        ratios.append(twin_ratio(aligned.layouts(features[rows], boxes)))
+        ratios.append(twin_ratio(lay[np.sort(rng.choice(n, SUBSET, replace=False))]))
     r = float(np.mean(ratios))
     on = r >= cut
     why = ("fixed pose: a golden image's nearest twin is about as far as a typical golden image" if on else

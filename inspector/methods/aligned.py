@@ -23,8 +23,13 @@ def project(feats: np.ndarray, mean: Optional[np.ndarray], basis: Optional[np.nd
     if basis is None:
         return feats
     n, d, h, w = feats.shape
-    flat = feats.transpose(0, 2, 3, 1).reshape(-1, d).astype(np.float32) - mean
-    return np.ascontiguousarray((flat @ basis).reshape(n, h, w, -1).transpose(0, 3, 1, 2))
+    # one [K, D] @ [D, h*w] product per image, on its channels-first features as they are (no
+    # transposed copy of every patch), centred after it: (x - mean) @ basis = x @ basis - mean @ basis
+    rows, shift = np.ascontiguousarray(basis.T, np.float32), (mean @ basis).astype(np.float32)[:, None]
+    out = np.empty((n, rows.shape[0], h, w), np.float32)
+    for i in range(n):
+        out[i] = (rows @ np.asarray(feats[i], np.float32).reshape(d, h * w) - shift).reshape(-1, h, w)
+    return out
 
 
 def layouts(feats: np.ndarray, boxes) -> np.ndarray:

@@ -69,9 +69,9 @@ class AlignedConfig(MethodConfig):
     """The aligned-neighbour map (inspector/methods/aligned.py): for parts at the same place in
     every frame (a fixture, a conveyor stop); a part that moves or turns between frames wants it off."""
 
-    # auto: on when the golden images look like a fixed pose (calibration/methods/pose.py decides
-    # once per calibration, before its fits, and the bundle records why)
-    enabled: Union[bool, Literal["auto"]] = False
+    # auto (the default): on when the golden images look like a fixed pose (calibration/methods/pose.py
+    # decides once per calibration, before its fits, and the bundle records why)
+    enabled: Union[bool, Literal["auto"]] = "auto"
     auto_cut: float = Field(0.48, gt=0.0, lt=1.0)  # the twin ratio at or above which auto turns it on
     # filled by calibration from ``enabled: auto`` (enabled is then its outcome), not a setting
     decision: Optional[PoseDecision] = None
@@ -86,8 +86,8 @@ class AlignedConfig(MethodConfig):
     dims: Optional[int] = Field(64, ge=1)
     fusion: Literal["replace", "max"] = "replace"  # PatchCore's distances in the map: replaced, or the larger
     # image score += image_weight x the map's largest z (0: the image score is global context's alone);
-    # on the benchmark caches 1.0 with dims null was as good or better on all four sets (docs/BENCHMARKS.md)
-    image_weight: float = Field(0.0, ge=0.0, le=100.0)
+    # where the map is on (a fixed pose) 1.0 was as good or better on every benchmark set (docs/BENCHMARKS.md)
+    image_weight: float = Field(1.0, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _decision_is_outcome(self) -> "AlignedConfig":

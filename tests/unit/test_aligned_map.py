@@ -1,6 +1,7 @@
 """global_context's aligned-neighbour map (inspector/methods/aligned.py): a part whose every patch is
 normal somewhere but not where it is (a label missing) lights up where it is wrong, which
-PatchCore's map does not; the window search is the exact one; the bundle round trip; off by default."""
+PatchCore's map does not; the window search is the exact one; the bundle round trip; by default
+decided by the fixed-pose rule, which needs 60 golden images (off below)."""
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ from tests.conftest import small_settings
 from tests.unit._scorer_data import scorer_of
 
 GC = {"type": "memory_bank", "method": "global_context", "coreset": {"size": 400}}
-ON = {"aligned_map": {"enabled": True, "images": 30, "k": 3, "radius": 1}}
+ON = {"aligned_map": {"enabled": True, "images": 30, "k": 3, "radius": 1, "image_weight": 0.0}}  # the map only
 
 
 def _parts(rng, n, missing=False):

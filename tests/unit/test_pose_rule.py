@@ -90,3 +90,10 @@ def test_resolved_once_both_fits_score_alike_and_a_hand_set_decision_is_refused(
     assert resolve_config(_config(enabled=False), fixed, 0).global_context.aligned_map.decision is None
     with pytest.raises(ValueError, match="decision"):
         gc.AlignedConfig.model_validate({"enabled": False, "decision": a.decision.model_dump()})
+
+
+def test_the_default_scorer_leaves_the_aligned_map_to_the_rule_with_its_image_term():
+    from inspector.settings import Settings
+
+    a = Settings().scorer.global_context.aligned_map
+    assert (a.enabled, a.image_weight, a.dims) == ("auto", 1.0, 64)

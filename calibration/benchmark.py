@@ -135,7 +135,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
             "backbone": bundle.manifest.network.backbone,
             "input": bundle.preprocess.describe(),
             "scorer": bundle.scorer_type,
-            "scorer_params": {k: v for k, v in bundle.scorer_params.items() if not isinstance(v, (list, dict))},
+            "scorer_params": _brief(bundle.scorer_params),
             "engine": f"{pipeline.engine.kind} {pipeline.engine.precision}",
             "train_images": cal.images_used,
             "augmented_copies": cal.augmented_copies,
@@ -227,6 +227,7 @@ def format_result(r: dict) -> str:
         f"dataset       {r['dataset']}  ({r['train_images']} train, {r['test_images']} test images: "
         f"{at['good_images']} good, {at['defective_images']} defective)",
         f"model         {r['backbone']} {r['input']}, {r['scorer']}, engine {r['engine']}"
+        + _pose_note(r["scorer_params"])
         + (f", bank {r['bank_size']}" if r["bank_size"] else ""),
         f"thresholds    calibrated {r['threshold']:.4f} ({_counts(at)})"
         + "".join(f"; {_pct(op['target_false_reject_rate'])} FRR {op['threshold']:.4f} ({_counts(op)})" for op in ops),
@@ -241,3 +242,18 @@ def format_result(r: dict) -> str:
     if r["test_errors"]:
         lines.append(f"errors        {len(r['test_errors'])}: {r['test_errors'][:3]}")
     return "\n".join(lines)
+
+
+def _brief(params: dict) -> dict:
+    """A method's params without their lists (bank shapes, channel picks): what the JSON reports."""
+    return {k: _brief(v) if isinstance(v, dict) else v for k, v in params.items() if not isinstance(v, list)}
+
+
+def _pose_note(params: dict) -> str:
+    """'; aligned map on (twin ratio 0.785)' when the fixed-pose rule decided (global context)."""
+    decision = params.get("aligned_auto")
+    if not isinstance(decision, dict):
+        return ""
+    ratio = decision.get("twin_ratio")
+    return (f"; aligned map {'on' if decision.get('enabled') else 'off'} by the fixed-pose rule"
+            + (f" (twin ratio {ratio})" if ratio is not None else f" ({decision.get('images')} golden images)"))

@@ -160,3 +160,17 @@ def test_a_mask_of_another_size_is_resized_without_losing_a_thin_defect(tmp_path
     cv2.imwrite(str(small), little)
     up = load_mask_at_frame(small, (200, 200))
     assert up.resized and up.mask.shape == (200, 200) and up.mask[80:82, 20:100].all()
+
+
+def test_bench_reports_what_the_fixed_pose_rule_decided():
+    from calibration.benchmark import _brief, _pose_note
+
+    params = {"method": "global_context", "grids": [1, 2, 4], "local": {"bank_size": 2000, "grid": [1, 2]},
+              "aligned_auto": {"enabled": True, "twin_ratio": 0.7854, "cut": 0.48, "images": 209, "reason": "r"}}
+    brief = _brief(params)
+    assert "grids" not in brief and brief["local"] == {"bank_size": 2000}
+    assert brief["aligned_auto"]["twin_ratio"] == 0.7854
+    assert _pose_note(brief) == "; aligned map on by the fixed-pose rule (twin ratio 0.7854)"
+    few = {"aligned_auto": {"enabled": False, "twin_ratio": None, "cut": 0.48, "images": 16, "reason": "r"}}
+    assert _pose_note(few) == "; aligned map off by the fixed-pose rule (16 golden images)"
+    assert _pose_note({"method": "patchcore"}) == ""

@@ -3,7 +3,8 @@
 Runs `inspector calibrate --golden DIR --out TMP --no-report --quiet` (default config unless
 --config) in a subprocess, --runs times, and prints per run: wall time (interpreter start and
 imports included), the child's CPU time (user + sys), and the stage times calibrate records in
-the bundle's manifest (read, export, features, fit_split, thresholds, detectability, fit_all,
+the bundle's manifest (read, export, features, decide (what the config leaves to the golden
+images, e.g. the fixed-pose rule), fit_split, thresholds, detectability, fit_all,
 write; fit_all runs beside fit_split and the held-out steps for a method without an engine head,
 and fit_all_wait is how long calibrate then still waited for it; "other" is the wall time outside
 the sequential stages: interpreter start, imports, the summary). Also printed: the CPU
@@ -31,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STAGES = ("read", "export", "features", "fit_split", "thresholds", "detectability", "fit_all_wait", "fit_all",
+STAGES = ("read", "export", "features", "decide", "fit_split", "thresholds", "detectability", "fit_all_wait", "fit_all",
           "write")  # calibrate's order
 # run beside the others (calibrate refits a method without an engine head on a thread); its wall
 # time is listed but not part of "other"

@@ -266,7 +266,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         # --- fit on part, score the held-out rest through the network the line will run
         groups = origin_ids(golden.names)  # a copy goes with its original wherever a fit holds images out
         # what the config leaves to the golden images, decided once: both fits must score alike
-        settings = settings.model_copy(update={"scorer": resolve_config(settings.scorer, feats, cal.seed, groups)})
+        with timed(times, "decide"):
+            settings = settings.model_copy(update={"scorer": resolve_config(settings.scorer, feats, cal.seed, groups)})
         held_images = [golden.images[i] for i in hold_idx]
         refit = None
         if cal.refit_on_all and not evaluate_only and method.HEAD is None:

@@ -64,7 +64,7 @@ def test_auto_fit_records_the_decision_and_builds_the_map_only_when_on():
         assert back.state.params.aligned_auto == d
     # true and false stay what they were: no decision recorded
     for enabled in (True, False):
-        state = gc_fit.fit(turned, _config(enabled=enabled), 0, NoProgress())
+        state = gc_fit.fit(turned[:20], _config(enabled=enabled), 0, NoProgress())
         assert state.params.aligned_auto is None and (state.params.aligned is not None) is enabled
 
 

@@ -44,6 +44,7 @@ class Trial:
     n: int  # synthetic defects scored
     real_found: Optional[float]  # share of --defects images found, when given
     seconds: float
+    features_key: str = ""  # the golden features it was calibrated on (calibration/feature_reuse.py)
 
     def key(self) -> tuple:
         """Sort key, best first: most defects found (real ones first when there are some)."""
@@ -112,7 +113,8 @@ def evaluate(candidate: Candidate, golden_dir: Path, golden: GoldenSet, *, defec
     found = sum(r.found for r in d.by_size.values()) / n
     smallest = d.by_size[min(d.by_size)]
     real = d.real.found_share if d.real is not None and d.real.n else None
-    return Trial(candidate, found, smallest.found_share, n, real, time.perf_counter() - t0)
+    return Trial(candidate, found, smallest.found_share, n, real, time.perf_counter() - t0,
+                 reuse.last_key if reuse is not None else "")
 
 
 def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
@@ -159,6 +161,7 @@ def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Pa
     evidence = {"chosen": best.candidate.name, "criterion": "most synthetic defects found at the false-reject "
                 "budget threshold (real --defects images first when given), then the most of the smallest size",
                 "trials": [t.to_json() for t in trials]}
+    reuse.retain(best.features_key)  # the other geometries' features are not needed again
     result = calibrate(best.candidate.settings, golden_dir, out_dir, progress=progress, golden=golden,
                        defects_dir=defects_dir, force=force, auto_evidence=evidence, reuse=reuse)
     return result, trials

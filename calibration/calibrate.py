@@ -301,7 +301,8 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                     held.image_threshold.value, settings, defect_images, bar)
             log.debug("escape rates: %d tiles from memory, %d run; %d rows' neighbours from memory, %d searched",
                       tiles_seen.hits, tiles_seen.ran, rows_seen.hits, rows_seen.searched)
-            del tiles_seen, rows_seen, known_tiles  # their memory goes before the refit is awaited
+            # their memory goes before the refit is awaited (the tiles stay where --auto shares them)
+            del tiles_seen, rows_seen, known_tiles
         if evaluate_only:
             return CalibrationResult(
                 bundle_dir=Path(out_dir) if out_dir else Path(), bundle_id="", images_used=len(golden.images),

@@ -31,15 +31,27 @@ def reuse_key(preprocess: dict, network: dict, engine, golden, hold_idx: np.ndar
 
 
 class FeatureReuse:
+    """``last_key``: the key of the latest get or put (which extraction a calibration used)."""
+
     def __init__(self):
         self._kept: dict[str, Extracted] = {}
         self.reused = 0
+        self.last_key = ""
 
     def get(self, key: str) -> Optional[Extracted]:
+        self.last_key = key
         found = self._kept.get(key)
         self.reused += found is not None
         return found
 
     def put(self, key: str, feats: np.ndarray, tiles: dict) -> None:
         feats.flags.writeable = False  # shared: a fit that wrote into it would change the next one's
+        self.last_key = key
         self._kept[key] = Extracted(feats, tiles)
+
+    def retain(self, key: str) -> None:
+        """Drop every extraction but ``key``'s (their memory goes before the winner's calibration)."""
+        self._kept = {k: v for k, v in self._kept.items() if k == key}
+
+    def keys(self) -> list[str]:
+        return list(self._kept)

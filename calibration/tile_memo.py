@@ -51,7 +51,7 @@ class TileMemo:
                     if seen:
                         out[n][t] = self.outputs[keys[t]][n]
         for j, t in enumerate(todo):
-            if keys[t] is not None and keep is not None and keep[t]:
+            if keys[t] is not None and keep is not None and keep[t] and keys[t] not in self.outputs:
                 size = sum(a[j].nbytes for a in ran.values())
                 if self.bytes + size <= self.max_bytes:
                     self.outputs[keys[t]] = {n: a[j].copy() for n, a in ran.items()}

@@ -70,15 +70,18 @@ class _Kept:
 
     def joined(self) -> tuple:
         if self.index is None:
-            rows, fps, dist, idx = (np.concatenate(a) for a in zip(*self.parts))
+            rows, fps, dist, idx = (self.parts[0] if len(self.parts) == 1 else
+                                    tuple(np.concatenate(a) for a in zip(*self.parts)))  # one part: no copy
             order = np.argsort(fps, kind="stable")
             self.index = (rows, fps[order], order, dist, idx)
         return self.index
 
 
 class SearchMemo:
-    """Rows searched in a ``remembering`` scope, at most ``max_bytes`` of them (then no more are
-    kept); ``hits`` / ``searched`` count the rows answered from memory / by the searcher."""
+    """Rows searched in a ``remembering`` scope, at most ``max_bytes`` of them (rows, fingerprints
+    and answers; past it, the first rows that fit are kept); ``hits`` / ``searched`` count the rows
+    answered from memory / by the searcher. The rows are kept as the caller passed them (no copy):
+    a caller must not write into a query array after searching it."""
 
     def __init__(self, max_bytes: int = 1 << 30):
         self.max_bytes = max_bytes
@@ -94,7 +97,7 @@ class SearchMemo:
         hit = np.zeros(len(queries), bool)
         dist = np.empty(len(queries), np.float32)
         idx = np.empty(len(queries), np.int64)
-        if kept is not None and len(queries):
+        if kept is not None and len(queries) and kept.parts:
             rows, sorted_fps, order, k_dist, k_idx = kept.joined()
             pos = np.minimum(np.searchsorted(sorted_fps, fps), len(sorted_fps) - 1)
             cand = order[pos]
@@ -108,10 +111,12 @@ class SearchMemo:
             dist[miss], idx[miss] = d, i
         self.hits += int(hit.sum())
         self.searched += len(miss)
-        if record and self.bytes + queries.nbytes <= self.max_bytes:
+        per_row = queries.shape[1] * 4 + 8 + 4 + 8  # the row, its fingerprint, distance and index
+        room = min(len(queries), (self.max_bytes - self.bytes) // per_row) if record else 0
+        if room > 0:
             if kept is None:
                 kept = self._kept[id(searcher)] = _Kept(searcher, [])
-            kept.parts.append((queries, fps, dist.copy(), idx.copy()))
+            kept.parts.append((queries[:room], fps[:room], dist[:room].copy(), idx[:room].copy()))
             kept.index = None
-            self.bytes += queries.nbytes
+            self.bytes += room * per_row
         return dist, idx

@@ -126,3 +126,31 @@ def test_candidates_at_one_geometry_and_the_winner_share_one_feature_extraction(
     assert len(extracted) == 2
     assert alone.image_threshold.value == pytest.approx(result.image_threshold.value, rel=1e-5)  # two engine runs
     assert alone.detectability.to_json()["by_size"] == result.detectability.to_json()["by_size"]
+
+
+def test_only_the_winners_features_are_kept_for_its_calibration(tmp_path, golden_dir, monkeypatch):
+    import calibration.auto as auto
+    import calibration.calibrate as calibrate_module
+    from calibration.feature_reuse import FeatureReuse
+
+    made, extracted = [], []
+    real_extract = calibrate_module.extract_features
+
+    class Spy(FeatureReuse):
+        def __init__(self):
+            super().__init__()
+            made.append(self)
+
+    def counted(engine, pre, images, **kwargs):
+        extracted.append(pre.spec.width)
+        return real_extract(engine, pre, images, **kwargs)
+
+    monkeypatch.setattr(auto, "FeatureReuse", Spy)
+    monkeypatch.setattr(calibrate_module, "extract_features", counted)
+    cal = {"holdout": 0.25, "min_images": 4, "synthetic_defects": 20}
+    big, small = small_settings(calibration=cal), small_settings(calibration=cal, preprocess={"size": [96, 96]})
+    result, trials = auto_calibrate(big, golden_dir, tmp_path / "b", progress=False,
+                                    candidate_list=[Candidate("big", big), Candidate("small", small)])
+    assert sorted(extracted) == [96, 128]  # one extraction per geometry; the winner's calibration reused its own
+    best = next(t for t in trials if t.candidate.name == result.manifest.as_dict()["auto"]["chosen"])
+    assert made[0].keys() == [best.features_key] and best.features_key

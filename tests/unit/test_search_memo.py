@@ -62,14 +62,29 @@ def test_reusing_keeps_nothing_new_and_another_searcher_gets_no_answers():
 def test_outside_a_scope_nothing_is_kept_and_the_size_cap_holds():
     bank, clean = _data(2)
     searcher = CountingSearch(bank)
-    memo = SearchMemo(max_bytes=clean[:250].nbytes)
+    per_row = 24 * 4 + 20  # the row, its fingerprint, distance and index
+    memo = SearchMemo(max_bytes=250 * per_row)
     search_memo.search(searcher, clean)  # no scope: the daemon's path
     assert memo.bytes == 0
     with search_memo.remembering(memo):
         search_memo.search(searcher, clean[:250])
         search_memo.search(searcher, clean[250:])  # over the cap: not kept
-    assert memo.bytes == clean[:250].nbytes
+    assert memo.bytes == 250 * per_row
     searcher.rows = 0
     with search_memo.reusing(memo):
         search_memo.search(searcher, clean)
     assert searcher.rows == 250
+
+
+def test_an_empty_search_first_and_rows_past_the_cap_kept_up_to_it():
+    bank, clean = _data(3)
+    searcher = CountingSearch(bank)
+    memo = SearchMemo(max_bytes=100 * (24 * 4 + 20))  # room for 100 rows with their answers
+    with search_memo.remembering(memo):
+        search_memo.search(searcher, clean[:0])
+        search_memo.search(searcher, clean)  # the first 100 rows are kept
+    searcher.rows = 0
+    with search_memo.reusing(memo):
+        dist, idx = search_memo.search(searcher, clean)
+    assert searcher.rows == 400 and memo.hits == 100
+    np.testing.assert_array_equal(idx, ExactSearch(bank).search(clean)[1])

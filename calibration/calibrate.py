@@ -250,6 +250,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         key = reuse_key(pspec.to_json(), description, engine, golden, hold_idx) if reuse is not None else ""
         extracted = reuse.get(key) if reuse is not None else None
         tiles_seen, rows_seen = TileMemo(engine, outputs=extracted.tiles if extracted else None), SearchMemo()
+        reuse_tiles = pre.grid.tiled and method.HEAD is None  # the escape-rate step runs this very engine
         with timed(times, "features"), bar(len(golden.images), "extracting features") as pb:
             if extracted is not None:
                 feats = extracted.feats
@@ -257,7 +258,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             else:
                 feats = extract_features(engine, pre, golden.images, batch=engine.spec.max_batch,
                                          progress=pb.update, keep=hold_idx,
-                                         memo=tiles_seen if pre.grid.tiled and method.HEAD is None else None)
+                                         memo=tiles_seen if reuse_tiles else None)
                 if reuse is not None:
                     reuse.put(key, feats, tiles_seen.outputs)
         defect_images = heldout.read_defects(defects_dir, settings) if defects_dir is not None else None
@@ -295,7 +296,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                     held.warnings.append(heldout.TRAINED_ON_DEFECTS)
                     log.warning("%s", heldout.TRAINED_ON_DEFECTS)
             with timed(times, "detectability"), search_memo.reusing(rows_seen):  # escape rates at that threshold
-                known_tiles = tiles_seen.engine() if scoring_engine is engine and pre.grid.tiled else scoring_engine
+                known_tiles = tiles_seen.engine() if reuse_tiles else scoring_engine
                 detectability = heldout.detectability(
                     heldout.image_scorer(known_tiles, pre, Scorer(method, state), input_hw), held_images,
                     held.image_threshold.value, settings, defect_images, bar)

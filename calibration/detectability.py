@@ -10,12 +10,12 @@ A defect is found when its image score is above the image threshold: the daemon'
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from calibration.ahead import made_ahead
 from calibration.synthetic_defects import KINDS, DefectSynthesizer
 from calibration.thresholds import frr_upper_bound
 
@@ -89,20 +89,13 @@ class Detectability:
 
 
 def _score_in_chunks(score_images: ScoreImages, n: int, make: Callable[[int, int], list]) -> np.ndarray:
-    """Scores of the ``n`` images ``make(start, stop)`` gives, CHUNK at a time; the next chunk is
-    made on a thread while this one is scored (one thread, so in order: the synthesizer's random
+    """Scores of the ``n`` images ``make(start, stop)`` gives, CHUNK at a time, the next chunk
+    made while this one is scored (calibration/ahead.py: in order, so the synthesizer's random
     draws are the same as made one after another)."""
     if not n:
         return np.zeros(0)
-    out = []
-    with ThreadPoolExecutor(1, thread_name_prefix="synthetic-defects") as pool:
-        pending = pool.submit(make, 0, min(CHUNK, n))
-        for s in range(0, n, CHUNK):
-            images = pending.result()
-            if s + CHUNK < n:
-                pending = pool.submit(make, s + CHUNK, min(s + 2 * CHUNK, n))
-            out.append(np.asarray(score_images(images), np.float64).ravel())
-    return np.concatenate(out)
+    chunks = made_ahead(lambda s: make(s, min(s + CHUNK, n)), range(0, n, CHUNK), "synthetic-defects")
+    return np.concatenate([np.asarray(score_images(images), np.float64).ravel() for images in chunks])
 
 
 def estimate_detectability(score_images: ScoreImages, golden: Sequence[np.ndarray], threshold: float,

@@ -35,14 +35,11 @@ class FeatureReuse:
 
     def __init__(self):
         self._kept: dict[str, Extracted] = {}
-        self.reused = 0
         self.last_key = ""
 
     def get(self, key: str) -> Optional[Extracted]:
         self.last_key = key
-        found = self._kept.get(key)
-        self.reused += found is not None
-        return found
+        return self._kept.get(key)
 
     def put(self, key: str, feats: np.ndarray, tiles: dict) -> None:
         feats.flags.writeable = False  # shared: a fit that wrote into it would change the next one's

@@ -1,12 +1,12 @@
 """Golden images -> the network's patch features, through the same Engine the daemon uses."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Collection, Optional, Sequence
 
 import numpy as np
 
+from calibration.ahead import made_ahead
 from calibration.tile_memo import TileMemo
 from engines.backbones.export import export_onnx
 from engines.backbones.patch_features import AGGREGATIONS, PatchFeatureNet, build_patch_feature_net
@@ -63,19 +63,15 @@ def run_images(engine, preprocessor: Preprocessor, images: Sequence[np.ndarray],
         return memo.run(tiles, kept)
 
     out: dict[str, np.ndarray] = {}
-    with ThreadPoolExecutor(1, thread_name_prefix="preprocess") as pool:
-        pending = pool.submit(prepare, 0) if len(images) else None
-        for s in range(0, len(images), batch):
-            n, tiles = pending.result()
-            if s + batch < len(images):
-                pending = pool.submit(prepare, s + batch)
-            outputs = preprocessor.grid.stitch(run(s, tiles), n)
-            for name, arr in outputs.items():
-                if name not in out:
-                    out[name] = np.empty((len(images), *arr.shape[1:]), arr.dtype)
-                out[name][s:s + n] = arr
-            if progress:
-                progress(n)
+    starts = range(0, len(images), batch)
+    for (n, tiles), s in zip(made_ahead(prepare, starts, "preprocess"), starts):
+        outputs = preprocessor.grid.stitch(run(s, tiles), n)
+        for name, arr in outputs.items():
+            if name not in out:
+                out[name] = np.empty((len(images), *arr.shape[1:]), arr.dtype)
+            out[name][s:s + n] = arr
+        if progress:
+            progress(n)
     return out
 
 

@@ -30,33 +30,23 @@ class TileMemo:
 
     def run(self, tiles: np.ndarray, keep: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
         """The engine's outputs for ``tiles`` [T, ...]: known ones from memory, the rest run (in one
-        batch); those run with ``keep[t]`` true are kept."""
-        looked_up = keep is None or keep.any()  # the feature step hashes only the tiles it keeps
-        keys = [tile_key(t) if looked_up and (keep is None or keep[k]) else None for k, t in enumerate(tiles)]
-        known = [k is not None and k in self.outputs for k in keys]
-        todo = [t for t, seen in enumerate(known) if not seen]
-        ran = self._engine.run(tiles if len(todo) == len(tiles) else tiles[todo]) if todo else {}
+        batch). ``keep`` (bool [T]): only those tiles are looked up, and kept once run; None: every
+        tile is looked up, none kept."""
+        keys = [tile_key(t) if keep is None or keep[k] else None for k, t in enumerate(tiles)]
+        todo = [t for t, key in enumerate(keys) if key not in self.outputs]  # None is never a key
         self.hits += len(tiles) - len(todo)
         self.ran += len(todo)
-        if not todo:
-            first = self.outputs[keys[0]]
-            return {n: np.stack([self.outputs[k][n] for k in keys]) for n in first}
+        ran = self._engine.run(tiles if len(todo) == len(tiles) else tiles[todo]) if todo else {}
+        fresh = {t: {n: a[j] for n, a in ran.items()} for j, t in enumerate(todo)}
+        for t, out in fresh.items():
+            size = sum(a.nbytes for a in out.values())
+            if keep is not None and keep[t] and keys[t] not in self.outputs and self.bytes + size <= self.max_bytes:
+                self.outputs[keys[t]] = {n: a.copy() for n, a in out.items()}
+                self.bytes += size
         if len(todo) == len(tiles):
-            out = ran
-        else:
-            out = {n: np.empty((len(tiles), *a.shape[1:]), a.dtype) for n, a in ran.items()}
-            for n, a in ran.items():
-                out[n][todo] = a
-                for t, seen in enumerate(known):
-                    if seen:
-                        out[n][t] = self.outputs[keys[t]][n]
-        for j, t in enumerate(todo):
-            if keys[t] is not None and keep is not None and keep[t] and keys[t] not in self.outputs:
-                size = sum(a[j].nbytes for a in ran.values())
-                if self.bytes + size <= self.max_bytes:
-                    self.outputs[keys[t]] = {n: a[j].copy() for n, a in ran.items()}
-                    self.bytes += size
-        return out
+            return ran
+        each = [fresh[t] if t in fresh else self.outputs[keys[t]] for t in range(len(tiles))]
+        return {n: np.stack([e[n] for e in each]) for n in each[0]}
 
     def engine(self) -> "MemoEngine":
         """The engine as the escape-rate step runs it: known tiles from memory, nothing new kept."""

@@ -18,12 +18,12 @@ that the region's local evidence does not explain (``region_map``), so a region 
 a whole lights up as a whole while a scratch stays a scratch; with ``map_weight`` 0 (the default)
 the map is PatchCore's own.
 
-With ``aligned_map`` (off by default; for parts at the same place in every frame) PatchCore's
-distances in the map give way to (``fusion: replace``) or are joined by (``max``) the
-aligned-neighbour map (inspector/methods/aligned.py), in the same golden z-units scaled back into
-PatchCore's distances; the image score is unchanged. ``enabled: auto`` leaves the choice to
-calibration (calibration/methods/pose.py: on when the golden images look like a fixed pose), which
-records its decision in ``aligned_auto``.
+With ``aligned_map`` on (for parts at the same place in every frame) PatchCore's distances in
+the map give way to (``fusion: replace``) or are joined by (``max``) the aligned-neighbour map
+(inspector/methods/aligned.py), in the same golden z-units scaled back into PatchCore's distances,
+and ``image_weight`` x its largest z joins the image score. ``enabled: auto`` (the default) leaves
+the choice to calibration (calibration/methods/pose.py: on when the golden images look like a
+fixed pose), which records its decision in ``aligned_auto``.
 
 Arrays: PatchCore's under the prefix ``gc_`` (``gc_memory_bank``, ``gc_bank_knn_index``);
 ``gc_region_mean`` float32 [R, F], ``gc_region_precision`` float32 [R, F, F] (inverse shrunk

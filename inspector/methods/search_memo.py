@@ -13,6 +13,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator, Optional
 
 import numpy as np
@@ -51,11 +52,16 @@ def reusing(memo: "SearchMemo"):
     return _scope(memo, False)
 
 
+@lru_cache(maxsize=8)
+def _multipliers(width: int) -> np.ndarray:
+    return np.random.default_rng(0x5EED).integers(1, 2 ** 63, width, dtype=np.uint64) * 2 + 1
+
+
 def fingerprints(rows: np.ndarray) -> np.ndarray:
     """uint64 [P]: each row's bits times fixed random odd multipliers, summed modulo 2^64 (equal
     rows, equal fingerprints; unequal ones collide with chance ~2^-64, and are compared anyway)."""
     bits = np.ascontiguousarray(rows).view(np.uint32)
-    mult = np.random.default_rng(0x5EED).integers(1, 2 ** 63, bits.shape[1], dtype=np.uint64) * 2 + 1
+    mult = _multipliers(bits.shape[1])
     out = np.empty(len(rows), np.uint64)
     for s in range(0, len(rows), _CHUNK):
         out[s:s + _CHUNK] = (bits[s:s + _CHUNK].astype(np.uint64) * mult).sum(axis=1, dtype=np.uint64)

@@ -225,9 +225,12 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             geometry = choose_geometry(settings.preprocess, cal.min_defect_px, [im.shape for im in golden.images])
             pspec, reference = geometry.spec, None
             if pspec.align is not None:
-                from calibration.reference import golden_reference
+                from calibration.reference import golden_pose, golden_reference
 
-                golden, reference = golden_reference(golden, pspec)
+                if pspec.align.motion == "pose":  # the work image becomes the part's box
+                    golden, reference, pspec = golden_pose(golden, pspec, settings.preprocess.tile)
+                else:
+                    golden, reference = golden_reference(golden, pspec)
                 originals = enough_originals(golden, cal.min_images, f"golden folder {golden_dir}: only {{n}} images "
                                              f"register to the golden reference (need {cal.min_images}); see the "
                                              f"warnings above, or turn preprocess.align off")

@@ -14,7 +14,7 @@ from calibration.report import CalibrationReportData, write_calibration_report
 from calibration.thresholds import Threshold
 from inspector.manifest import BundleManifest
 from inspector.heatmap import render_overlay, write_png_atomic
-from inspector.align import unalign_map
+from inspector.align import unalign_to_frame
 
 
 def _engine_line(manifest: BundleManifest) -> str:
@@ -134,7 +134,7 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
             name = r.holdout_names[i]
             img = r.holdout_images[i]
             _, tr = pre.prepare(img)
-            held_map = r.holdout_maps[i] if tr.align is None else unalign_map(r.holdout_maps[i], tr.align)
+            held_map = r.holdout_maps[i] if tr.align is None else unalign_to_frame(r.holdout_maps[i], tr)
             ov = render_overlay(img, held_map, tr, bundle.pixel_threshold or 1.0,
                                 label=f"{name}  {r.holdout_scores[i]:.3f}")
             path = write_png_atomic(pics / f"near-{len(near)}.png", ov)

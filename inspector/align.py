@@ -55,7 +55,7 @@ class Aligner:
     """Registers network-size images to ``reference`` (float32 grey [H, W] in [0, 1])."""
 
     def __init__(self, reference: np.ndarray, spec: AlignSpec):
-        if spec.motion not in _MOTIONS:
+        if spec.motion not in _MOTIONS:  # pose: inspector/pose.py
             raise ValueError(f"align motion {spec.motion!r}; expected one of {sorted(_MOTIONS)}")
         self.spec = spec
         self.reference = np.ascontiguousarray(reference, dtype=np.float32)
@@ -106,13 +106,19 @@ class Aligner:
                               borderMode=cv2.BORDER_REFLECT_101)
 
 
-def unalign_map(pixel_map: np.ndarray, warp: Sequence[float]) -> np.ndarray:
+def unalign_map(pixel_map: np.ndarray, warp: Sequence[float], size: Optional[tuple[int, int]] = None) -> np.ndarray:
     """An anomaly map in the reference's pose -> the frame's own network-input pixels (zero where
-    the frame shows what the reference does not)."""
+    the frame shows what the reference does not). size: (w, h) of the frame's resized image when
+    it differs from the map's (motion pose: the map is the canonical box, inspector/pose.py)."""
     m = np.asarray(warp, np.float32).reshape(2, 3)
-    h, w = pixel_map.shape
+    w, h = size if size is not None else pixel_map.shape[::-1]
     return cv2.warpAffine(pixel_map.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def unalign_to_frame(pixel_map: np.ndarray, tr) -> np.ndarray:
+    """``unalign_map`` for a frame's RoiTransform ``tr`` (its resized size from its scales)."""
+    return unalign_map(pixel_map, tr.align, (int(round(tr.roi_w * tr.scale_x)), int(round(tr.roi_h * tr.scale_y))))
 
 
 def build_reference(greys: Sequence[np.ndarray], spec: AlignSpec) -> tuple[np.ndarray, list[tuple[int, str]]]:

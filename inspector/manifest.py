@@ -68,7 +68,7 @@ def _check_json_tree(value: Any, where: str) -> Any:
 class AlignSection(_Section):
     """preprocess.align: registration to the golden reference (inspector/align.py)."""
 
-    motion: Literal["translation", "euclidean", "affine"]
+    motion: Literal["translation", "euclidean", "affine", "pose"]
     max_shift: float = Field(gt=0.0, le=0.5, allow_inf_nan=False)
     max_rotation_deg: float = Field(gt=0.0, le=90.0, allow_inf_nan=False)
     min_correlation: float = Field(ge=-1.0, le=1.0, allow_inf_nan=False)
@@ -84,6 +84,8 @@ class PreprocessSection(_Section):
     # geometry (inspector/tiling.py); absent in bundles made before tiling: one untiled input
     work_size: Optional[list[Annotated[int, Field(gt=0, le=65536)]]] = Field(None, min_length=2, max_length=2)
     tile_overlap: int = Field(0, ge=0, le=4096)
+    # align motion pose: the size the ROI crop is resized to before the pose warp (work_size is then the box)
+    canvas: Optional[list[Annotated[int, Field(gt=0, le=65536)]]] = Field(None, min_length=2, max_length=2)
     tiles: int = Field(1, ge=1, le=4096)
     frame_scale: Optional[float] = Field(None, gt=0.0, le=64.0, allow_inf_nan=False)
     min_defect_px: Optional[float] = Field(None, gt=0.0, le=4096.0, allow_inf_nan=False)

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from engines.base import Engine
-from inspector.align import unalign_map
+from inspector.align import unalign_to_frame
 from inspector.decode import FrameError
 from inspector.preprocess import Preprocessor
 from inspector.types import Frame, RoiTransform, Verdict, VerdictKind
@@ -93,7 +93,7 @@ class InspectionPipeline:
                 map_ms = _ms(t0)  # part of scoring: upsampling + smoothing this frame's map
                 t0 = time.perf_counter()
                 if pmap is not None and ex.transforms[k].align is not None:
-                    pmap = unalign_map(pmap, ex.transforms[k].align)  # back to the frame's own pose
+                    pmap = unalign_to_frame(pmap, ex.transforms[k])  # back to the frame's own pose
                 regions = self.judge.regions(pmap, ex.transforms[k]) if kind is VerdictKind.FAIL else ()
                 judge_ms = _ms(t0)
                 timings = {"decode": f.decode_ms, "preprocess": ex.pre_ms[k], "inference": ex.inference_ms,

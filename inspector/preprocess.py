@@ -17,6 +17,7 @@ import numpy as np
 
 from inspector.align import Aligner, AlignSpec, to_grey
 from inspector.decode import FrameError
+from inspector.pose import PoseAligner
 from inspector.tiling import TileGrid
 from inspector.types import RoiTransform
 
@@ -40,6 +41,13 @@ class PreprocessSpec:
     # size, and the smallest defect (frame pixels) that covers one feature cell at that scale
     frame_scale: Optional[float] = None
     min_defect_px: Optional[float] = None
+    # align motion pose: (W, H) the ROI crop is resized to before the pose warp cuts the part's
+    # box (``work``) out of it; None: the crop is resized to ``work`` itself
+    canvas: Optional[tuple[int, int]] = None
+
+    @property
+    def canvas_size(self) -> tuple[int, int]:
+        return self.canvas if self.canvas is not None else self.work_size
 
     @property
     def work_size(self) -> tuple[int, int]:
@@ -58,20 +66,24 @@ class PreprocessSpec:
         return {"width": self.width, "height": self.height, "roi": list(self.roi) if self.roi else None,
                 "color": "rgb", "scale": "0..1", "align": self.align.to_json() if self.align else None,
                 "work_size": list(self.work_size), "tile_overlap": self.tile_overlap, "tiles": grid.n_tiles,
-                "frame_scale": self.frame_scale, "min_defect_px": self.min_defect_px}
+                "frame_scale": self.frame_scale, "min_defect_px": self.min_defect_px,
+                "canvas": list(self.canvas) if self.canvas else None}
 
     @classmethod
     def from_json(cls, d: dict) -> "PreprocessSpec":
         work = d.get("work_size")
         return cls(int(d["width"]), int(d["height"]), tuple(d["roi"]) if d.get("roi") else None,
                    AlignSpec.from_json(d.get("align")), tuple(int(v) for v in work) if work else None,
-                   int(d.get("tile_overlap") or 0), d.get("frame_scale"), d.get("min_defect_px"))
+                   int(d.get("tile_overlap") or 0), d.get("frame_scale"), d.get("min_defect_px"),
+                   tuple(int(v) for v in d["canvas"]) if d.get("canvas") else None)
 
     def describe(self) -> str:
         """One line for logs and summaries: work size, tiles, scale."""
         grid = self.grid
         w, h = self.work_size
         words = f"work {w}x{h}"
+        if self.canvas is not None:
+            words += f" (the part's box, cut from {self.canvas[0]}x{self.canvas[1]} by its pose)"
         words += (f", {grid.n_tiles} tiles of {self.width}x{self.height} ({len(grid.xs)}x{len(grid.ys)}, "
                   f"overlap {self.tile_overlap} px)" if grid.tiled else f", one {self.width}x{self.height} input")
         if self.frame_scale is not None:
@@ -91,7 +103,8 @@ class Preprocessor:
         if spec.align is not None:
             if reference is None:
                 raise ValueError("preprocess.align is on but there is no golden reference image")
-            self.aligner = Aligner(reference, spec.align)
+            self.aligner = (PoseAligner(reference, spec.align.min_correlation) if spec.align.motion == "pose"
+                            else Aligner(reference, spec.align))
 
     def prepare(self, image: np.ndarray, roi: Optional[Sequence[int]] = None) -> tuple[np.ndarray, RoiTransform]:
         """One image (BGR HxWx3 or grey HxW uint8) -> the work image, float32 CHW RGB in [0, 1]
@@ -133,7 +146,7 @@ class Preprocessor:
         else:
             x = y = 0
             w, h = w0, h0
-        W, H = self.spec.work_size
+        W, H = self.spec.canvas_size
         interp = cv2.INTER_AREA if (w > W or h > H) else cv2.INTER_LINEAR
         resized = cv2.resize(image, (W, H), interpolation=interp)
         return resized, RoiTransform(x, y, w, h, W / w, H / h, w0, h0)

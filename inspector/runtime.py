@@ -26,16 +26,16 @@ def check_preprocess_matches(bundle: Bundle, settings) -> None:
     cfg = settings.preprocess
     theirs = bundle.preprocess
     hint = "recalibrate or remove the preprocess section"
-    work_w, work_h = theirs.work_size
-    if cfg.size != "auto" and tuple(cfg.size) != (work_w, work_h):
-        raise BundleError(f"bundle {bundle.path} was calibrated with preprocess size {work_w}x{work_h}, the config "
+    if cfg.size != "auto" and tuple(cfg.size) != theirs.canvas_size:  # align pose: work is the part's box
+        cw, ch = theirs.canvas_size
+        raise BundleError(f"bundle {bundle.path} was calibrated with preprocess size {cw}x{ch}, the config "
                           f"says {cfg.size[0]}x{cfg.size[1]}; {hint}")
     if cfg.scale != "auto" and (theirs.frame_scale is None or abs(cfg.scale - theirs.frame_scale) > 1e-6 * cfg.scale):
         raise BundleError(f"bundle {bundle.path} was calibrated with preprocess scale {theirs.frame_scale}, the config "
                           f"says {cfg.scale}; {hint}")
     if "tile" in cfg.model_fields_set:
         # the bundle's network input is the tile, shrunk to the work image where that is smaller
-        expect = TileGrid.plan(work_w, work_h, *cfg.tile, theirs.tile_overlap).tile_hw
+        expect = TileGrid.plan(*theirs.work_size, *cfg.tile, theirs.tile_overlap).tile_hw
         if expect != (theirs.height, theirs.width):
             raise BundleError(f"bundle {bundle.path} was calibrated with network input {theirs.width}x{theirs.height}, "
                               f"the config's preprocess tile {cfg.tile[0]}x{cfg.tile[1]} makes "

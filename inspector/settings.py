@@ -91,7 +91,9 @@ class AlignConfig(_Strict):
     """Register each frame to the golden reference view before scoring (inspector/align.py)."""
 
     enabled: bool = False
-    motion: Literal["translation", "euclidean", "affine"] = "euclidean"  # euclidean: shift + rotation
+    # euclidean: shift + rotation (ECC, small moves); pose: any turn and place of an elongated part,
+    # cut to a box around it (inspector/pose.py; max_shift / max_rotation_deg do not apply)
+    motion: Literal["translation", "euclidean", "affine", "pose"] = "euclidean"
     max_shift: float = Field(0.15, gt=0.0, le=0.5)  # share of the work image's longer side
     max_rotation_deg: float = Field(15.0, gt=0.0, le=90.0)
     min_correlation: float = Field(0.6, ge=-1.0, le=1.0)  # ECC correlation; below it the part is not recognised

@@ -100,9 +100,43 @@ def pose_warp(m: Measure, box: tuple[int, int], flip: bool = False) -> np.ndarra
 
 
 def warp_to_box(image: np.ndarray, warp: np.ndarray, box: tuple[int, int]) -> np.ndarray:
-    """The canvas resampled into the canonical box (edges mirrored in where the box leaves it)."""
-    return cv2.warpAffine(image, warp, (int(box[0]), int(box[1])), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REFLECT_101)
+    """The canvas resampled into the canonical box. Where the box leaves the canvas it shows the
+    canvas's background mirrored in, with the part blanked out of it first (a mirrored copy of
+    the part's own end at the border would be a defect on every part lying near an edge)."""
+    size = (int(box[0]), int(box[1]))
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    out = cv2.warpAffine(image, warp, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
+    inside = cv2.warpAffine(np.ones(image.shape[:2], np.uint8), warp, size,
+                            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+    inside = cv2.erode(inside, np.ones((3, 3), np.uint8))  # the interpolated seam too
+    if inside.all():
+        return out
+    g = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    part = part_mask(g.astype(np.float32) / 255.0 if g.dtype == np.uint8 else g)
+    floor = image
+    if part is not None:
+        part = cv2.dilate(part, np.ones((7, 7), np.uint8)) > 0
+        if not part.all():
+            floor = _blank(image, part)
+    back = cv2.warpAffine(floor, warp, size, flags=flags, borderMode=cv2.BORDER_REFLECT_101)
+    keep = inside > 0 if image.ndim == 2 else (inside > 0)[..., None]
+    return np.where(keep, out, back)
+
+
+def _blank(image: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """``image`` with the ``part`` pixels replaced by the floor around them (a wide mean of the
+    floor pixels only, so the floor's shading carries on; a flat fill shows as a patch)."""
+    k = max(15, min(part.shape) // 4) | 1
+    free = (~part).astype(np.float32)
+    x = image.astype(np.float32)
+    num = cv2.boxFilter(x * (free if x.ndim == 2 else free[..., None]), -1, (k, k), normalize=False)
+    den = cv2.boxFilter(free, -1, (k, k), normalize=False)
+    est = num / np.maximum(den if x.ndim == 2 else den[..., None], 1e-6)
+    far = den < 1.0  # no floor within the window: the floor's median
+    if far.any():
+        est[far] = np.median(x[~part], axis=0)
+    keep = part if x.ndim == 2 else part[..., None]
+    return np.where(keep, est, x).astype(image.dtype)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -72,6 +72,14 @@ def rod(angle: float, cx: float, cy: float) -> np.ndarray:
     return cv2.warpAffine(canon, m, (SIDE, SIDE), flags=cv2.INTER_LINEAR, borderValue=200)
 
 
+def test_a_part_at_the_edge_gets_background_not_a_mirrored_copy_of_itself():
+    g = grey(screw(0, 36, 64))  # the head 3 px from the left edge: the box leaves the canvas by 12 px
+    aligner = PoseAligner(None, 0.6, BOX)
+    box = aligner.warp_image(g, aligner.estimate(g))
+    assert box[:, :10].min() > 0.6  # floor only (the floor is 200/255, the part 50-70/255)
+    assert box[:, 14:22].min() < 0.3  # the head itself is there
+
+
 def test_reference_settles_which_end_is_which():
     """Ends equally wide: the width rule guesses, the golden reference decides."""
     box = (96, 24)

@@ -62,8 +62,8 @@ def golden_pose(golden: GoldenSet, spec: PreprocessSpec, tile: tuple[int, int]) 
     part is not found or does not match, the reference view at the part's box, the spec with the
     box as the work size and the geometry's work size as the canvas the box is cut from).
 
-    The box holds the longest golden part with a small margin and the widest with more (its ends'
-    angle is the least certain). The reference is built twice: the canonical golden images with
+    The box holds the longest golden part (4 px to spare: a box one tile long is one network
+    input) and the widest with a quarter more (its ends' angle is the least certain). The reference is built twice: the canonical golden images with
     the wider end left, their median; then each settled against that median (which end is which),
     the median again."""
     canvas = spec.work_size
@@ -80,7 +80,7 @@ def golden_pose(golden: GoldenSet, spec: PreprocessSpec, tile: tuple[int, int]) 
                              f"length/width is {elong:.2f}, under {MIN_ELONGATION:g}): a round or square part has no "
                              f"axis to turn to; use motion euclidean for a part in a fixture")
     diagonal = math.hypot(*canvas)
-    box = (min(_round8(1.04 * max(m.length for m in found) + 8), _round8(diagonal)),
+    box = (min(_round8(max(m.length for m in found) + 4), _round8(diagonal)),
            min(_round8(1.25 * max(m.width for m in found) + 8), _round8(diagonal)))
     first = PoseAligner(None, spec.align.min_correlation, box)
     canon = []

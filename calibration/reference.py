@@ -19,6 +19,8 @@ from inspector.tiling import TileGrid
 
 log = logging.getLogger(__name__)
 
+MAX_FAILED_SHARE = 0.2  # motion pose: golden images whose part is not found, above which calibration refuses
+
 
 def golden_reference(golden: GoldenSet, spec: PreprocessSpec) -> tuple[GoldenSet, np.ndarray]:
     """(golden set without the images that cannot be registered, reference float32 grey [H, W]).
@@ -63,9 +65,10 @@ def golden_pose(golden: GoldenSet, spec: PreprocessSpec, tile: tuple[int, int]) 
     box as the work size and the geometry's work size as the canvas the box is cut from).
 
     The box holds the longest golden part (4 px to spare: a box one tile long is one network
-    input) and the widest with a quarter more (its ends' angle is the least certain). The reference is built twice: the canonical golden images with
-    the wider end left, their median; then each settled against that median (which end is which),
-    the median again."""
+    input) and the widest with a quarter more (its ends' angle is the least certain). The reference
+    is built twice: the canonical golden images with the wider end left, their median; then each
+    settled against that median (which end is which), the median again. More than
+    ``MAX_FAILED_SHARE`` of the golden images without a part found: refused."""
     canvas = spec.work_size
     plain = Preprocessor(dataclasses.replace(spec, align=None, canvas=None))
     greys = [to_grey(plain.crop_resize(im)[0]) for im in golden.images]
@@ -102,6 +105,10 @@ def golden_pose(golden: GoldenSet, spec: PreprocessSpec, tile: tuple[int, int]) 
             raise InspectorError("golden images: no part matches the others after pose normalisation; are they "
                                  "all the same part? (or turn preprocess.align off)")
         reference = np.median(np.stack(canon), axis=0).astype(np.float32)
+    if len(failed) > MAX_FAILED_SHARE * len(greys):  # not found reliably: the line's frames would error as often
+        raise InspectorError(f"golden images: preprocess.align motion pose failed on {len(failed)} of {len(greys)} "
+                             f"(more than {MAX_FAILED_SHARE:.0%}; the first: {failed[0][1]}); it needs one "
+                             f"elongated part that stands out from a plain background (or turn preprocess.align off)")
     grid = TileGrid.plan(*box, *tile, spec.tile_overlap)
     posed = dataclasses.replace(spec, width=grid.tile_w, height=grid.tile_h, work=box, canvas=canvas)
     log.info("pose normalisation: the part's box %dx%d cut from %dx%d (golden length/width %.1f)", *box, *canvas,

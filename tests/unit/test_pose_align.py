@@ -164,6 +164,11 @@ def test_golden_pose_cuts_the_box_and_refuses_round_parts():
         discs.append(d)
     with pytest.raises(InspectorError, match="needs an elongated part"):
         golden_pose(GoldenSet([f"d{i}.png" for i in range(6)], discs, [], "sha"), spec, (256, 256))
+    # a part the threshold does not find reliably (here 3 of 8 frames show a disc): refused, not a line
+    # where a third of the frames would be error rows
+    mixed = images[:5] + discs[:3]
+    with pytest.raises(InspectorError, match="failed on 3 of 8.*not elongated"):
+        golden_pose(GoldenSet([f"m{i}.png" for i in range(8)], mixed, [], "sha"), spec, (256, 256))
 
 
 @pytest.fixture(scope="module")

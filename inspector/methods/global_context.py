@@ -90,9 +90,11 @@ class AlignedConfig(MethodConfig):
     image_weight: float = Field(1.0, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
-    def _decision_is_outcome(self) -> "AlignedConfig":
-        if self.decision is not None and self.enabled != self.decision.enabled:
-            raise ValueError("aligned_map.decision is calibration's record of enabled: auto; leave it out")
+    def _decision_is_calibrations(self) -> "AlignedConfig":
+        # calibration sets it with model_copy (no validation); anything validated is a user's input
+        if self.decision is not None:
+            raise ValueError("aligned_map.decision is written by calibration from enabled: auto, not "
+                             "a setting; remove it from the config")
         return self
 
 

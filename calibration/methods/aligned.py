@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from calibration.methods.patches import patch_rows
 from inspector.methods import aligned
 from inspector.methods import global_context as gc
 
@@ -33,8 +34,7 @@ def pca_basis(features: np.ndarray, dims: int, seed: int, sample: int = 100_000)
     rng = np.random.default_rng(seed)
     total = n * h * w
     rows = rng.choice(total, min(sample, total), replace=False)
-    img, cell = np.divmod(rows, h * w)
-    x = features[img, :, cell // w, cell % w].astype(np.float64)  # [rows, D], no copy of all patches
+    x = patch_rows(features, rows, np.float64)  # [rows, D], no copy of all patches
     mean = x.mean(axis=0)
     xc = x - mean
     _, vecs = np.linalg.eigh(xc.T @ xc / max(len(xc) - 1, 1))  # ascending eigenvalues

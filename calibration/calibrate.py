@@ -49,6 +49,7 @@ from calibration.geometry import choose_geometry
 from calibration.golden import GoldenSet
 from calibration.golden_split import enough_originals, load_golden, split_originals
 from calibration.methods import fit_method, resolve_config
+from calibration.methods.coreset import one_blas_thread
 from calibration.progress import Bar, timed
 from calibration.thresholds import Threshold, few_heldout_warning
 from calibration.tile_memo import TileMemo
@@ -186,6 +187,9 @@ class _Background:
     def result(self):
         return self._future.result()
 
+    def done(self) -> bool:
+        return self._future.done()
+
     def __exit__(self, *exc) -> None:
         self._pool.shutdown(wait=True)
 
@@ -271,15 +275,26 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             settings = settings.model_copy(update={"scorer": resolve_config(settings.scorer, feats, cal.seed, groups)})
         held_images = [golden.images[i] for i in hold_idx]
         refit = None
+        # while two fits run at once, one BLAS thread each; taken and lifted here, on this thread,
+        # while no other thread is in a BLAS call (see coreset.one_blas_thread); unwound after
+        # the refit thread has been waited for
+        blas_hold = cleanup.enter_context(ExitStack())
+
+        def lift_blas_hold_once_refit_ended():
+            if refit is None or refit.done():
+                blas_hold.close()
+
         if cal.refit_on_all and not evaluate_only and method.HEAD is None:
             # the refit does not depend on the held-out steps: run it beside them, since neither
             # keeps both cores busy (the coreset picks on one BLAS thread, the engine waits on
             # decoding and scoring); a head method's refit trains a network, and stays after them
+            blas_hold.enter_context(one_blas_thread())
             refit = cleanup.enter_context(_Background(times, "fit_all", lambda: _fit(
                 settings, feats, groups, engine.precision, Bar(False), "fitting (all golden images)", defect_feats)))
         with timed(times, "fit_split"):
             state = _fit(settings, feats[fit_idx], groups[fit_idx], engine.precision, bar,
                          "fitting (held-out split)", defect_feats)
+        lift_blas_hold_once_refit_ended()
         with ExitStack() as head_scope:  # a head network's engine lives until the escape rates are known
             with timed(times, "thresholds"):
                 onnx_held, description_held, output_held = network.with_head(state, method)
@@ -295,6 +310,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                 if uses_defects:
                     held.warnings.append(heldout.TRAINED_ON_DEFECTS)
                     log.warning("%s", heldout.TRAINED_ON_DEFECTS)
+            lift_blas_hold_once_refit_ended()
             with timed(times, "detectability"), search_memo.reusing(rows_seen):  # escape rates at that threshold
                 known_tiles = tiles_seen.engine() if reuse_tiles else scoring_engine
                 detectability = heldout.detectability(
@@ -315,6 +331,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         if refit is not None:
             with timed(times, "fit_all_wait"):
                 state = refit.result()
+            lift_blas_hold_once_refit_ended()
         elif cal.refit_on_all:
             with timed(times, "fit_all"):
                 state = _fit(settings, feats, groups, engine.precision, bar, "fitting (all golden images)",

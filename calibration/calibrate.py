@@ -59,6 +59,7 @@ from inspector.bundle import ALIGN_REFERENCE
 from inspector.errors import InspectorError
 from inspector.manifest import BundleManifest
 from inspector.methods import search_memo
+from inspector.methods.base import ScoreMap
 from inspector.methods.registry import Scorer, method_of
 from inspector.methods.search_memo import SearchMemo
 from inspector.preprocess import Preprocessor
@@ -134,8 +135,21 @@ class _HeldOut:
     warnings: list[str]
 
     @classmethod
-    def measure(cls, scorer: Scorer, outputs: dict, pre: Preprocessor, cal) -> "_HeldOut":
-        held = scorer.score(outputs, pre.grid.work_hw)
+    def measure(cls, scorer: Scorer, outputs: dict, pre: Preprocessor, cal, between=None,
+                images_at_once: int = 8) -> "_HeldOut":
+        """``between()`` is called between batches of ``images_at_once`` images: calibrate lifts
+        its one-BLAS-thread hold there once the refit has ended. An image's score does not depend
+        on the others in its batch (up to float rounding in the last digits)."""
+        n = len(next(iter(outputs.values())))
+        parts = []
+        for s in range(0, n, images_at_once):
+            parts.append(scorer.score({k: v[s:s + images_at_once] for k, v in outputs.items()}, pre.grid.work_hw))
+            if between is not None:
+                between()
+        held = parts[0] if len(parts) == 1 else ScoreMap(
+            np.concatenate([p.image_scores for p in parts]),
+            None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]),
+            parts[0].input_hw, parts[0].sigma)
         scores = held.image_scores.astype(np.float64)
         maps = None if held.pixel_maps is None else pre.grid.content(held.pixel_maps)  # padding off
         maxima = maps.reshape(len(scores), -1).max(1) if maps is not None else np.array([], np.float64)
@@ -306,7 +320,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                 else:
                     outputs = {OUTPUT_NAME: feats[hold_idx]}
                 with search_memo.remembering(rows_seen):
-                    held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal)
+                    held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal, between=lift_blas_hold_once_refit_ended)
                 if uses_defects:
                     held.warnings.append(heldout.TRAINED_ON_DEFECTS)
                     log.warning("%s", heldout.TRAINED_ON_DEFECTS)

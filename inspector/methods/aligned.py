@@ -40,18 +40,45 @@ def layouts(feats: np.ndarray, boxes) -> np.ndarray:
     return out.reshape(len(feats), -1)
 
 
+def region_sq(layouts: np.ndarray, regions: int) -> np.ndarray:
+    """[M, R*D] layouts -> their squared norms per region, [M, R]."""
+    r = layouts.reshape(len(layouts), regions, -1)
+    return np.einsum("mrd,mrd->mr", r, r)
+
+
+def trimmed_distances(query_layouts: np.ndarray, golden_layouts: np.ndarray, regions: int, trim: int,
+                      golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
+    """[N, R*D], [M, R*D] -> [N, M]: the squared layout distance summed over the regions without
+    the ``trim`` regions where the pair differs most, so a defect's own regions (a missing label,
+    a band of another texture) do not pick the frame's references. ``golden_sq``: region_sq of
+    the golden layouts, made once by the caller."""
+    g = golden_layouts.reshape(len(golden_layouts), regions, -1).transpose(1, 0, 2)  # [R, M, D]
+    q = query_layouts.astype(golden_layouts.dtype).reshape(len(query_layouts), regions, -1).transpose(1, 0, 2)
+    gsq = region_sq(golden_layouts, regions) if golden_sq is None else golden_sq
+    d2 = gsq.T[:, None, :] - 2.0 * np.matmul(q, g.transpose(0, 2, 1))  # [R, N, M]
+    d2 += np.einsum("rnd,rnd->rn", q, q)[:, :, None]  # the query's norm differs per region: it counts here
+    return np.sort(d2, axis=0)[:regions - trim].sum(axis=0)
+
+
 def nearest_images(query_layouts: np.ndarray, golden_layouts: np.ndarray, k: int,
-                   exclude: Optional[np.ndarray] = None, golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
+                   exclude: Optional[np.ndarray] = None, golden_sq: Optional[np.ndarray] = None,
+                   trim: int = 0, regions: int = 1) -> np.ndarray:
     """The ``k`` golden images nearest each query by layout (L2), int [N, k], nearest first.
     ``exclude``: the golden images each query may not pick (itself, its augmented copies): int [N],
     one index each (-1: none), or bool [N, M]. ``golden_sq``:
-    the golden layouts' squared norms, made once by the caller (per frame they cost more than
-    the search: a copy of every golden layout)."""
+    the golden layouts' squared norms ([M]; region_sq's [M, R] with ``trim``), made once by the
+    caller (per frame they cost more than the search: a copy of every golden layout). ``trim``:
+    the regions (of ``regions`` in a layout) where a pair differs most left out of its distance."""
     g = golden_layouts
-    if golden_sq is None:
-        golden_sq = np.einsum("md,md->m", g, g)
-    # the query's own norm is the same for every golden image: it does not change the ranking
-    d2 = golden_sq[None] - 2.0 * (query_layouts.astype(g.dtype) @ g.T)
+    if trim:
+        if not 0 < trim < regions:
+            raise ValueError(f"trim {trim} must be below the layout's {regions} regions")
+        d2 = trimmed_distances(query_layouts, g, regions, trim, golden_sq)
+    else:
+        if golden_sq is None:
+            golden_sq = np.einsum("md,md->m", g, g)
+        # the query's own norm is the same for every golden image: it does not change the ranking
+        d2 = golden_sq[None] - 2.0 * (query_layouts.astype(g.dtype) @ g.T)
     left_out = 0
     if exclude is not None and exclude.ndim == 2:
         d2[exclude] = np.inf
@@ -84,11 +111,11 @@ def window_distances(query: np.ndarray, golden: np.ndarray, radius: int) -> np.n
 
 def aligned_maps(feats: np.ndarray, golden: np.ndarray, golden_layouts: np.ndarray, boxes, k: int,
                  radius: int, exclude: Optional[np.ndarray] = None,
-                 golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
+                 golden_sq: Optional[np.ndarray] = None, trim: int = 0) -> np.ndarray:
     """feats float32 [N, D, h, w], golden [M, D, h, w] (any float dtype) -> distance maps float32
-    [N, h, w], each frame against its ``k`` nearest golden images (``exclude``, ``golden_sq`` as
-    nearest_images)."""
-    nbrs = nearest_images(layouts(feats, boxes), golden_layouts, k, exclude, golden_sq)
+    [N, h, w], each frame against its ``k`` nearest golden images (``exclude``, ``golden_sq``,
+    ``trim`` as nearest_images, the layout's regions being ``boxes``)."""
+    nbrs = nearest_images(layouts(feats, boxes), golden_layouts, k, exclude, golden_sq, trim, len(boxes))
     out = np.empty((len(feats),) + feats.shape[2:], np.float32)
     for i in range(len(feats)):
         q = np.ascontiguousarray(feats[i].transpose(1, 2, 0), dtype=np.float32)

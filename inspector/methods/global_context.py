@@ -80,6 +80,10 @@ class AlignedConfig(MethodConfig):
     images: int = Field(1000, ge=2)
     k: int = Field(5, ge=1, le=50)  # nearest golden images by layout each frame is compared with
     radius: int = Field(1, ge=0, le=8)  # cells of misplacement allowed between a frame and its neighbours
+    # of the layout's 16 regions, those where a frame and a golden image differ most left out of
+    # their distance when picking neighbours: a defect's own regions then do not pick the
+    # references (0: all regions; docs/BENCHMARKS.md, issue 12/13 pooled pixel AUROC)
+    trim: int = Field(0, ge=0, le=15)
     # features projected on the golden patches' top principal directions (None: all D): a bundle
     # 152/64 times smaller and a search ~2x cheaper for a map within 0.003 pixel AUROC of all D on
     # the benchmark sets (docs/BENCHMARKS.md)
@@ -134,6 +138,7 @@ class Config(patchcore.Config):
 class AlignedParams(StrictJson):
     k: Annotated[int, Field(ge=1)]
     radius: Annotated[int, Field(ge=0)]
+    trim: Annotated[int, Field(ge=0, le=15)] = 0  # bundles from before it: all regions
     fusion: Literal["replace", "max"]
     dims: Optional[Annotated[int, Field(ge=1)]] = None  # the PCA projection's K; None: the full features
     mean: float  # golden images' aligned-map maxima (each without itself): mean and std
@@ -198,7 +203,8 @@ class State:
     aligned_mean: Optional[np.ndarray] = None  # float32 [D], with params.aligned.dims only
     aligned_basis: Optional[np.ndarray] = None  # float32 [D, K], with params.aligned.dims only
     aligned_layouts: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
-    aligned_sq: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)  # their norms²
+    # their norms² ([M]; per region [M, R] with params.aligned.trim)
+    aligned_sq: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
     aligned_boxes: list = field(default_factory=list, init=False, repr=False, compare=False)  # layout_boxes, once
     precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
     boxes: list = field(init=False, repr=False, compare=False)  # regions(grid_hw, grids), made once
@@ -230,7 +236,9 @@ class State:
             object.__setattr__(self, "aligned_boxes", layout_boxes(self))
             lay = aligned.layouts(self.aligned_golden, self.aligned_boxes)
             object.__setattr__(self, "aligned_layouts", lay)
-            object.__setattr__(self, "aligned_sq", np.einsum("md,md->m", lay, lay))
+            sq = (aligned.region_sq(lay, len(self.aligned_boxes)) if self.params.aligned.trim
+                  else np.einsum("md,md->m", lay, lay))
+            object.__setattr__(self, "aligned_sq", sq)
 
     @classmethod
     def from_bundle(cls, params: Params, arrays: Mapping[str, np.ndarray]) -> "State":
@@ -266,7 +274,7 @@ def aligned_map(state: State, feats: np.ndarray) -> np.ndarray:
     a = state.params.aligned
     feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)
     d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k, a.radius,
-                             golden_sq=state.aligned_sq)
+                             golden_sq=state.aligned_sq, trim=a.trim)
     return (d - np.float32(a.mean)) / np.float32(a.std)
 
 

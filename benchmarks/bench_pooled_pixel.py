@@ -23,7 +23,7 @@ otherwise; ``--trim T``: the aligned map's ``trim``). Printed per cache:
   frames with golden images below ``TWIN`` x their 10th nearest (no labels used);
 - the map with those twins left out of each frame's neighbours (every frame alike: a line where
   every part is new), and map variants there: the per-frame floor (own percentile) subtracted,
-  PatchCore's z added, and neighbours picked by a trimmed layout distance (``trim``).
+  PatchCore's z added; and the image score's AUROC / escapes with the aligned term from that map.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from calibration.evaluation import mvtec_test_set  # noqa: E402
+from calibration.evaluation import auroc, mvtec_test_set, operating_point, threshold_at_frr  # noqa: E402
 from calibration.methods import NoProgress  # noqa: E402
 from calibration.methods import global_context as gc_fit  # noqa: E402
 from inspector.methods import aligned, patchcore  # noqa: E402
@@ -131,6 +131,19 @@ def twins(state: gc.State, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s[:, 0] / s[:, 9], d < TWIN * s[:, 9:10]
 
 
+def image_terms(state: gc.State, test: np.ndarray, labels: np.ndarray, az: np.ndarray, free: np.ndarray) -> None:
+    """Image AUROC and escapes at 1% FRR (threshold on the test's good images) of the method's image
+    score, without its aligned term, and with that term from the map with twins left out."""
+    image = gc.score(state, {"features": test}, tuple(test.shape[2:])).image_scores.astype(np.float64)
+    w = state.params.aligned.image_weight
+    top = lambda m: m.reshape(len(m), -1).max(axis=1)  # noqa: E731
+    for name, s in (("as the method scores", image), ("without the aligned term", image - w * top(az)),
+                    ("aligned term twins left out", image - w * top(az) + w * top(free))):
+        good = s[labels == 0]
+        esc = operating_point(good, s[labels == 1], threshold_at_frr(good, 0.01))["escape_rate"]
+        print(f"    image score {name:<28} AUROC {auroc(labels, s):.4f}  escape @ 1% FRR {esc:.3f}", flush=True)
+
+
 def run(cache: Path, dataset: Path, trim: int, sigma: float = 4.0) -> None:
     z = np.load(cache, allow_pickle=False)
     train, test = z["train"].astype(np.float32), z["test"].astype(np.float32)
@@ -161,6 +174,7 @@ def run(cache: Path, dataset: Path, trim: int, sigma: float = 4.0) -> None:
     for q in (5, 25, 50):
         floor = np.percentile(free.reshape(len(free), -1), q, axis=1)[:, None, None]
         print(f"    minus own p{q:<2}                 {px.summary(to_px(free - floor))}", flush=True)
+    image_terms(state, test, z["labels"].astype(int), az, free)
     local = patchcore.score(state.local, {"features": test}, px.work_hw).patch_maps
     with_local = free + (local - p.local_mean) / p.local_std
     print(f"    + PatchCore z                {px.summary(to_px(with_local))}", flush=True)

@@ -23,8 +23,8 @@ the map give way to (``fusion: replace``) or are joined by (``max``) the aligned
 (inspector/methods/aligned.py), in the same golden z-units scaled back into PatchCore's distances,
 and ``image_weight`` x its largest z joins the image score (``trim``: the map's references are
 picked without the layout regions that differ most, the image term's by the whole layout).
-``enabled: auto`` (the default) leaves the choice to calibration (calibration/methods/pose.py: on when the golden images look like a
-fixed pose), which records its decision in ``aligned_auto``.
+``enabled: auto`` (the default) leaves the choice to calibration (calibration/methods/pose.py: on
+when the golden images look like a fixed pose), which records its decision in ``aligned_auto``.
 
 Arrays: PatchCore's under the prefix ``gc_`` (``gc_memory_bank``, ``gc_bank_knn_index``);
 ``gc_region_mean`` float32 [R, F], ``gc_region_precision`` float32 [R, F, F] (inverse shrunk

@@ -49,6 +49,7 @@ from calibration.geometry import choose_geometry
 from calibration.golden import GoldenSet
 from calibration.golden_split import enough_originals, load_golden, split_originals
 from calibration.methods import fit_method, resolve_config
+from calibration.methods.coreset import one_blas_thread
 from calibration.progress import Bar, timed
 from calibration.thresholds import Threshold, few_heldout_warning
 from calibration.tile_memo import TileMemo
@@ -58,6 +59,7 @@ from inspector.bundle import ALIGN_REFERENCE
 from inspector.errors import InspectorError
 from inspector.manifest import BundleManifest
 from inspector.methods import search_memo
+from inspector.methods.base import ScoreMap
 from inspector.methods.registry import Scorer, method_of
 from inspector.methods.search_memo import SearchMemo
 from inspector.preprocess import Preprocessor
@@ -133,8 +135,21 @@ class _HeldOut:
     warnings: list[str]
 
     @classmethod
-    def measure(cls, scorer: Scorer, outputs: dict, pre: Preprocessor, cal) -> "_HeldOut":
-        held = scorer.score(outputs, pre.grid.work_hw)
+    def measure(cls, scorer: Scorer, outputs: dict, pre: Preprocessor, cal, between=None,
+                images_at_once: int = 8) -> "_HeldOut":
+        """``between()`` is called between batches of ``images_at_once`` images: calibrate lifts
+        its one-BLAS-thread hold there once the refit has ended. An image's score does not depend
+        on the others in its batch (up to float rounding in the last digits)."""
+        n = len(next(iter(outputs.values())))
+        parts = []
+        for s in range(0, n, images_at_once):
+            parts.append(scorer.score({k: v[s:s + images_at_once] for k, v in outputs.items()}, pre.grid.work_hw))
+            if between is not None:
+                between()
+        held = parts[0] if len(parts) == 1 else ScoreMap(
+            np.concatenate([p.image_scores for p in parts]),
+            None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]),
+            parts[0].input_hw, parts[0].sigma)
         scores = held.image_scores.astype(np.float64)
         maps = None if held.pixel_maps is None else pre.grid.content(held.pixel_maps)  # padding off
         maxima = maps.reshape(len(scores), -1).max(1) if maps is not None else np.array([], np.float64)
@@ -185,6 +200,9 @@ class _Background:
 
     def result(self):
         return self._future.result()
+
+    def done(self) -> bool:
+        return self._future.done()
 
     def __exit__(self, *exc) -> None:
         self._pool.shutdown(wait=True)
@@ -274,15 +292,26 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             settings = settings.model_copy(update={"scorer": resolve_config(settings.scorer, feats, cal.seed, groups)})
         held_images = [golden.images[i] for i in hold_idx]
         refit = None
+        # while two fits run at once, one BLAS thread each; taken and lifted here, on this thread,
+        # while no other thread is in a BLAS call (see coreset.one_blas_thread); unwound after
+        # the refit thread has been waited for
+        blas_hold = cleanup.enter_context(ExitStack())
+
+        def lift_blas_hold_once_refit_ended():
+            if refit is None or refit.done():
+                blas_hold.close()
+
         if cal.refit_on_all and not evaluate_only and method.HEAD is None:
             # the refit does not depend on the held-out steps: run it beside them, since neither
             # keeps both cores busy (the coreset picks on one BLAS thread, the engine waits on
             # decoding and scoring); a head method's refit trains a network, and stays after them
+            blas_hold.enter_context(one_blas_thread())
             refit = cleanup.enter_context(_Background(times, "fit_all", lambda: _fit(
                 settings, feats, groups, engine.precision, Bar(False), "fitting (all golden images)", defect_feats)))
         with timed(times, "fit_split"):
             state = _fit(settings, feats[fit_idx], groups[fit_idx], engine.precision, bar,
                          "fitting (held-out split)", defect_feats)
+        lift_blas_hold_once_refit_ended()
         with ExitStack() as head_scope:  # a head network's engine lives until the escape rates are known
             with timed(times, "thresholds"):
                 onnx_held, description_held, output_held = network.with_head(state, method)
@@ -294,10 +323,11 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                 else:
                     outputs = {OUTPUT_NAME: feats[hold_idx]}
                 with search_memo.remembering(rows_seen):
-                    held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal)
+                    held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal, between=lift_blas_hold_once_refit_ended)
                 if uses_defects:
                     held.warnings.append(heldout.TRAINED_ON_DEFECTS)
                     log.warning("%s", heldout.TRAINED_ON_DEFECTS)
+            lift_blas_hold_once_refit_ended()
             with timed(times, "detectability"), search_memo.reusing(rows_seen):  # escape rates at that threshold
                 known_tiles = tiles_seen.engine() if reuse_tiles else scoring_engine
                 detectability = heldout.detectability(
@@ -318,6 +348,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         if refit is not None:
             with timed(times, "fit_all_wait"):
                 state = refit.result()
+            lift_blas_hold_once_refit_ended()
         elif cal.refit_on_all:
             with timed(times, "fit_all"):
                 state = _fit(settings, feats, groups, engine.precision, bar, "fitting (all golden images)",

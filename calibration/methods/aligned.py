@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from calibration.methods.patches import patch_rows
 from inspector.methods import aligned
 from inspector.methods import global_context as gc
 
@@ -33,8 +34,7 @@ def pca_basis(features: np.ndarray, dims: int, seed: int, sample: int = 100_000)
     rng = np.random.default_rng(seed)
     total = n * h * w
     rows = rng.choice(total, min(sample, total), replace=False)
-    img, cell = np.divmod(rows, h * w)
-    x = features[img, :, cell // w, cell % w].astype(np.float64)  # [rows, D], no copy of all patches
+    x = patch_rows(features, rows, np.float64)  # [rows, D], no copy of all patches
     mean = x.mean(axis=0)
     xc = x - mean
     _, vecs = np.linalg.eigh(xc.T @ xc / max(len(xc) - 1, 1))  # ascending eigenvalues
@@ -61,9 +61,11 @@ def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, s
     pick = np.arange(n) if n <= n_images else np.sort(np.random.default_rng(seed).choice(n, n_images, replace=False))
     member = np.arange(n) if member is None else np.asarray(member)
     own = member[pick][:, None] == member[keep][None]  # [picked, kept]: the same original image
+    # the golden statistics are the whole layout's references' (the image term's; trim changes the map only)
     maps = aligned.aligned_maps(features[pick], golden, lay[keep], boxes, config.k, config.radius, exclude=own)
     top = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
     std = max(float(top.std(ddof=1)) if len(top) > 1 else 0.0, 1e-6 * max(abs(float(top.mean())), 1e-6))
-    return golden, (mean, basis), gc.AlignedParams(k=config.k, radius=config.radius, fusion=config.fusion,
+    return golden, (mean, basis), gc.AlignedParams(k=config.k, radius=config.radius, trim=config.trim,
+                                                   fusion=config.fusion,
                                                    dims=None if basis is None else int(basis.shape[1]),
                                                    mean=float(top.mean()), std=std, image_weight=config.image_weight)

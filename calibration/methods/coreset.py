@@ -48,7 +48,7 @@ def greedy_coreset(patches: np.ndarray, k: int, *, projection_dim: int = 64, see
     start = int(torch.randint(n, (1,), generator=gen))
     # the products below are small (a few thousand rows): a second BLAS thread only spins
     # (bottle, 2 shared cores: 9.1 s of CPU instead of 5.5 s)
-    with _one_blas_thread():
+    with one_blas_thread():
         return _greedy_from(np.ascontiguousarray(x.numpy()), start, k, progress)
 
 
@@ -58,10 +58,13 @@ _limit = None
 
 
 @contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """One BLAS thread while any coreset is being picked. The limit is process-wide: calibrate
-    fits on two threads at once, and nested threadpool_limits entered and left out of order would
-    leave the process at one thread for good, so the first user sets it and the last restores it."""
+def one_blas_thread() -> Iterator[None]:
+    """One BLAS thread while any coreset is being picked (or while a caller holds it). The limit
+    is process-wide: nested threadpool_limits entered and left out of order would leave the process
+    at one thread for good, so the first user sets it and the last restores it. Setting or
+    restoring it while another thread is inside a BLAS call can leave OpenBLAS at one thread for
+    the rest of the process whatever the setting says, so code that fits on two threads at once
+    (calibrate) holds it from before the second thread starts until that thread has ended."""
     global _limit_users, _limit
     with _limit_lock:
         if _limit_users == 0:

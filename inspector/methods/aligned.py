@@ -40,18 +40,45 @@ def layouts(feats: np.ndarray, boxes) -> np.ndarray:
     return out.reshape(len(feats), -1)
 
 
+def region_sq(layouts: np.ndarray, regions: int) -> np.ndarray:
+    """[M, R*D] layouts -> their squared norms per region, [M, R]."""
+    r = layouts.reshape(len(layouts), regions, -1)
+    return np.einsum("mrd,mrd->mr", r, r)
+
+
+def trimmed_distances(query_layouts: np.ndarray, golden_layouts: np.ndarray, regions: int, trim: int,
+                      golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
+    """[N, R*D], [M, R*D] -> [N, M]: the squared layout distance summed over the regions without
+    the ``trim`` regions where the pair differs most, so a defect's own regions (a missing label,
+    a band of another texture) do not pick the frame's references. ``golden_sq``: region_sq of
+    the golden layouts, made once by the caller."""
+    g = golden_layouts.reshape(len(golden_layouts), regions, -1).transpose(1, 0, 2)  # [R, M, D]
+    q = query_layouts.astype(golden_layouts.dtype).reshape(len(query_layouts), regions, -1).transpose(1, 0, 2)
+    gsq = region_sq(golden_layouts, regions) if golden_sq is None else golden_sq
+    d2 = gsq.T[:, None, :] - 2.0 * np.matmul(q, g.transpose(0, 2, 1))  # [R, N, M]
+    d2 += np.einsum("rnd,rnd->rn", q, q)[:, :, None]  # the query's norm differs per region: it counts here
+    return np.sort(d2, axis=0)[:regions - trim].sum(axis=0)
+
+
 def nearest_images(query_layouts: np.ndarray, golden_layouts: np.ndarray, k: int,
-                   exclude: Optional[np.ndarray] = None, golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
+                   exclude: Optional[np.ndarray] = None, golden_sq: Optional[np.ndarray] = None,
+                   trim: int = 0, regions: int = 1) -> np.ndarray:
     """The ``k`` golden images nearest each query by layout (L2), int [N, k], nearest first.
     ``exclude``: the golden images each query may not pick (itself, its augmented copies): int [N],
     one index each (-1: none), or bool [N, M]. ``golden_sq``:
-    the golden layouts' squared norms, made once by the caller (per frame they cost more than
-    the search: a copy of every golden layout)."""
+    the golden layouts' squared norms ([M]; region_sq's [M, R] with ``trim``), made once by the
+    caller (per frame they cost more than the search: a copy of every golden layout). ``trim``:
+    the regions (of ``regions`` in a layout) where a pair differs most left out of its distance."""
     g = golden_layouts
-    if golden_sq is None:
-        golden_sq = np.einsum("md,md->m", g, g)
-    # the query's own norm is the same for every golden image: it does not change the ranking
-    d2 = golden_sq[None] - 2.0 * (query_layouts.astype(g.dtype) @ g.T)
+    if trim:
+        if not 0 < trim < regions:
+            raise ValueError(f"trim {trim} must be below the layout's {regions} regions")
+        d2 = trimmed_distances(query_layouts, g, regions, trim, golden_sq)
+    else:
+        if golden_sq is None:
+            golden_sq = np.einsum("md,md->m", g, g)
+        # the query's own norm is the same for every golden image: it does not change the ranking
+        d2 = golden_sq[None] - 2.0 * (query_layouts.astype(g.dtype) @ g.T)
     left_out = 0
     if exclude is not None and exclude.ndim == 2:
         d2[exclude] = np.inf
@@ -64,34 +91,58 @@ def nearest_images(query_layouts: np.ndarray, golden_layouts: np.ndarray, k: int
     return np.argsort(d2, axis=1, kind="stable")[:, :k]
 
 
-def window_distances(query: np.ndarray, golden: np.ndarray, radius: int) -> np.ndarray:
+def window_distances(query: np.ndarray, golden: np.ndarray, radius: int, each: bool = False) -> np.ndarray:
     """query [h, w, D], golden [k, h, w, D] (channels last, float32) -> [h, w]: each query patch's
-    distance to the nearest golden patch within ``radius`` cells of its position."""
+    distance to the nearest golden patch within ``radius`` cells of its position; ``each``: to
+    each golden image's nearest apart, [k, h, w]."""
     h, w, _ = query.shape
     q2 = np.einsum("yxd,yxd->yx", query, query)
     g2 = np.einsum("kyxd,kyxd->kyx", golden, golden)
-    best = np.full((h, w), np.inf, np.float32)
+    best = np.full((len(golden), h, w) if each else (h, w), np.inf, np.float32)
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             # the query at (y, x) against the golden patch at (y + dy, x + dx)
             qy, gy = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h + min(0, dy))
             qx, gx = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w + min(0, dx))
             cross = np.einsum("kyxd,yxd->kyx", golden[:, gy, gx], query[qy, qx])
-            d2 = (g2[:, gy, gx] - 2.0 * cross).min(axis=0) + q2[qy, qx]
-            np.minimum(best[qy, qx], d2, out=best[qy, qx])
+            if each:
+                np.minimum(best[:, qy, qx], g2[:, gy, gx] - 2.0 * cross + q2[qy, qx], out=best[:, qy, qx])
+            else:
+                d2 = (g2[:, gy, gx] - 2.0 * cross).min(axis=0) + q2[qy, qx]
+                np.minimum(best[qy, qx], d2, out=best[qy, qx])
     return np.sqrt(np.maximum(best, 0.0))
 
 
 def aligned_maps(feats: np.ndarray, golden: np.ndarray, golden_layouts: np.ndarray, boxes, k: int,
                  radius: int, exclude: Optional[np.ndarray] = None,
-                 golden_sq: Optional[np.ndarray] = None) -> np.ndarray:
+                 golden_sq: Optional[np.ndarray] = None, trim: int = 0) -> np.ndarray:
     """feats float32 [N, D, h, w], golden [M, D, h, w] (any float dtype) -> distance maps float32
-    [N, h, w], each frame against its ``k`` nearest golden images (``exclude``, ``golden_sq`` as
-    nearest_images)."""
-    nbrs = nearest_images(layouts(feats, boxes), golden_layouts, k, exclude, golden_sq)
+    [N, h, w], each frame against its ``k`` nearest golden images (``exclude``, ``golden_sq``,
+    ``trim`` as nearest_images, the layout's regions being ``boxes``)."""
+    nbrs = nearest_images(layouts(feats, boxes), golden_layouts, k, exclude, golden_sq, trim, len(boxes))
     out = np.empty((len(feats),) + feats.shape[2:], np.float32)
     for i in range(len(feats)):
         q = np.ascontiguousarray(feats[i].transpose(1, 2, 0), dtype=np.float32)
         g = np.ascontiguousarray(golden[nbrs[i]].transpose(0, 2, 3, 1), dtype=np.float32)
         out[i] = window_distances(q, g, radius)
     return out
+
+
+def aligned_map_pair(feats: np.ndarray, golden: np.ndarray, golden_layouts: np.ndarray, boxes, k: int,
+                     radius: int, trim: int, golden_sq: np.ndarray, golden_region_sq: np.ndarray):
+    """(aligned_maps with the references picked by the whole layout, the same with them picked by
+    the layout without its ``trim`` most different regions), each float32 [N, h, w]; a golden
+    image in both sets of references is compared once. ``golden_sq`` [M], ``golden_region_sq``
+    [M, R]: the golden layouts' squared norms, whole and per region (region_sq)."""
+    lay = layouts(feats, boxes)
+    whole = nearest_images(lay, golden_layouts, k, golden_sq=golden_sq)
+    trimmed = nearest_images(lay, golden_layouts, k, golden_sq=golden_region_sq, trim=trim, regions=len(boxes))
+    out = np.empty((2, len(feats)) + feats.shape[2:], np.float32)
+    for i in range(len(feats)):
+        union, at = np.unique(np.concatenate([whole[i], trimmed[i]]), return_inverse=True)
+        q = np.ascontiguousarray(feats[i].transpose(1, 2, 0), dtype=np.float32)
+        g = np.ascontiguousarray(golden[union].transpose(0, 2, 3, 1), dtype=np.float32)
+        each = window_distances(q, g, radius, each=True)
+        out[0, i] = each[at[:whole.shape[1]]].min(axis=0)
+        out[1, i] = each[at[whole.shape[1]:]].min(axis=0)
+    return out[0], out[1]

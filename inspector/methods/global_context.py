@@ -21,9 +21,10 @@ the map is PatchCore's own.
 With ``aligned_map`` on (for parts at the same place in every frame) PatchCore's distances in
 the map give way to (``fusion: replace``) or are joined by (``max``) the aligned-neighbour map
 (inspector/methods/aligned.py), in the same golden z-units scaled back into PatchCore's distances,
-and ``image_weight`` x its largest z joins the image score. ``enabled: auto`` (the default) leaves
-the choice to calibration (calibration/methods/pose.py: on when the golden images look like a
-fixed pose), which records its decision in ``aligned_auto``.
+and ``image_weight`` x its largest z joins the image score (``trim``: the map's references are
+picked without the layout regions that differ most, the image term's by the whole layout).
+``enabled: auto`` (the default) leaves the choice to calibration (calibration/methods/pose.py: on
+when the golden images look like a fixed pose), which records its decision in ``aligned_auto``.
 
 Arrays: PatchCore's under the prefix ``gc_`` (``gc_memory_bank``, ``gc_bank_knn_index``);
 ``gc_region_mean`` float32 [R, F], ``gc_region_precision`` float32 [R, F, F] (inverse shrunk
@@ -80,6 +81,10 @@ class AlignedConfig(MethodConfig):
     images: int = Field(1000, ge=2)
     k: int = Field(5, ge=1, le=50)  # nearest golden images by layout each frame is compared with
     radius: int = Field(1, ge=0, le=8)  # cells of misplacement allowed between a frame and its neighbours
+    # the map's references picked by the layout without the ``trim`` of its 16 regions where a frame
+    # and a golden image differ most, so a defect's own regions do not pick them; the image term
+    # keeps the whole layout's (0: the map's too; docs/BENCHMARKS.md, issue 12/13 pooled pixel AUROC)
+    trim: int = Field(0, ge=0, le=15)
     # features projected on the golden patches' top principal directions (None: all D): a bundle
     # 152/64 times smaller and a search ~2x cheaper for a map within 0.003 pixel AUROC of all D on
     # the benchmark sets (docs/BENCHMARKS.md)
@@ -90,9 +95,11 @@ class AlignedConfig(MethodConfig):
     image_weight: float = Field(1.0, ge=0.0, le=100.0)
 
     @model_validator(mode="after")
-    def _decision_is_outcome(self) -> "AlignedConfig":
-        if self.decision is not None and self.enabled != self.decision.enabled:
-            raise ValueError("aligned_map.decision is calibration's record of enabled: auto; leave it out")
+    def _decision_is_calibrations(self) -> "AlignedConfig":
+        # calibration sets it with model_copy (no validation); anything validated is a user's input
+        if self.decision is not None:
+            raise ValueError("aligned_map.decision is written by calibration from enabled: auto, not "
+                             "a setting; remove it from the config")
         return self
 
 
@@ -134,6 +141,7 @@ class Config(patchcore.Config):
 class AlignedParams(StrictJson):
     k: Annotated[int, Field(ge=1)]
     radius: Annotated[int, Field(ge=0)]
+    trim: Annotated[int, Field(ge=0, le=15)] = 0  # the map's references only; bundles from before it: 0
     fusion: Literal["replace", "max"]
     dims: Optional[Annotated[int, Field(ge=1)]] = None  # the PCA projection's K; None: the full features
     mean: float  # golden images' aligned-map maxima (each without itself): mean and std
@@ -199,6 +207,8 @@ class State:
     aligned_basis: Optional[np.ndarray] = None  # float32 [D, K], with params.aligned.dims only
     aligned_layouts: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
     aligned_sq: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)  # their norms²
+    # per region, [M, R], with params.aligned.trim only
+    aligned_region_sq: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
     aligned_boxes: list = field(default_factory=list, init=False, repr=False, compare=False)  # layout_boxes, once
     precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
     boxes: list = field(init=False, repr=False, compare=False)  # regions(grid_hw, grids), made once
@@ -231,6 +241,8 @@ class State:
             lay = aligned.layouts(self.aligned_golden, self.aligned_boxes)
             object.__setattr__(self, "aligned_layouts", lay)
             object.__setattr__(self, "aligned_sq", np.einsum("md,md->m", lay, lay))
+            if self.params.aligned.trim:
+                object.__setattr__(self, "aligned_region_sq", aligned.region_sq(lay, len(self.aligned_boxes)))
 
     @classmethod
     def from_bundle(cls, params: Params, arrays: Mapping[str, np.ndarray]) -> "State":
@@ -268,6 +280,20 @@ def aligned_map(state: State, feats: np.ndarray) -> np.ndarray:
     d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k, a.radius,
                              golden_sq=state.aligned_sq)
     return (d - np.float32(a.mean)) / np.float32(a.std)
+
+
+def aligned_pair(state: State, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(aligned_map, the map with its references picked by the trimmed layout), both in golden
+    z-units (the whole layout's: the map's scale only matters to its fusion and thresholds)."""
+    a = state.params.aligned
+    if not a.trim:
+        z = aligned_map(state, feats)
+        return z, z
+    feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)
+    whole, trimmed = aligned.aligned_map_pair(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes,
+                                              a.k, a.radius, a.trim, state.aligned_sq, state.aligned_region_sq)
+    mean, std = np.float32(a.mean), np.float32(a.std)
+    return (whole - mean) / std, (trimmed - mean) / std
 
 
 def for_engine(state: State, precision: str) -> State:
@@ -317,10 +343,10 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     # PatchCore's, at a positive pixel threshold); the regions' z enters scaled back into them
     maps = local.patch_maps
     if p.aligned is not None:  # in golden z-units, scaled back into PatchCore's distances
-        aligned_z = aligned_map(state, feats)
+        aligned_z, map_z = aligned_pair(state, feats)
         if p.aligned.image_weight > 0:
             image = image + np.float32(p.aligned.image_weight) * aligned_z.reshape(len(aligned_z), -1).max(axis=1)
-        near = np.float32(p.local_mean) + np.float32(p.local_std) * aligned_z
+        near = np.float32(p.local_mean) + np.float32(p.local_std) * map_z
         maps = near if p.aligned.fusion == "replace" else np.maximum(maps, near)
     if p.map_weight > 0:
         local_z = (local.patch_maps - np.float32(p.local_mean)) / np.float32(p.local_std)

@@ -64,10 +64,74 @@ def _blas_threads() -> list[int]:
 
 def test_one_blas_thread_is_restored_only_when_the_last_coreset_ends():
     before = _blas_threads()
-    first, second = coreset._one_blas_thread(), coreset._one_blas_thread()
+    first, second = coreset.one_blas_thread(), coreset.one_blas_thread()
     first.__enter__()
     second.__enter__()
     first.__exit__(None, None, None)  # the first fit ends while the second still picks
     assert all(n == 1 for n in _blas_threads())
     second.__exit__(None, None, None)
     assert _blas_threads() == before
+
+
+def test_the_one_blas_thread_limit_is_set_and_lifted_by_the_main_thread_while_no_fit_runs(monkeypatch, golden_dir,
+                                                                                           tmp_path):
+    # OpenBLAS can stay single-threaded for the rest of the process when its thread count is set
+    # or restored while another thread is inside a BLAS call (measured on bottle: the held-out
+    # steps' kNN at one core after two coresets had overlapped); so calibrate takes the limit
+    # itself before the refit thread starts and lifts it once that thread has finished
+    events = []
+    real_limits = coreset.threadpool_limits
+
+    running = []
+    real_fit = calibrate_module.fit_method
+
+    def counted(*args, **kwargs):
+        running.append(1)
+        try:
+            return real_fit(*args, **kwargs)
+        finally:
+            running.pop()
+
+    def fits_running() -> bool:
+        return bool(running)
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            events.append(("set", threading.current_thread().name, fits_running()))
+            self._real = real_limits(*args, **kwargs)
+
+        def restore_original_limits(self):
+            events.append(("restore", threading.current_thread().name, fits_running()))
+            self._real.restore_original_limits()
+
+    monkeypatch.setattr(coreset, "threadpool_limits", Recorded)
+    monkeypatch.setattr(calibrate_module, "fit_method", counted)
+    before = _blas_threads()
+    calibrate(small_settings(engine=FP32_ENGINE), golden_dir, tmp_path / "b", progress=False)
+    assert [e[0] for e in events] == ["set", "restore"]
+    assert all(thread == "MainThread" and not running for _, thread, running in events), events
+    assert _blas_threads() == before
+
+
+def test_heldout_scores_in_batches_match_one_batch_and_call_between_each(golden_dir):
+    from calibration.methods import NoProgress
+    from calibration.methods import patchcore as patchcore_fit
+    from inspector.methods import patchcore
+    from inspector.methods.registry import Scorer, method_of
+    from inspector.preprocess import Preprocessor, PreprocessSpec
+    from inspector.settings import CalibrationConfig
+    from tests.conftest import TEST_SIZE
+    from tests.unit._scorer_data import data
+
+    golden, test, _, _ = data()
+    state = patchcore_fit.fit(golden, patchcore.Config(coreset={"size": 64}), 0, NoProgress())
+    scorer, pre = Scorer(method_of("patchcore"), state), Preprocessor(PreprocessSpec(TEST_SIZE, TEST_SIZE, None))
+    outputs = {state.params.feature_name: test}
+    calls = []
+    whole = calibrate_module._HeldOut.measure(scorer, outputs, pre, CalibrationConfig(), images_at_once=100)
+    parts = calibrate_module._HeldOut.measure(scorer, outputs, pre, CalibrationConfig(),
+                                              between=lambda: calls.append(1), images_at_once=3)
+    assert len(calls) == 3  # 7 images in batches of 3
+    np.testing.assert_allclose(parts.scores, whole.scores, rtol=1e-5)  # fp32 GEMM blocking differs by batch
+    np.testing.assert_allclose(parts.maps, whole.maps, rtol=1e-5, atol=1e-5)
+    assert parts.image_threshold.value == pytest.approx(whole.image_threshold.value, rel=1e-5)

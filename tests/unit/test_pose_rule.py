@@ -7,6 +7,7 @@ import functools
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from calibration.methods import NoProgress, resolve_config
 from calibration.methods import global_context as gc_fit
@@ -97,3 +98,18 @@ def test_the_default_scorer_leaves_the_aligned_map_to_the_rule_with_its_image_te
 
     a = Settings().scorer.global_context.aligned_map
     assert (a.enabled, a.image_weight, a.dims) == ("auto", 1.0, 64)
+
+
+def test_a_config_file_cannot_write_the_rules_decision_even_one_that_agrees(tmp_path):
+    # the decision is calibration's record of what enabled: auto found; a hand-written one (even
+    # one that agrees with enabled) would put a twin ratio in the bundle that no rule measured
+    from inspector.errors import ConfigError
+    from inspector.settings import load_settings
+
+    fixed, _ = _golden()
+    d = resolve_config(_config(enabled="auto"), fixed, 0).global_context.aligned_map.decision
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"scorer": {"type": "memory_bank", "method": "global_context", "global_context": {
+        "aligned_map": {"enabled": True, "decision": d.model_dump()}}}}))
+    with pytest.raises(ConfigError, match="decision.*calibration"):
+        load_settings(cfg)

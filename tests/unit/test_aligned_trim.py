@@ -1,0 +1,88 @@
+"""The aligned map's ``trim`` (inspector/methods/aligned.py): the map's references are picked by a
+frame's layout without the regions where it differs most, so a defect that makes the frame look
+like another golden variant (a missing label: like the variant without one) does not pick that
+variant as its references and go dark. The image term keeps the whole layout's references: the
+image score is the same with or without trim."""
+import numpy as np
+import pytest
+
+from calibration.methods import NoProgress
+from calibration.methods import global_context as gc_fit
+from inspector.methods import aligned
+from tests.conftest import small_settings
+from tests.unit._scorer_data import scorer_of
+
+GC = {"type": "memory_bank", "method": "global_context", "coreset": {"size": 400}}
+
+
+def test_trimmed_distance_is_the_sum_without_the_regions_that_differ_most():
+    rng = np.random.default_rng(0)
+    q, g = rng.normal(size=(3, 4 * 5)), rng.normal(size=(6, 4 * 5))
+    per_region = ((q.reshape(3, 1, 4, 5) - g.reshape(1, 6, 4, 5)) ** 2).sum(-1)  # [N, M, R]
+    for trim in (1, 3):
+        want = np.sort(per_region, axis=2)[:, :, :4 - trim].sum(2)
+        np.testing.assert_allclose(aligned.trimmed_distances(q, g, 4, trim), want, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(aligned.trimmed_distances(q, g, 4, trim, aligned.region_sq(g, 4)), want,
+                                   rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="trim"):
+        aligned.nearest_images(q, g, 2, trim=4, regions=4)
+
+
+def _parts(rng, n, label=True, shade=0.0):
+    """[n, 8, 8, 8] features: glass (prototype a, shifted by ``shade`` along another axis) with a
+    label (prototype b) at rows 2-5 of the right half, or glass there too (no label)."""
+    a = np.eye(8)[0] * 3 + np.eye(8)[2] * shade
+    f = rng.normal(scale=0.3, size=(n, 8, 8, 8)) + a[None, :, None, None]
+    if label:
+        f[:, :, 2:6, 4:] += (np.eye(8)[1] * 3 - a)[None, :, None, None]
+    return f.astype(np.float32)
+
+
+def test_a_missing_label_keeps_its_own_variant_as_references_only_with_trim():
+    rng = np.random.default_rng(1)
+    # two golden variants: labelled bottles, and unlabelled ones of a slightly other glass
+    golden = np.concatenate([_parts(rng, 20), _parts(rng, 20, label=False, shade=1.0)])
+    good, wrong = _parts(rng, 4), _parts(rng, 1, label=False)  # a labelled bottle that lost its label
+    test = np.concatenate([good, wrong])
+    lit, image = {}, {}
+    for trim in (0, 4):  # the label covers 4 of the layout's 16 regions
+        on = {"enabled": True, "images": 40, "k": 3, "radius": 1, "image_weight": 1.0, "trim": trim}
+        state = gc_fit.fit(golden, small_settings(scorer={**GC, "global_context": {"aligned_map": on}}).scorer,
+                           0, NoProgress())
+        assert state.params.aligned.trim == trim
+        maps = scorer_of(state.params.model_dump(mode="json"), state.arrays()).score({"features": test}, (64, 64))
+        z = (maps.patch_maps - state.params.local_mean) / state.params.local_std
+        lit[trim] = float(z[-1, 2:6, 4:].mean() - z[-1, :, :4].mean())  # the missing label over its own glass
+        image[trim] = maps.image_scores
+    # all regions: the frame's nearest golden images are the unlabelled variant, the label area
+    # matches them and the map is flat; trimmed: its own variant, the missing label lights up
+    assert lit[0] < 1.0 and lit[4] > 3.0, lit
+    np.testing.assert_array_equal(image[0], image[4])  # the image term's references: the whole layout's
+
+
+def test_the_pair_is_the_maps_of_each_set_of_references():
+    rng = np.random.default_rng(3)
+    golden = np.concatenate([_parts(rng, 6), _parts(rng, 6, label=False, shade=1.0)])
+    feats = np.concatenate([_parts(rng, 2), _parts(rng, 1, label=False)])
+    boxes = [(y, y + 2, x, x + 2) for y in range(0, 8, 2) for x in range(0, 8, 2)]
+    lay = aligned.layouts(golden, boxes)
+    whole, trimmed = aligned.aligned_map_pair(feats, golden, lay, boxes, 3, 1, 4, np.einsum("md,md->m", lay, lay),
+                                              aligned.region_sq(lay, len(boxes)))
+    np.testing.assert_allclose(whole, aligned.aligned_maps(feats, golden, lay, boxes, 3, 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(trimmed, aligned.aligned_maps(feats, golden, lay, boxes, 3, 1, trim=4), rtol=1e-5,
+                               atol=1e-5)
+    assert not np.allclose(whole[-1], trimmed[-1])  # the label-less frame's references differ
+
+
+def test_a_bundle_from_before_trim_scores_with_all_regions():
+    rng = np.random.default_rng(2)
+    on = {"enabled": True, "images": 20, "k": 3, "radius": 1, "image_weight": 0.0}
+    state = gc_fit.fit(_parts(rng, 20), small_settings(scorer={**GC, "global_context": {"aligned_map": on}}).scorer,
+                       0, NoProgress())
+    params = state.params.model_dump(mode="json")
+    del params["aligned"]["trim"]
+    test = _parts(rng, 2)
+    old = scorer_of(params, state.arrays()).score({"features": test}, (64, 64))
+    assert scorer_of(params, state.arrays()).state.params.aligned.trim == 0
+    np.testing.assert_array_equal(old.patch_maps, scorer_of(state.params.model_dump(mode="json"), state.arrays())
+                                  .score({"features": test}, (64, 64)).patch_maps)

@@ -117,7 +117,8 @@ def neighbour_maps(state: gc.State, feats: np.ndarray, exclude: np.ndarray | Non
     a = state.params.aligned
     q = aligned.project(feats, state.aligned_mean, state.aligned_basis)
     d = aligned.aligned_maps(q, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k, a.radius,
-                             exclude=exclude, golden_sq=state.aligned_sq, trim=a.trim)
+                             exclude=exclude, golden_sq=state.aligned_region_sq if a.trim else state.aligned_sq,
+                             trim=a.trim)
     return (d - np.float32(a.mean)) / np.float32(a.std)
 
 

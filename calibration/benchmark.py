@@ -134,6 +134,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
             "machine": f"{platform.machine()} {platform.processor() or ''} cpus={__import__('os').cpu_count()}".strip(),
             "backbone": bundle.manifest.network.backbone,
             "input": bundle.preprocess.describe(),
+            "align_auto": bundle.preprocess.align_auto,  # preprocess.align auto's decision (pose normalisation)
             "scorer": bundle.scorer_type,
             "scorer_params": _brief(bundle.scorer_params),
             "engine": f"{pipeline.engine.kind} {pipeline.engine.precision}",
@@ -229,6 +230,7 @@ def format_result(r: dict) -> str:
         f"model         {r['backbone']} {r['input']}, {r['scorer']}, engine {r['engine']}"
         + _pose_note(r["scorer_params"])
         + (f", bank {r['bank_size']}" if r["bank_size"] else ""),
+        *([f"pose          {r['align_auto']['reason']}"] if r.get("align_auto") else []),
         f"thresholds    calibrated {r['threshold']:.4f} ({_counts(at)})"
         + "".join(f"; {_pct(op['target_false_reject_rate'])} FRR {op['threshold']:.4f} ({_counts(op)})" for op in ops),
         f"pixel AUROC   at frame resolution, {px['defect_pixels']} defect of {px['pixels']} pixels"

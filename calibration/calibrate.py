@@ -26,7 +26,9 @@ Every engine opened here is closed on every path, a failed fit included.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +39,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from calibration import heldout
+from calibration import heldout, pose_auto
 from calibration.augment import origin_ids
 from calibration.bundle import write_bundle
 from calibration.bundle_dir import check_out_dir
@@ -49,7 +51,9 @@ from calibration.geometry import choose_geometry
 from calibration.golden import GoldenSet
 from calibration.golden_split import enough_originals, load_golden, split_originals
 from calibration.methods import fit_method, resolve_config
-from calibration.methods.coreset import one_blas_thread
+from calibration.methods import pose
+from calibration.methods.coreset import limited_blas
+from calibration.methods.global_context import group_ids
 from calibration.progress import Bar, timed
 from calibration.thresholds import Threshold, few_heldout_warning
 from calibration.tile_memo import TileMemo
@@ -60,6 +64,7 @@ from inspector.errors import InspectorError
 from inspector.manifest import BundleManifest
 from inspector.methods import search_memo
 from inspector.methods.base import ScoreMap
+from inspector.methods.global_context import PoseDecision
 from inspector.methods.registry import Scorer, method_of
 from inspector.methods.search_memo import SearchMemo
 from inspector.preprocess import Preprocessor
@@ -212,6 +217,43 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
               golden: Optional[GoldenSet] = None, augment: Optional[int] = None,
               defects_dir: Optional[str | Path] = None, force: bool = False, evaluate_only: bool = False,
               auto_evidence: Optional[dict] = None, reuse: Optional[FeatureReuse] = None) -> CalibrationResult:
+    """Fit the configured method on ``golden_dir`` and write the bundle (``_calibrate``, below, has the
+    steps); with ``preprocess.align.enabled: auto`` (the default) pose normalisation is decided on the
+    way (calibration/pose_auto.py): tried only when the golden parts turn or move, kept only when
+    they then read as one pose. Under ``calibrate --auto`` (``reuse``) and for ``evaluate_only`` it is
+    not tried: the frames as they come."""
+    run = functools.partial(_calibrate, golden_dir=golden_dir, out_dir=out_dir, progress=progress, augment=augment,
+                            defects_dir=defects_dir, force=force, evaluate_only=evaluate_only,
+                            auto_evidence=auto_evidence)
+    if settings.preprocess.align.enabled != "auto":
+        return run(settings, golden=golden, reuse=reuse)
+    plain = pose_auto.with_align(settings, enabled=False)
+    if reuse is not None or evaluate_only:
+        return run(plain, golden=golden, reuse=reuse)
+    keep = FeatureReuse()
+    try:
+        return run(plain, golden=golden, turning_to=keep)
+    except pose_auto.TurningPart as turning:
+        golden = turning.golden  # read once
+        log.info("the golden parts turn or move (twin ratio %s): trying pose normalisation",
+                 turning.decision.twin_ratio)
+        posed = pose_auto.with_align(settings, enabled=True, motion="pose")
+        try:
+            return run(posed, golden=golden, plain_pose=turning.decision)
+        except pose_auto.PoseNoBetter as no:
+            why, after = f"the parts still read as turning ({no.decision.twin_ratio})", no.decision
+        except InspectorError as exc:  # no part, a round one, not found often enough...
+            why, after = str(exc), None
+        log.info("pose normalisation not kept: %s", why)
+        return run(plain, golden=golden, reuse=keep, align_auto=pose_auto.dropped(turning.decision, why, after))
+
+
+def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str | Path], *, progress: bool = True,
+               golden: Optional[GoldenSet] = None, augment: Optional[int] = None,
+               defects_dir: Optional[str | Path] = None, force: bool = False, evaluate_only: bool = False,
+               auto_evidence: Optional[dict] = None, reuse: Optional[FeatureReuse] = None,
+               turning_to: Optional[FeatureReuse] = None, plain_pose: Optional[PoseDecision] = None,
+               align_auto: Optional[dict] = None) -> CalibrationResult:
     """Fit the configured method on ``golden_dir`` (or the given ``golden`` set) and write the
     bundle to ``out_dir``. augment: jittered copies per golden image (None: calibration.augment.copies;
     ignored when ``golden`` already holds copies). defects_dir: known-defect images, whose escape
@@ -220,7 +262,11 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
     calibration/bundle_dir.py). evaluate_only: stop after the escape rates (no refit, no bundle;
     ``calibrate --auto`` compares candidates so); auto_evidence: what ``calibrate --auto``
     compared, recorded in the manifest; reuse: golden features shared with other calibrations of
-    the same images, geometry and network (calibration/feature_reuse.py)."""
+    the same images, geometry and network (calibration/feature_reuse.py). For preprocess.align auto
+    (calibration/pose_auto.py): turning_to: the frames as they come are being tried; if the golden
+    parts turn or move, their features go there and TurningPart is raised; plain_pose: the first
+    try's decision, this try is pose-normalised (PoseNoBetter if the parts still turn); align_auto:
+    the decision already made, recorded in the bundle."""
     golden_dir = Path(golden_dir)
     if defects_dir is not None and not Path(defects_dir).is_dir():
         raise InspectorError(f"defects folder {defects_dir}: not found; pass --defects with a folder of "
@@ -268,7 +314,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         fit_idx, hold_idx = split_originals(golden.names, cal.holdout, cal.seed)
         # the escape-rate step runs the held-out images again with defects pasted in: the tiles a
         # defect does not touch come from here, and so do their nearest-neighbour answers
-        key = reuse_key(pspec.to_json(), description, engine, golden, hold_idx) if reuse is not None else ""
+        key = reuse_key(pspec.to_json(), description, engine, golden, hold_idx) if reuse or turning_to else ""
         extracted = reuse.get(key) if reuse is not None else None
         tiles_seen, rows_seen = TileMemo(engine, outputs=extracted.tiles if extracted else None), SearchMemo()
         reuse_tiles = pre.grid.tiled and method.HEAD is None  # the escape-rate step runs this very engine
@@ -289,12 +335,20 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
         groups = origin_ids(golden.names)  # a copy goes with its original wherever a fit holds images out
         # what the config leaves to the golden images, decided once: both fits must score alike
         with timed(times, "decide"):
+            if turning_to is not None or plain_pose is not None:  # preprocess.align auto
+                now = pose.decide(feats, pose_auto.CUT, cal.seed, group_ids(len(feats), groups))
+                if turning_to is not None and not now.enabled and now.twin_ratio is not None:
+                    turning_to.put(key, feats, tiles_seen.outputs)  # the frames as they come, if pose does not help
+                    raise pose_auto.TurningPart(now, golden)
+                if plain_pose is not None and not now.enabled:
+                    raise pose_auto.PoseNoBetter(now)
+                align_auto = pose_auto.fixed(now) if plain_pose is None else pose_auto.kept(plain_pose, now)
             settings = settings.model_copy(update={"scorer": resolve_config(settings.scorer, feats, cal.seed, groups)})
         held_images = [golden.images[i] for i in hold_idx]
         refit = None
-        # while two fits run at once, one BLAS thread each; taken and lifted here, on this thread,
-        # while no other thread is in a BLAS call (see coreset.one_blas_thread); unwound after
-        # the refit thread has been waited for
+        # while two fits run at once, half the cores' BLAS threads each; taken and lifted here, on
+        # this thread, while no other thread is in a BLAS call (see coreset.limited_blas); unwound
+        # after the refit thread has been waited for
         blas_hold = cleanup.enter_context(ExitStack())
 
         def lift_blas_hold_once_refit_ended():
@@ -305,7 +359,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
             # the refit does not depend on the held-out steps: run it beside them, since neither
             # keeps both cores busy (the coreset picks on one BLAS thread, the engine waits on
             # decoding and scoring); a head method's refit trains a network, and stays after them
-            blas_hold.enter_context(one_blas_thread())
+            blas_hold.enter_context(limited_blas(max(1, (os.cpu_count() or 2) // 2)))
             refit = cleanup.enter_context(_Background(times, "fit_all", lambda: _fit(
                 settings, feats, groups, engine.precision, Bar(False), "fitting (all golden images)", defect_feats)))
         with timed(times, "fit_split"):
@@ -358,7 +412,7 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
                 onnx_held, description_held, output_held = network.with_head(state, method)
             arrays = state.arrays() if reference is None else {**state.arrays(), ALIGN_REFERENCE: reference}
             manifest = {
-                "preprocess": pspec.to_json(),
+                "preprocess": pose_auto.stamp(pspec, align_auto).to_json(),
                 "network": description_held,
                 "engine": {"onnx": onnx_held.name, "input_name": INPUT_NAME, "input_shape": [3, *input_hw],
                            "output_names": [output_held], "calibrated_engine": engine.kind,

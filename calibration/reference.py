@@ -93,7 +93,8 @@ def golden_pose(golden: GoldenSet, spec: PreprocessSpec, tile: tuple[int, int]) 
         except FrameError:
             pass
     reference = np.median(np.stack(canon), axis=0).astype(np.float32)
-    for _ in range(2):  # settle each part's ends against the median, then the median of those
+    for settle in range(3):  # settle each part's ends against the median, then the median of those; the
+        # last pass only checks the golden images against the reference the line will use
         aligner = PoseAligner(reference, spec.align.min_correlation)
         canon, failed = [], []
         for i, g in enumerate(greys):
@@ -104,7 +105,8 @@ def golden_pose(golden: GoldenSet, spec: PreprocessSpec, tile: tuple[int, int]) 
         if not canon:
             raise InspectorError("golden images: no part matches the others after pose normalisation; are they "
                                  "all the same part? (or turn preprocess.align off)")
-        reference = np.median(np.stack(canon), axis=0).astype(np.float32)
+        if settle < 2:
+            reference = np.median(np.stack(canon), axis=0).astype(np.float32)
     if len(failed) > MAX_FAILED_SHARE * len(greys):  # not found reliably: the line's frames would error as often
         raise InspectorError(f"golden images: preprocess.align motion pose failed on {len(failed)} of {len(greys)} "
                              f"(more than {MAX_FAILED_SHARE:.0%}; the first: {failed[0][1]}); it needs one "

@@ -83,6 +83,8 @@ def _geometry_lines(r: CalibrationResult) -> list[str]:
     if spec.min_defect_px is not None:
         line += f"; smallest defect filling a feature cell ~{spec.min_defect_px:.0f} frame px"
     lines = [line]
+    if spec.align_auto:
+        lines.append(f"pose          {spec.align_auto['reason']}")
     seconds = r.stage_seconds.get("features")
     if seconds and r.images_used:
         grid = spec.grid
@@ -162,7 +164,9 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
                  "backbone": r.manifest.network.backbone,
                  "input": _input_words(r.manifest.preprocess.model_dump(mode="json")),
                  "scorer": r.manifest.scorer.type,
-                 **({"aligned map": pose} if pose else {})},
+                 **({"aligned map": pose} if pose else {}),
+                 **({"pose normalisation": r.manifest.preprocess.align_auto.reason}
+                    if r.manifest.preprocess.align_auto else {})},
     )
     out = r.bundle_dir / "report.html"
     write_calibration_report(out, data)

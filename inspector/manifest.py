@@ -74,6 +74,16 @@ class AlignSection(_Section):
     min_correlation: float = Field(ge=-1.0, le=1.0, allow_inf_nan=False)
 
 
+class AlignAutoSection(_Section):
+    """preprocess.align.enabled auto: calibration's decision (calibration/pose_auto.py)."""
+
+    enabled: bool  # pose normalisation on
+    twin_ratio: Optional[float] = Field(None, ge=0.0, allow_inf_nan=False)  # the golden frames as they come
+    posed_twin_ratio: Optional[float] = Field(None, ge=0.0, allow_inf_nan=False)  # after pose normalisation, if tried
+    cut: float = Field(gt=0.0, lt=1.0, allow_inf_nan=False)
+    reason: NonEmptyStr
+
+
 class PreprocessSection(_Section):
     width: int = Field(ge=32, le=4096, multiple_of=32)
     height: int = Field(ge=32, le=4096, multiple_of=32)
@@ -89,6 +99,7 @@ class PreprocessSection(_Section):
     tiles: int = Field(1, ge=1, le=4096)
     frame_scale: Optional[float] = Field(None, gt=0.0, le=64.0, allow_inf_nan=False)
     min_defect_px: Optional[float] = Field(None, gt=0.0, le=4096.0, allow_inf_nan=False)
+    align_auto: Optional[AlignAutoSection] = None
 
     @field_validator("roi")
     @classmethod

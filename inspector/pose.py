@@ -26,6 +26,7 @@ from inspector.decode import FrameError
 
 MIN_ELONGATION = 1.5  # length / width (from the second moments) below which the axis is noise
 MIN_AREA = 0.002  # the part's share of the image below which nothing counts as a part
+LONGER = 1.05  # a part this much longer than the golden parts' box is refused, not cut to fit
 END = 0.2  # share of the length at each end whose width tells the head from the tip
 
 
@@ -166,6 +167,9 @@ class PoseAligner:
         if m.elongation < MIN_ELONGATION:
             raise FrameError(f"alignment (pose): the part is not elongated (length/width {m.elongation:.2f} < "
                              f"{MIN_ELONGATION:g}), so it has no axis to turn to; is the right part in view?")
+        if m.length > LONGER * self.box[0]:  # its ends would be cut off, unseen
+            raise FrameError(f"alignment (pose): the part is longer than any golden part (length {m.length:.0f} px "
+                             f"against a {self.box[0]} px box); a wrong or longer part?")
         warp = pose_warp(m, self.box)
         if self.reference is None:
             return warp

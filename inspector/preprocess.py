@@ -44,6 +44,9 @@ class PreprocessSpec:
     # align motion pose: (W, H) the ROI crop is resized to before the pose warp cuts the part's
     # box (``work``) out of it; None: the crop is resized to ``work`` itself
     canvas: Optional[tuple[int, int]] = None
+    # preprocess.align.enabled auto: what calibration decided and why (calibration/pose_auto.py);
+    # for people, not used at run time
+    align_auto: Optional[dict] = None
 
     @property
     def canvas_size(self) -> tuple[int, int]:
@@ -67,7 +70,7 @@ class PreprocessSpec:
                 "color": "rgb", "scale": "0..1", "align": self.align.to_json() if self.align else None,
                 "work_size": list(self.work_size), "tile_overlap": self.tile_overlap, "tiles": grid.n_tiles,
                 "frame_scale": self.frame_scale, "min_defect_px": self.min_defect_px,
-                "canvas": list(self.canvas) if self.canvas else None}
+                "canvas": list(self.canvas) if self.canvas else None, "align_auto": self.align_auto}
 
     @classmethod
     def from_json(cls, d: dict) -> "PreprocessSpec":
@@ -75,7 +78,7 @@ class PreprocessSpec:
         return cls(int(d["width"]), int(d["height"]), tuple(d["roi"]) if d.get("roi") else None,
                    AlignSpec.from_json(d.get("align")), tuple(int(v) for v in work) if work else None,
                    int(d.get("tile_overlap") or 0), d.get("frame_scale"), d.get("min_defect_px"),
-                   tuple(int(v) for v in d["canvas"]) if d.get("canvas") else None)
+                   tuple(int(v) for v in d["canvas"]) if d.get("canvas") else None, d.get("align_auto"))
 
     def describe(self) -> str:
         """One line for logs and summaries: work size, tiles, scale."""

@@ -47,7 +47,8 @@ def check_preprocess_matches(bundle: Bundle, settings) -> None:
         raise BundleError(f"bundle {bundle.path} was calibrated with preprocess roi {theirs.roi}, the config says "
                           f"{cfg.roi}; {hint}")
     mine_align = cfg.align.spec()
-    if mine_align != theirs.align:
+    auto_chose = cfg.align.enabled == "auto" and (theirs.align is None or theirs.align.motion == "pose")
+    if mine_align != theirs.align and not auto_chose:
         raise BundleError(
             f"bundle {bundle.path} was calibrated with preprocess.align {_align_words(theirs.align)}, the config says "
             f"{_align_words(mine_align)}; {hint}")

@@ -90,7 +90,9 @@ class DatabaseConfig(_Strict):
 class AlignConfig(_Strict):
     """Register each frame to the golden reference view before scoring (inspector/align.py)."""
 
-    enabled: bool = False
+    # auto (the default): pose normalisation (motion pose) where calibration finds the golden parts
+    # turn or move and read as one pose once normalised (calibration/pose_auto.py), else off
+    enabled: Union[bool, Literal["auto"]] = "auto"
     # euclidean: shift + rotation (ECC, small moves); pose: any turn and place of an elongated part,
     # cut to a box around it (inspector/pose.py; max_shift / max_rotation_deg do not apply)
     motion: Literal["translation", "euclidean", "affine", "pose"] = "euclidean"
@@ -102,7 +104,7 @@ class AlignConfig(_Strict):
         """The bundle's AlignSpec, or None when alignment is off."""
         from inspector.align import AlignSpec
 
-        if not self.enabled:
+        if self.enabled is not True:  # off, or auto: off until calibration decides
             return None
         return AlignSpec(self.motion, self.max_shift, self.max_rotation_deg, self.min_correlation)
 

@@ -48,7 +48,7 @@ def greedy_coreset(patches: np.ndarray, k: int, *, projection_dim: int = 64, see
     start = int(torch.randint(n, (1,), generator=gen))
     # the products below are small (a few thousand rows): a second BLAS thread only spins
     # (bottle, 2 shared cores: 9.1 s of CPU instead of 5.5 s)
-    with one_blas_thread():
+    with limited_blas(1):
         return _greedy_from(np.ascontiguousarray(x.numpy()), start, k, progress)
 
 
@@ -58,17 +58,18 @@ _limit = None
 
 
 @contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """One BLAS thread while any coreset is being picked (or while a caller holds it). The limit
-    is process-wide: nested threadpool_limits entered and left out of order would leave the process
-    at one thread for good, so the first user sets it and the last restores it. Setting or
-    restoring it while another thread is inside a BLAS call can leave OpenBLAS at one thread for
-    the rest of the process whatever the setting says, so code that fits on two threads at once
-    (calibrate) holds it from before the second thread starts until that thread has ended."""
+def limited_blas(threads: int = 1) -> Iterator[None]:
+    """At most ``threads`` BLAS threads while any coreset is being picked (one) or while a caller
+    holds the limit. The limit is process-wide: nested threadpool_limits entered and left out of
+    order would leave the process at one thread for good, so the first user sets it (with its
+    ``threads``) and the last restores it. Setting or restoring it while another thread is inside
+    a BLAS call can leave OpenBLAS at one thread for the rest of the process whatever the setting
+    says, so code that fits on two threads at once (calibrate) holds it, at half the cores each,
+    from before the second thread starts until that thread has ended."""
     global _limit_users, _limit
     with _limit_lock:
         if _limit_users == 0:
-            _limit = threadpool_limits(limits=1, user_api="blas")
+            _limit = threadpool_limits(limits=threads, user_api="blas")
         _limit_users += 1
     try:
         yield

@@ -13,6 +13,7 @@ or move. It falls as the set grows, so it is taken on ``SUBSET`` original images
 """
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import numpy as np
@@ -34,11 +35,25 @@ def twin_ratio(layouts: np.ndarray) -> float:
     return float(np.median(d.min(axis=1)) / max(float(np.median(pairs)), 1e-12))
 
 
+_last: Optional[tuple] = None  # (weakref to the features, cut, seed, member bytes, the decision)
+
+
 def decide(features: np.ndarray, cut: float, seed: int, member: Optional[np.ndarray] = None) -> gc.PoseDecision:
     """features [N, D, h, w] golden features -> whether the aligned map goes on, and why. member:
     int [N], each row's original image (augmented copies are near twins of it: one row per original
-    is used); None: each row its own."""
+    is used); None: each row its own. The last answer is kept for the same (unchanged) features
+    array: calibration asks twice, for preprocess.align auto and for the aligned map."""
+    global _last
     member = np.arange(len(features)) if member is None else np.asarray(member)
+    key = (cut, seed, member.tobytes())
+    if _last is not None and _last[0]() is features and _last[1:4] == key:
+        return _last[4]
+    decision = _decide(features, cut, seed, member)
+    _last = (weakref.ref(features), *key, decision)
+    return decision
+
+
+def _decide(features: np.ndarray, cut: float, seed: int, member: np.ndarray) -> gc.PoseDecision:
     _, first = np.unique(member, return_index=True)
     n = len(first)
     if n < SUBSET:

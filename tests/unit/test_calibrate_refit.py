@@ -64,7 +64,7 @@ def _blas_threads() -> list[int]:
 
 def test_one_blas_thread_is_restored_only_when_the_last_coreset_ends():
     before = _blas_threads()
-    first, second = coreset.one_blas_thread(), coreset.one_blas_thread()
+    first, second = coreset.limited_blas(1), coreset.limited_blas(1)
     first.__enter__()
     second.__enter__()
     first.__exit__(None, None, None)  # the first fit ends while the second still picks

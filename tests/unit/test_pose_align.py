@@ -151,6 +151,8 @@ def test_golden_pose_cuts_the_box_and_refuses_round_parts():
     assert 64 <= bw <= 88 and 24 <= bh <= 40 and bw % 8 == 0 and bh % 8 == 0  # the part's box, not the frame
     assert posed.canvas == (SIDE, SIDE) and reference.shape == (bh, bw)
     assert PreprocessSpec.from_json(posed.to_json()) == posed
+    final = PoseAligner(reference, 0.6)  # every golden image kept registers to the reference the line uses
+    assert all(final.estimate(grey(im)) is not None for im in kept.images)
     # the preprocessor turns a frame into the box and records the warp that takes maps back
     pre = Preprocessor(posed, reference=reference)
     work, tr = pre.prepare(cv2.cvtColor(screw(111, 60, 66), cv2.COLOR_GRAY2BGR))
@@ -225,3 +227,16 @@ def test_pose_bundle_passes_a_new_turn_and_finds_a_defect_where_it_is_in_the_fra
         assert far > 20.0
     blank = _inspect(pipeline, np.full((SIDE, SIDE), 200, np.uint8))
     assert blank.kind.value == "error" and "no part found" in blank.error
+
+
+def test_a_part_longer_than_the_golden_box_is_refused_not_cut_to_fit():
+    # the box holds the longest golden part: a longer part's ends would be cut off, and a defect
+    # there (or the wrong length itself) never seen
+    normal = screw(30, 64, 64)
+    long = cv2.resize(screw(0, 64, 64), None, fx=1.25, fy=1.0, interpolation=cv2.INTER_LINEAR)
+    off = (long.shape[1] - SIDE) // 2
+    long = long[:, off:off + SIDE]
+    aligner = PoseAligner(None, 0.6, (72, 32))
+    aligner.estimate(grey(normal))  # the golden length fits
+    with pytest.raises(FrameError, match="longer than any golden part"):
+        aligner.estimate(grey(long))

@@ -377,7 +377,8 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
                 else:
                     outputs = {OUTPUT_NAME: feats[hold_idx]}
                 with search_memo.remembering(rows_seen):
-                    held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal, between=lift_blas_hold_once_refit_ended)
+                    held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal,
+                                            between=lift_blas_hold_once_refit_ended)
                 if uses_defects:
                     held.warnings.append(heldout.TRAINED_ON_DEFECTS)
                     log.warning("%s", heldout.TRAINED_ON_DEFECTS)

@@ -54,13 +54,15 @@ def image_scorer(engine, pre: Preprocessor, scorer, input_hw: tuple[int, int]) -
     scores +inf: the daemon records an error for it, never a pass."""
     def score(images: list) -> np.ndarray:
         scores = np.full(len(images), np.inf)
-        usable = []
-        for k, image in enumerate(images):
-            try:
-                pre.prepare(image)
-            except FrameError:
-                continue
-            usable.append(k)
+        usable = list(range(len(images)))
+        if pre.spec.align is not None:  # only registration refuses a frame of the golden images' size
+            usable = []
+            for k, image in enumerate(images):
+                try:
+                    pre.prepare(image)
+                except FrameError:
+                    continue
+                usable.append(k)
         if usable:
             outputs = run_images(engine, pre, [images[k] for k in usable], batch=engine.spec.max_batch)
             scores[usable] = scorer.score(outputs, input_hw).image_scores

@@ -135,7 +135,8 @@ class Preprocessor:
         return self.grid.split(works)
 
     def crop_resize(self, image: np.ndarray, roi: Optional[Sequence[int]] = None) -> tuple[np.ndarray, RoiTransform]:
-        """The ROI crop resized to the work size (unpadded), still uint8 BGR/grey, and its transform."""
+        """The ROI crop resized to the canvas (the work size, or with align motion pose the size the
+        part's box is cut from; unpadded), still uint8 BGR/grey, and its transform."""
         h0, w0 = image.shape[:2]
         roi = roi if roi is not None else self.spec.roi
         if roi is not None:

@@ -1,8 +1,11 @@
-"""One step ahead on a thread: the next item is made while the caller works on this one."""
+"""Work on a thread beside the caller's: one step ahead (the next item made while the caller works on
+this one), or one job in the background (calibrate's refit)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence, TypeVar
+
+from calibration.progress import timed
 
 T = TypeVar("T")
 
@@ -21,3 +24,29 @@ def made_ahead(make: Callable[..., T], args: Sequence, name: str) -> Iterator[T]
             if k + 1 < len(args):
                 pending = pool.submit(make, args[k + 1])
             yield item
+
+
+class Background:
+    """``fn`` run on a thread from entering; ``result()`` waits for it (and raises what it raised),
+    and its wall time goes to ``times[stage]``. Leaving the block waits for the thread, so a failure
+    elsewhere never leaves a fit running against arrays that are being freed."""
+
+    def __init__(self, times: dict[str, float], stage: str, fn):
+        self._times, self._stage, self._fn = times, stage, fn
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=stage)
+
+    def __enter__(self) -> "Background":
+        def run():
+            with timed(self._times, self._stage):
+                return self._fn()
+        self._future = self._pool.submit(run)
+        return self
+
+    def result(self):
+        return self._future.result()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True)

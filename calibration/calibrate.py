@@ -31,7 +31,6 @@ import logging
 import os
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from calibration import heldout, pose_auto
+from calibration.ahead import Background
 from calibration.augment import origin_ids
 from calibration.bundle import write_bundle
 from calibration.bundle_dir import check_out_dir
@@ -55,7 +55,7 @@ from calibration.methods import pose
 from calibration.methods.coreset import limited_blas
 from calibration.methods.global_context import group_ids
 from calibration.progress import Bar, timed
-from calibration.thresholds import Threshold, few_heldout_warning
+from calibration.thresholds import Threshold
 from calibration.tile_memo import TileMemo
 from engines.base import EngineSpec, normalise_precision
 from engines.registry import build_engine
@@ -63,7 +63,6 @@ from inspector.bundle import ALIGN_REFERENCE
 from inspector.errors import InspectorError
 from inspector.manifest import BundleManifest
 from inspector.methods import search_memo
-from inspector.methods.base import ScoreMap
 from inspector.methods.global_context import PoseDecision
 from inspector.methods.registry import Scorer, method_of
 from inspector.methods.search_memo import SearchMemo
@@ -128,52 +127,6 @@ class _Network:
         return onnx, description, method.HEAD.output_name
 
 
-@dataclass
-class _HeldOut:
-    """The held-out golden images' scores and the thresholds set from them."""
-
-    scores: np.ndarray  # float64 [n] image scores
-    maps: Optional[np.ndarray]  # float32 [n, H, W] smoothed maps without padding, or None
-    map_maxima: np.ndarray  # float64 [n] (empty for an image-level method)
-    image_threshold: Threshold
-    pixel_threshold: Optional[Threshold]
-    warnings: list[str]
-
-    @classmethod
-    def measure(cls, scorer: Scorer, outputs: dict, pre: Preprocessor, cal, between=None,
-                images_at_once: int = 8) -> "_HeldOut":
-        """``between()`` is called between batches of ``images_at_once`` images: calibrate lifts
-        its one-BLAS-thread hold there once the refit has ended. An image's score does not depend
-        on the others in its batch (up to float rounding in the last digits)."""
-        n = len(next(iter(outputs.values())))
-        parts = []
-        for s in range(0, n, images_at_once):
-            parts.append(scorer.score({k: v[s:s + images_at_once] for k, v in outputs.items()}, pre.grid.work_hw))
-            if between is not None:
-                between()
-        held = parts[0] if len(parts) == 1 else ScoreMap(
-            np.concatenate([p.image_scores for p in parts]),
-            None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]),
-            parts[0].input_hw, parts[0].sigma)
-        scores = held.image_scores.astype(np.float64)
-        maps = None if held.pixel_maps is None else pre.grid.content(held.pixel_maps)  # padding off
-        maxima = maps.reshape(len(scores), -1).max(1) if maps is not None else np.array([], np.float64)
-        image = heldout.threshold(scores, cal)
-        warnings = [w for w in (few_heldout_warning(image, cal.holdout),) if w]
-        for w in warnings:
-            log.warning("%s", w)
-        return cls(scores, maps, maxima, image, heldout.threshold(maxima, cal) if maxima.size else None, warnings)
-
-    def manifest_sections(self) -> dict:
-        """thresholds, metrics (without seconds) and warnings, as the manifest holds them."""
-        image, pixel = self.image_threshold, self.pixel_threshold
-        return {"thresholds": {"image": image.value, "pixel": pixel.value if pixel else None,
-                               "image_rule": image.to_json(), "pixel_rule": pixel.to_json() if pixel else None},
-                "metrics": {"heldout_scores": [round(float(s), 6) for s in self.scores],
-                            "heldout_map_maxima": [round(float(s), 6) for s in self.map_maxima]},
-                "warnings": self.warnings}
-
-
 def _fit(settings: Settings, feats: np.ndarray, groups: np.ndarray, precision: str, bar: Bar, desc: str,
          defects: Optional[np.ndarray] = None):
     """The configured method fitted on ``feats`` (and, for a method that uses them, the labelled
@@ -185,32 +138,6 @@ def _fit(settings: Settings, feats: np.ndarray, groups: np.ndarray, precision: s
                            groups=groups)
     adapt = getattr(method, "for_engine", None)
     return adapt(state, normalise_precision(precision)) if adapt else state
-
-
-class _Background:
-    """``fn`` run on a thread from entering; ``result()`` waits for it (and raises what it raised),
-    and its wall time goes to ``times[stage]``. Leaving the block waits for the thread, so a failure
-    elsewhere never leaves a fit running against arrays that are being freed."""
-
-    def __init__(self, times: dict[str, float], stage: str, fn):
-        self._times, self._stage, self._fn = times, stage, fn
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=stage)
-
-    def __enter__(self) -> "_Background":
-        def run():
-            with timed(self._times, self._stage):
-                return self._fn()
-        self._future = self._pool.submit(run)
-        return self
-
-    def result(self):
-        return self._future.result()
-
-    def done(self) -> bool:
-        return self._future.done()
-
-    def __exit__(self, *exc) -> None:
-        self._pool.shutdown(wait=True)
 
 
 def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str | Path], *, progress: bool = True,
@@ -360,7 +287,7 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
             # keeps both cores busy (the coreset picks on one BLAS thread, the engine waits on
             # decoding and scoring); a head method's refit trains a network, and stays after them
             blas_hold.enter_context(limited_blas(max(1, (os.cpu_count() or 2) // 2)))
-            refit = cleanup.enter_context(_Background(times, "fit_all", lambda: _fit(
+            refit = cleanup.enter_context(Background(times, "fit_all", lambda: _fit(
                 settings, feats, groups, engine.precision, Bar(False), "fitting (all golden images)", defect_feats)))
         with timed(times, "fit_split"):
             state = _fit(settings, feats[fit_idx], groups[fit_idx], engine.precision, bar,
@@ -377,7 +304,7 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
                 else:
                     outputs = {OUTPUT_NAME: feats[hold_idx]}
                 with search_memo.remembering(rows_seen):
-                    held = _HeldOut.measure(Scorer(method, state), outputs, pre, cal,
+                    held = heldout.HeldOut.measure(Scorer(method, state), outputs, pre, cal,
                                             between=lift_blas_hold_once_refit_ended)
                 if uses_defects:
                     held.warnings.append(heldout.TRAINED_ON_DEFECTS)

@@ -3,6 +3,7 @@ line will run, the thresholds set from them, and the escape rates of defects at 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -12,9 +13,10 @@ from calibration.detectability import Detectability, defect_sizes, estimate_dete
 from calibration.features import extract_features, run_images
 from calibration.golden import read_golden
 from calibration.progress import Bar
-from calibration.thresholds import Threshold, budget_threshold, quantile_margin_threshold
+from calibration.thresholds import Threshold, budget_threshold, few_heldout_warning, quantile_margin_threshold
 from inspector.decode import FrameError
 from inspector.errors import InspectorError
+from inspector.methods.base import ScoreMap
 from inspector.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -88,3 +90,49 @@ def detectability(score_images, held_images: list, threshold_value: float, setti
         log.warning("synthetic defects of %d px do not fit the %s: no escape rate for that size "
                     "(lower calibration.min_defect_px)", size, "ROI" if settings.preprocess.roi else "images")
     return result
+
+
+@dataclass
+class HeldOut:
+    """The held-out golden images' scores and the thresholds set from them."""
+
+    scores: np.ndarray  # float64 [n] image scores
+    maps: Optional[np.ndarray]  # float32 [n, H, W] smoothed maps without padding, or None
+    map_maxima: np.ndarray  # float64 [n] (empty for an image-level method)
+    image_threshold: Threshold
+    pixel_threshold: Optional[Threshold]
+    warnings: list[str]
+
+    @classmethod
+    def measure(cls, scorer, outputs: dict, pre: Preprocessor, cal, between=None,
+                images_at_once: int = 8) -> "HeldOut":
+        """``between()`` is called between batches of ``images_at_once`` images: calibrate lifts
+        its one-BLAS-thread hold there once the refit has ended. An image's score does not depend
+        on the others in its batch (up to float rounding in the last digits)."""
+        n = len(next(iter(outputs.values())))
+        parts = []
+        for s in range(0, n, images_at_once):
+            parts.append(scorer.score({k: v[s:s + images_at_once] for k, v in outputs.items()}, pre.grid.work_hw))
+            if between is not None:
+                between()
+        held = parts[0] if len(parts) == 1 else ScoreMap(
+            np.concatenate([p.image_scores for p in parts]),
+            None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]),
+            parts[0].input_hw, parts[0].sigma)
+        scores = held.image_scores.astype(np.float64)
+        maps = None if held.pixel_maps is None else pre.grid.content(held.pixel_maps)  # padding off
+        maxima = maps.reshape(len(scores), -1).max(1) if maps is not None else np.array([], np.float64)
+        image = threshold(scores, cal)
+        warnings = [w for w in (few_heldout_warning(image, cal.holdout),) if w]
+        for w in warnings:
+            log.warning("%s", w)
+        return cls(scores, maps, maxima, image, threshold(maxima, cal) if maxima.size else None, warnings)
+
+    def manifest_sections(self) -> dict:
+        """thresholds, metrics (without seconds) and warnings, as the manifest holds them."""
+        image, pixel = self.image_threshold, self.pixel_threshold
+        return {"thresholds": {"image": image.value, "pixel": pixel.value if pixel else None,
+                               "image_rule": image.to_json(), "pixel_rule": pixel.to_json() if pixel else None},
+                "metrics": {"heldout_scores": [round(float(s), 6) for s in self.scores],
+                            "heldout_map_maxima": [round(float(s), 6) for s in self.map_maxima]},
+                "warnings": self.warnings}

@@ -128,8 +128,8 @@ def test_heldout_scores_in_batches_match_one_batch_and_call_between_each(golden_
     scorer, pre = Scorer(method_of("patchcore"), state), Preprocessor(PreprocessSpec(TEST_SIZE, TEST_SIZE, None))
     outputs = {state.params.feature_name: test}
     calls = []
-    whole = calibrate_module._HeldOut.measure(scorer, outputs, pre, CalibrationConfig(), images_at_once=100)
-    parts = calibrate_module._HeldOut.measure(scorer, outputs, pre, CalibrationConfig(),
+    whole = heldout.HeldOut.measure(scorer, outputs, pre, CalibrationConfig(), images_at_once=100)
+    parts = heldout.HeldOut.measure(scorer, outputs, pre, CalibrationConfig(),
                                               between=lambda: calls.append(1), images_at_once=3)
     assert len(calls) == 3  # 7 images in batches of 3
     np.testing.assert_allclose(parts.scores, whole.scores, rtol=1e-5)  # fp32 GEMM blocking differs by batch

@@ -37,7 +37,11 @@ class Judge:
         level = self.pixel_threshold
         peak = float(pixel_map.max())
         if peak <= level:
-            level = 0.5 * (peak + float(np.median(pixel_map)))
+            floor = pixel_map
+            if transform.align is not None:  # outside the registered part the map is the warp's 0 fill
+                inside = pixel_map[pixel_map != 0]
+                floor = inside if inside.size else pixel_map
+            level = 0.5 * (peak + float(np.median(floor)))
         area = pixel_map.size if self.input_area is None else min(pixel_map.size, self.input_area)
         min_area = max(4, int(self.min_region_fraction * area))
         mask = (pixel_map > level).astype(np.uint8)

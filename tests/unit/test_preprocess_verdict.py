@@ -59,3 +59,20 @@ def test_a_score_that_is_not_a_number_never_passes_a_part(score):
 
     assert Judge(1.0, None).decide(score) is VerdictKind.FAIL
     assert Judge(1.0, None).decide(0.5) is VerdictKind.PASS
+
+
+def test_a_diffuse_fail_on_a_registered_frame_points_at_its_peak_not_the_whole_part():
+    # with alignment (pose normalisation most of all) the map is 0 outside the registered part:
+    # the half-height fallback must take its floor from the part, not from that fill
+    import numpy as np
+
+    from inspector.types import RoiTransform
+    from inspector.verdict import Judge
+
+    rng = np.random.default_rng(0)
+    pixel_map = np.zeros((128, 128), np.float32)
+    pixel_map[40:72, 16:112] = 20.0 + rng.uniform(-1, 1, (32, 96))  # the part's box, cut from the frame
+    pixel_map[52:58, 80:86] = 30.0  # the diffuse fail's peak, under the pixel threshold
+    tr = RoiTransform(0, 0, 128, 128, 1.0, 1.0, 128, 128, align=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+    regions = Judge(10.0, 40.0).regions(pixel_map, tr)
+    assert regions and regions[0].w * regions[0].h <= 100, regions[0]

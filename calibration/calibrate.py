@@ -262,6 +262,7 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
         groups = origin_ids(golden.names)  # a copy goes with its original wherever a fit holds images out
         # what the config leaves to the golden images, decided once: both fits must score alike
         with timed(times, "decide"):
+            now = None  # the fixed-pose rule on these features, when preprocess.align auto asked it
             if turning_to is not None or plain_pose is not None:  # preprocess.align auto
                 now = pose.decide(feats, pose_auto.CUT, cal.seed, group_ids(len(feats), groups))
                 if turning_to is not None and not now.enabled and now.twin_ratio is not None:
@@ -270,7 +271,8 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
                 if plain_pose is not None and not now.enabled:
                     raise pose_auto.PoseNoBetter(now)
                 align_auto = pose_auto.fixed(now) if plain_pose is None else pose_auto.kept(plain_pose, now)
-            settings = settings.model_copy(update={"scorer": resolve_config(settings.scorer, feats, cal.seed, groups)})
+            settings = settings.model_copy(update={"scorer": resolve_config(settings.scorer, feats, cal.seed, groups,
+                                                                            known_pose=now)})
         held_images = [golden.images[i] for i in hold_idx]
         refit = None
         # while two fits run at once, half the cores' BLAS threads each; taken and lifted here, on

@@ -70,11 +70,6 @@ def dropped(plain: gc.PoseDecision, why: str, posed: Optional[gc.PoseDecision] =
                                        f"but pose normalisation did not help: {why}")
 
 
-def describe(rec: Optional[dict]) -> Optional[str]:
-    """One line for the calibrate summary, or None without a record."""
-    return None if not rec else f"pose normalisation {rec['reason']}"
-
-
 def stamp(spec, rec: Optional[dict]):
     """The PreprocessSpec carrying the decision (the bundle's preprocess section)."""
     return spec if rec is None else dataclasses.replace(spec, align_auto=rec)

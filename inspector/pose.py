@@ -63,9 +63,10 @@ def part_mask(grey: np.ndarray) -> Optional[np.ndarray]:
     return (lab == big).astype(np.uint8)
 
 
-def measure(grey: np.ndarray) -> Optional[Measure]:
-    """The part's pose in a float32 grey image, or None when no part is found."""
-    m = part_mask(grey)
+def measure(grey: np.ndarray, m: Optional[np.ndarray] = None) -> Optional[Measure]:
+    """The part's pose in a float32 grey image, or None when no part is found. ``m``: its
+    part_mask, when the caller has it."""
+    m = part_mask(grey) if m is None else m
     if m is None:
         return None
     mo = cv2.moments(m, binaryImage=True)
@@ -100,10 +101,12 @@ def pose_warp(m: Measure, box: tuple[int, int], flip: bool = False) -> np.ndarra
                      [ay, ax, m.cy - ay * bx - ax * by]], np.float32)
 
 
-def warp_to_box(image: np.ndarray, warp: np.ndarray, box: tuple[int, int]) -> np.ndarray:
+def warp_to_box(image: np.ndarray, warp: np.ndarray, box: tuple[int, int],
+                part: Optional[np.ndarray] = None) -> np.ndarray:
     """The canvas resampled into the canonical box. Where the box leaves the canvas it shows the
     canvas's background mirrored in, with the part blanked out of it first (a mirrored copy of
-    the part's own end at the border would be a defect on every part lying near an edge)."""
+    the part's own end at the border would be a defect on every part lying near an edge).
+    ``part``: the image's part_mask, when the caller has it."""
     size = (int(box[0]), int(box[1]))
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     out = cv2.warpAffine(image, warp, size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
@@ -112,8 +115,9 @@ def warp_to_box(image: np.ndarray, warp: np.ndarray, box: tuple[int, int]) -> np
     inside = cv2.erode(inside, np.ones((3, 3), np.uint8))  # the interpolated seam too
     if inside.all():
         return out
-    g = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    part = part_mask(g.astype(np.float32) / 255.0 if g.dtype == np.uint8 else g)
+    if part is None:
+        g = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        part = part_mask(g.astype(np.float32) / 255.0 if g.dtype == np.uint8 else g)
     floor = image
     if part is not None:
         part = cv2.dilate(part, np.ones((7, 7), np.uint8)) > 0
@@ -160,7 +164,8 @@ class PoseAligner:
     def estimate(self, grey: np.ndarray) -> np.ndarray:
         """float32 grey canvas -> warp [2, 3] (canonical box -> canvas). FrameError when there is
         no part, the part has no axis, or it matches the golden reference poorly."""
-        m = measure(grey)
+        mask = part_mask(grey)  # once: the measure and both ends' views below use it
+        m = measure(grey, mask)
         if m is None:
             raise FrameError("alignment (pose): no part found (no foreground against the background); is the "
                              "part in view and lit as in calibration?")
@@ -174,8 +179,8 @@ class PoseAligner:
         if self.reference is None:
             return warp
         flipped = pose_warp(m, self.box, flip=True)
-        c0 = correlation(warp_to_box(grey, warp, self.box), self.reference)
-        c1 = correlation(warp_to_box(grey, flipped, self.box), self.reference)
+        c0 = correlation(warp_to_box(grey, warp, self.box, mask), self.reference)
+        c1 = correlation(warp_to_box(grey, flipped, self.box, mask), self.reference)
         corr, warp = (c1, flipped) if c1 > c0 else (c0, warp)
         if corr < self.min_correlation:
             raise FrameError(f"alignment (pose): the part matches the golden reference poorly (correlation "

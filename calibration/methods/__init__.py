@@ -3,7 +3,7 @@
 (a method with ``USES_DEFECTS`` also takes ``defects=``, the labelled defect images' features; a
 fit with a ``groups`` parameter gets each row's original golden image, so augmented copies go
 with their original wherever it holds images out; optionally ``resolve_config(features, config,
-seed, groups) -> config``: choices the config leaves to the golden images, made once before
+seed, groups, known_pose) -> config``: choices the config leaves to the golden images, made once before
 calibration's fits)
 (the contract: inspector/methods/base.py). Shared pieces: coreset.py (PatchCore's k-center
 selection), training.py (the loop the trained heads share)."""
@@ -52,13 +52,15 @@ def fitter(method: str) -> Callable:
     return importlib.import_module(f"{__name__}.{method}").fit
 
 
-def resolve_config(config, features: np.ndarray, seed: int = 0, groups: Optional[np.ndarray] = None):
+def resolve_config(config, features: np.ndarray, seed: int = 0, groups: Optional[np.ndarray] = None,
+                   known_pose=None):
     """``config`` with what it leaves to the golden images decided (global context's
     ``aligned_map: {enabled: auto}``) by the method's ``resolve_config``, once on all golden features
     float32 [N, D, h, w], so that every fit of one calibration scores the same way; unchanged for a
-    method without one."""
+    method without one. known_pose: the fixed-pose rule's answer on these features
+    (calibration/methods/pose.py decide), when calibrate has it already."""
     resolve = getattr(importlib.import_module(f"{__name__}.{config.method}"), "resolve_config", None)
-    return config if resolve is None else resolve(features, config, seed, groups)
+    return config if resolve is None else resolve(features, config, seed, groups, known_pose)
 
 
 def fit_method(config, features: np.ndarray, seed: int = 0, progress: Optional[Progress] = None,

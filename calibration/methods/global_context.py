@@ -135,15 +135,16 @@ def fit_global(features: np.ndarray, config: gc.GlobalConfig, seed: int, groups:
 
 
 def resolve_config(features: np.ndarray, config: gc.Config, seed: int,
-                   groups: Optional[np.ndarray] = None) -> gc.Config:
+                   groups: Optional[np.ndarray] = None, known_pose: Optional[gc.PoseDecision] = None) -> gc.Config:
     """``aligned_map: {enabled: auto}`` decided once on all the golden images (calibration calls
     this before its fits: the held-out split's fit, whose scores set the threshold, and the refit
-    on all must score the same way); any other config unchanged."""
+    on all must score the same way); any other config unchanged. known_pose: the fixed-pose rule's
+    answer on these features, if the caller has it (calibration/methods/pose.py resolve)."""
     a = config.global_context.aligned_map
     if a.enabled != "auto":
         return config
-    g = config.global_context.model_copy(update={"aligned_map": pose.resolve(a, features, seed,
-                                                                             group_ids(len(features), groups))})
+    g = config.global_context.model_copy(update={"aligned_map": pose.resolve(
+        a, features, seed, group_ids(len(features), groups), known_pose)})
     return config.model_copy(update={"global_context": g})
 
 

@@ -13,7 +13,6 @@ or move. It falls as the set grows, so it is taken on ``SUBSET`` original images
 """
 from __future__ import annotations
 
-import weakref
 from typing import Optional
 
 import numpy as np
@@ -35,25 +34,11 @@ def twin_ratio(layouts: np.ndarray) -> float:
     return float(np.median(d.min(axis=1)) / max(float(np.median(pairs)), 1e-12))
 
 
-_last: Optional[tuple] = None  # (weakref to the features, cut, seed, member bytes, the decision)
-
-
 def decide(features: np.ndarray, cut: float, seed: int, member: Optional[np.ndarray] = None) -> gc.PoseDecision:
     """features [N, D, h, w] golden features -> whether the aligned map goes on, and why. member:
     int [N], each row's original image (augmented copies are near twins of it: one row per original
-    is used); None: each row its own. The last answer is kept for the same (unchanged) features
-    array: calibration asks twice, for preprocess.align auto and for the aligned map."""
-    global _last
+    is used); None: each row its own."""
     member = np.arange(len(features)) if member is None else np.asarray(member)
-    key = (cut, seed, member.tobytes())
-    if _last is not None and _last[0]() is features and _last[1:4] == key:
-        return _last[4]
-    decision = _decide(features, cut, seed, member)
-    _last = (weakref.ref(features), *key, decision)
-    return decision
-
-
-def _decide(features: np.ndarray, cut: float, seed: int, member: np.ndarray) -> gc.PoseDecision:
     _, first = np.unique(member, return_index=True)
     n = len(first)
     if n < SUBSET:
@@ -74,10 +59,11 @@ def _decide(features: np.ndarray, cut: float, seed: int, member: np.ndarray) -> 
 
 
 def resolve(config: gc.AlignedConfig, features: np.ndarray, seed: int,
-            member: Optional[np.ndarray] = None) -> gc.AlignedConfig:
+            member: Optional[np.ndarray] = None, known: Optional[gc.PoseDecision] = None) -> gc.AlignedConfig:
     """``enabled: auto`` turned into true or false by ``decide``, the decision kept with it; any
-    other config unchanged."""
+    other config unchanged. ``known``: ``decide``'s answer on these features, when the caller has
+    it already (calibrate, for preprocess.align auto); used when its cut is this config's."""
     if config.enabled != "auto":
         return config
-    d = decide(features, config.auto_cut, seed, member)
+    d = known if known is not None and known.cut == config.auto_cut else decide(features, config.auto_cut, seed, member)
     return config.model_copy(update={"enabled": d.enabled, "decision": d})

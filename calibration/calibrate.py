@@ -31,10 +31,10 @@ import logging
 import os
 import shutil
 import tempfile
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -45,8 +45,7 @@ from calibration.bundle import write_bundle
 from calibration.bundle_dir import check_out_dir
 from calibration.detectability import Detectability
 from calibration.feature_reuse import FeatureReuse, reuse_key
-from calibration.features import (INPUT_NAME, OUTPUT_NAME, export_feature_network, export_head_network,
-                                  extract_features, network_description, run_images)
+from calibration.features import INPUT_NAME, OUTPUT_NAME, extract_features, run_images
 from calibration.geometry import choose_geometry
 from calibration.golden import GoldenSet
 from calibration.golden_split import enough_originals, load_golden, split_originals
@@ -54,11 +53,11 @@ from calibration.methods import fit_method, resolve_config
 from calibration.methods import pose
 from calibration.methods.coreset import limited_blas
 from calibration.methods.global_context import group_ids
+from calibration.network import NetworkAhead, export_network, opened_engine
 from calibration.progress import Bar, timed
 from calibration.thresholds import Threshold
 from calibration.tile_memo import TileMemo
-from engines.base import EngineSpec, normalise_precision
-from engines.registry import build_engine
+from engines.base import normalise_precision
 from inspector.bundle import ALIGN_REFERENCE
 from inspector.errors import InspectorError
 from inspector.manifest import BundleManifest
@@ -92,39 +91,6 @@ class CalibrationResult:
     detectability: Optional[Detectability] = None  # escape rates at the image threshold (None: not estimated)
     warnings: list[str] = field(default_factory=list)  # one line each; also in the manifest and report
     geometry_notes: list = field(default_factory=list)  # why the geometry is not what was asked (summary)
-
-
-@contextmanager
-def opened_engine(engine_config, spec: EngineSpec) -> Iterator:
-    """An engine that is closed when the block ends, however it ends."""
-    engine = build_engine(engine_config, spec)
-    try:
-        yield engine
-    finally:
-        engine.close()
-
-
-@dataclass
-class _Network:
-    """The feature network as calibration exported it: description (for the manifest), ONNX
-    file, input (H, W), and the folder it lives in until the bundle is written."""
-
-    description: dict
-    onnx: Path
-    input_hw: tuple[int, int]
-    workdir: Path
-
-    def spec(self, onnx: Path, output_name: str, description: dict) -> EngineSpec:
-        return EngineSpec(str(onnx), INPUT_NAME, (3, *self.input_hw), (output_name,), network=description)
-
-    def with_head(self, state, method) -> tuple[Path, dict, str]:
-        """(ONNX, description, output name) of the network the daemon runs for ``state``: the
-        feature network, or backbone + the method's declared head exported as one."""
-        if method.HEAD is None:
-            return self.onnx, self.description, OUTPUT_NAME
-        onnx, description = export_head_network(self.description, state, method.HEAD.output_name,
-                                                self.input_hw, self.workdir)
-        return onnx, description, method.HEAD.output_name
 
 
 def _fit(settings: Settings, feats: np.ndarray, groups: np.ndarray, precision: str, bar: Bar, desc: str,
@@ -208,10 +174,18 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
     if uses_defects and defects_dir is None:
         raise InspectorError(f"scorer {method.NAME} trains on labelled defects: pass --defects DIR with a "
                              f"folder of defect images, or pick an unsupervised scorer")
-    with timed(times, "read"):
-        golden, originals = load_golden(settings, golden_dir, golden, augment, bar)
-
     with ExitStack() as cleanup:
+        workdir = Path(tempfile.mkdtemp(prefix="inspector-calibrate-"))
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)  # also when calibration fails
+        # the network is exported while the golden images are read (calibration/network.py); not
+        # for pose normalisation, whose network input is the golden parts' box
+        ahead = None
+        if golden is None and not (settings.preprocess.align.enabled is True
+                                   and settings.preprocess.align.motion == "pose"):
+            ahead = cleanup.enter_context(NetworkAhead(settings, golden_dir, workdir))
+        with timed(times, "read"):
+            golden, originals = load_golden(settings, golden_dir, golden, augment, bar)
+
         with timed(times, "export"):
             geometry = choose_geometry(settings.preprocess, cal.min_defect_px, [im.shape for im in golden.images])
             pspec, reference = geometry.spec, None
@@ -226,15 +200,11 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
                                              f"register to the golden reference (need {cal.min_images}); see the "
                                              f"warnings above, or turn preprocess.align off")
             pre = Preprocessor(pspec, reference=reference)
-            workdir = Path(tempfile.mkdtemp(prefix="inspector-calibrate-"))
-            cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)  # also when calibration fails
-            description = network_description(settings.backbone)
             input_hw = (pspec.height, pspec.width)  # the network input (one tile)
-            onnx_path, description["feature_dim"] = export_feature_network(description, input_hw,
-                                                                           workdir / "backbone.onnx")
-            network = _Network(description, onnx_path, input_hw, workdir)
-            engine = cleanup.enter_context(opened_engine(settings.engine, network.spec(onnx_path, OUTPUT_NAME,
-                                                                                         description)))
+            made = ahead.take(input_hw) if ahead is not None else None
+            network, engine = made if made is not None else export_network(settings, input_hw, workdir)
+            cleanup.callback(engine.close)
+            description = network.description
             check_calibration_engine = getattr(method, "check_calibration_engine", None)
             if check_calibration_engine:  # a method the configured engine cannot run (AnoDDPM steps on a CPU)
                 check_calibration_engine(settings.scorer, engine)  # refused now, not at load after the fit

@@ -8,8 +8,7 @@ import numpy as np
 
 from calibration.ahead import made_ahead
 from calibration.tile_memo import TileMemo
-from engines.backbones.export import export_onnx
-from engines.backbones.patch_features import AGGREGATIONS, PatchFeatureNet, build_patch_feature_net
+from engines.backbones import AGGREGATIONS
 from engines.backbones.weights import resolve_weights_path
 from engines.hashing import file_sha256
 from inspector.preprocess import Preprocessor
@@ -36,7 +35,12 @@ def network_description(backbone_config) -> dict:
 
 def export_feature_network(description: dict, input_hw: tuple[int, int], out: Path) -> tuple[Path, int]:
     """Build the torch network, export ONNX to ``out``; returns (path, feature dim)."""
-    net: PatchFeatureNet = build_patch_feature_net(description)
+    # torch is imported here, not with this module: calibrate imports it on the thread that exports
+    # while the golden images are read (calibration/network.py)
+    from engines.backbones.export import export_onnx
+    from engines.backbones.patch_features import build_patch_feature_net
+
+    net = build_patch_feature_net(description)
     export_onnx(net, out, (3, *input_hw), INPUT_NAME, (OUTPUT_NAME,))
     return out, net.feature_dim
 
@@ -89,6 +93,7 @@ def export_head_network(description: dict, state, output_name: str, input_hw: tu
     network in ``workdir``, output ``output_name``, with the head weights beside it in
     arrays.npz (where the torch engine reads them); returns (onnx path, the network's
     description for the manifest)."""
+    from engines.backbones.export import export_onnx
     from engines.backbones.heads import build_head_network
 
     head, weights = state.network_head()

@@ -9,7 +9,7 @@ import numpy as np
 
 from calibration.augment import augment_golden, is_augmented, original_name
 from calibration.golden import GoldenSet, list_images, read_golden
-from calibration.methods.training import split_rows
+from calibration.methods.split import split_rows
 from calibration.progress import Bar
 from inspector.errors import InspectorError
 

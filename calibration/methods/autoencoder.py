@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from calibration.methods import Progress
-from calibration.methods.training import (deterministic, feature_stats, split_rows, standardised_head, train,
+from calibration.methods.split import split_rows
+from calibration.methods.training import (deterministic, feature_stats, standardised_head, train,
                                          train_val_tensors, training_device)
 from engines.backbones.heads import FeatureAutoencoder, head_arrays
 from inspector.methods import autoencoder

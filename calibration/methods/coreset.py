@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 import numpy as np
-import torch
 from threadpoolctl import threadpool_limits
 
 
@@ -37,6 +36,8 @@ _PRUNE = np.float32(0.2499)
 def greedy_coreset(patches: np.ndarray, k: int, *, projection_dim: int = 64, seed: int = 0,
                    progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """Indices (int64 [k]) of a k-center greedy coreset of ``patches`` float32 [P, D]."""
+    import torch  # here: calibrate imports this module before torch is needed (calibration/network.py)
+
     n, d = patches.shape
     if k >= n:
         return np.arange(n)
@@ -121,6 +122,8 @@ def _greedy_from(x: np.ndarray, start: int, k: int, progress: Optional[Callable[
 
 def bank_neighbours(bank: np.ndarray, b: int) -> np.ndarray:
     """int32 [M, b]: each bank entry's b nearest other entries (for PatchCore's reweighting)."""
+    import torch
+
     t = torch.from_numpy(bank)
     sq = (t * t).sum(1)
     out = np.empty((len(bank), b), np.int32)

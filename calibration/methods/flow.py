@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from calibration.methods import Progress
-from calibration.methods.training import (deterministic, feature_stats, split_rows, standardised_head, train,
+from calibration.methods.split import split_rows
+from calibration.methods.training import (deterministic, feature_stats, standardised_head, train,
                                          train_val_tensors, training_device)
 from engines.backbones.flow import FeatureFlow
 from engines.backbones.heads import head_arrays

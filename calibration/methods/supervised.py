@@ -18,7 +18,8 @@ from torch.nn import functional as F
 
 from calibration.methods import Progress
 from calibration.methods import patchcore as patchcore_fit
-from calibration.methods.training import deterministic, feature_stats, split_rows, train, training_device
+from calibration.methods.split import split_rows
+from calibration.methods.training import deterministic, feature_stats, train, training_device
 from inspector.errors import InspectorError
 from inspector.methods import patchcore, supervised
 from inspector.methods.base import TrainingSummary

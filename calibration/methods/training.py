@@ -38,13 +38,6 @@ def deterministic(seed: int, threads: int = 0) -> Iterator[None]:
         torch.set_num_threads(was_threads)
 
 
-def split_rows(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, validation rows): at least one of each when n >= 2."""
-    order = np.random.default_rng(seed).permutation(n)
-    k = min(max(1, int(round(n * share))), n - 1) if n >= 2 else 0
-    return np.sort(order[k:]), np.sort(order[:k])
-
-
 @dataclass
 class TrainReport:
     epochs_run: int

@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engines.backbones import AGGREGATIONS
 from engines.backbones.efficientnet_lite import LITE_VARIANTS, EfficientNetLite
 from engines.backbones.resnet import RESNET_VARIANTS, ResNet
 from engines.backbones.weights import load_into, resolve_weights_path
 
 BACKBONES = tuple(sorted([*LITE_VARIANTS, *RESNET_VARIANTS]))
-AGGREGATIONS = ("zero_padded", "edge_mean")  # the first is what new bundles use
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 

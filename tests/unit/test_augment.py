@@ -7,7 +7,7 @@ import pytest
 
 from calibration.augment import augment_golden, is_augmented, jitter, origin_ids, original_name
 from calibration.golden_split import split_originals
-from calibration.methods.training import split_rows
+from calibration.methods.split import split_rows
 from calibration.golden import GoldenSet
 from inspector.settings import AugmentConfig
 

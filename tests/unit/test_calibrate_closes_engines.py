@@ -2,12 +2,16 @@
 feature engine (a real onnxruntime session, observed), nor the held-out head engine."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import calibration.calibrate as calibrate_module
+import calibration.network as network_module
+from calibration.synthetic import make_part
 from calibration.calibrate import calibrate
 from engines.registry import build_engine as real_build_engine
-from tests.conftest import FP32_ENGINE, small_settings
+from inspector.errors import InspectorError
+from tests.conftest import FP32_ENGINE, TEST_SIZE, small_settings, write_png
 
 
 class FitFailed(RuntimeError):
@@ -32,7 +36,7 @@ def opened(monkeypatch) -> list:
         engines.append(record)
         return engine
 
-    monkeypatch.setattr(calibrate_module, "build_engine", observed_build)
+    monkeypatch.setattr(network_module, "build_engine", observed_build)
     return engines
 
 
@@ -47,8 +51,14 @@ def test_a_failed_fit_closes_the_feature_engine(opened, monkeypatch, golden_dir,
     assert not (tmp_path / "bundle").exists()
 
 
-def test_a_successful_calibration_closes_every_engine_once(opened, golden_dir, tmp_path):
-    calibrate(small_settings(engine=FP32_ENGINE, calibration={"holdout": 0.25, "min_images": 4,
-                                                             "synthetic_defects": 0}),
-              golden_dir, tmp_path / "bundle", progress=False)
-    assert opened and all(e["closed"] == 1 for e in opened), opened
+def test_a_calibration_refused_while_reading_closes_the_engine_opened_ahead(opened, tmp_path):
+    """The network is exported and opened while the golden images are read (calibration/network.py);
+    when reading ends the calibration (too few images), that engine is closed too."""
+    few = tmp_path / "few"
+    few.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_png(few / f"g{i}.png", make_part(rng, size=TEST_SIZE))
+    with pytest.raises(InspectorError, match="need at least"):
+        calibrate(small_settings(engine=FP32_ENGINE), few, tmp_path / "bundle", progress=False)
+    assert len(opened) == 1 and opened[0]["closed"] == 1, opened

@@ -44,7 +44,8 @@ class Trial:
     n: int  # synthetic defects scored
     real_found: Optional[float]  # share of --defects images found, when given
     seconds: float
-    features_key: str = ""  # the golden features it was calibrated on (calibration/feature_reuse.py)
+    features_keys: tuple = ()  # the golden features it was calibrated on (calibration/feature_reuse.py)
+    pose: Optional[bool] = None  # preprocess.align auto: whether pose normalisation was kept (None: not auto)
 
     def key(self) -> tuple:
         """Sort key, best first: most defects found (real ones first when there are some)."""
@@ -57,7 +58,7 @@ class Trial:
                 "synthetic_found": round(self.found, 4), "synthetic_found_smallest": round(self.found_smallest, 4),
                 "synthetic_n": self.n,
                 "real_found": None if self.real_found is None else round(self.real_found, 4),
-                "seconds": round(self.seconds, 2)}
+                "pose_normalised": self.pose, "seconds": round(self.seconds, 2)}
 
 
 def _size_json(settings: Settings):
@@ -103,6 +104,7 @@ def _describe(settings: Settings) -> str:
 def evaluate(candidate: Candidate, golden_dir: Path, golden: GoldenSet, *, defects_dir: Optional[Path],
              progress: bool, reuse: Optional[FeatureReuse] = None) -> Trial:
     t0 = time.perf_counter()
+    before = len(reuse.used) if reuse is not None else 0
     result = calibrate(candidate.settings, golden_dir, None, progress=progress, golden=golden,
                        defects_dir=defects_dir, evaluate_only=True, reuse=reuse)
     d = result.detectability
@@ -114,7 +116,8 @@ def evaluate(candidate: Candidate, golden_dir: Path, golden: GoldenSet, *, defec
     smallest = d.by_size[min(d.by_size)]
     real = d.real.found_share if d.real is not None and d.real.n else None
     return Trial(candidate, found, smallest.found_share, n, real, time.perf_counter() - t0,
-                 reuse.last_key if reuse is not None else "")
+                 tuple(dict.fromkeys(reuse.used[before:])) if reuse is not None else (),
+                 None if result.align_auto is None else bool(result.align_auto["enabled"]))
 
 
 def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Path, *, progress: bool = True,
@@ -150,7 +153,8 @@ def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Pa
         except (InspectorError, ValueError, RuntimeError, MemoryError) as exc:  # one candidate, not the choice
             say(f"auto: {cand.name} could not be calibrated ({exc}); left out")
             continue
-        say(f"auto: {cand.name}: {trial.found * 100:.0f}% of {trial.n} synthetic defects found "
+        say(f"auto: {cand.name}{' with pose normalisation' if trial.pose else ''}: "
+            f"{trial.found * 100:.0f}% of {trial.n} synthetic defects found "
             f"({trial.found_smallest * 100:.0f}% of the smallest)"
             + (f", {trial.real_found * 100:.0f}% of your defect images" if trial.real_found is not None else "")
             + f", {trial.seconds:.1f} s")
@@ -161,7 +165,7 @@ def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Pa
     evidence = {"chosen": best.candidate.name, "criterion": "most synthetic defects found at the false-reject "
                 "budget threshold (real --defects images first when given), then the most of the smallest size",
                 "trials": [t.to_json() for t in trials]}
-    reuse.retain(best.features_key)  # the other geometries' features are not needed again
+    reuse.retain(best.features_keys)  # the other geometries' features are not needed again
     result = calibrate(best.candidate.settings, golden_dir, out_dir, progress=progress, golden=golden,
                        defects_dir=defects_dir, force=force, auto_evidence=evidence, reuse=reuse)
     return result, trials

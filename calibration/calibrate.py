@@ -91,6 +91,7 @@ class CalibrationResult:
     detectability: Optional[Detectability] = None  # escape rates at the image threshold (None: not estimated)
     warnings: list[str] = field(default_factory=list)  # one line each; also in the manifest and report
     geometry_notes: list = field(default_factory=list)  # why the geometry is not what was asked (summary)
+    align_auto: Optional[dict] = None  # preprocess.align auto: the decision (calibration/pose_auto.py record)
 
 
 def _fit(settings: Settings, feats: np.ndarray, groups: np.ndarray, precision: str, bar: Bar, desc: str,
@@ -113,26 +114,24 @@ def calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str 
     """Fit the configured method on ``golden_dir`` and write the bundle (``_calibrate``, below, has the
     steps); with ``preprocess.align.enabled: auto`` (the default) pose normalisation is decided on the
     way (calibration/pose_auto.py): tried only when the golden parts turn or move, kept only when
-    they then read as one pose. Under ``calibrate --auto`` (``reuse``) and for ``evaluate_only`` it is
-    not tried: the frames as they come."""
+    they then read as one pose; also for ``evaluate_only`` and under ``calibrate --auto``, whose
+    candidates (``reuse``) then share both tries' features. ``result.align_auto`` says what was decided."""
     run = functools.partial(_calibrate, golden_dir=golden_dir, out_dir=out_dir, progress=progress, augment=augment,
                             defects_dir=defects_dir, force=force, evaluate_only=evaluate_only,
                             auto_evidence=auto_evidence)
     if settings.preprocess.align.enabled != "auto":
         return run(settings, golden=golden, reuse=reuse)
     plain = pose_auto.with_align(settings, enabled=False)
-    if reuse is not None or evaluate_only:
-        return run(plain, golden=golden, reuse=reuse)
-    keep = FeatureReuse()
+    keep = reuse if reuse is not None else FeatureReuse()  # --auto's candidates share both tries' features
     try:
-        return run(plain, golden=golden, turning_to=keep)
+        return run(plain, golden=golden, reuse=reuse, turning_to=keep)
     except pose_auto.TurningPart as turning:
         golden = turning.golden  # read once
         log.info("the golden parts turn or move (twin ratio %s): trying pose normalisation",
                  turning.decision.twin_ratio)
         posed = pose_auto.with_align(settings, enabled=True, motion="pose")
         try:
-            return run(posed, golden=golden, plain_pose=turning.decision)
+            return run(posed, golden=golden, plain_pose=turning.decision, reuse=reuse)
         except pose_auto.PoseNoBetter as no:
             why, after = f"the parts still read as turning ({no.decision.twin_ratio})", no.decision
         except InspectorError as exc:  # no part, a round one, not found often enough...
@@ -297,7 +296,8 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
                 images_skipped=golden.skipped, holdout_names=[golden.names[i] for i in hold_idx],
                 holdout_scores=held.scores, holdout_map_maxima=held.map_maxima, holdout_maps=None, holdout_images=[],
                 image_threshold=held.image_threshold, pixel_threshold=held.pixel_threshold, bank_size=0,
-                manifest=None, stage_seconds=times, detectability=detectability, warnings=held.warnings)
+                manifest=None, stage_seconds=times, detectability=detectability, warnings=held.warnings,
+                align_auto=align_auto)
 
         if refit is not None:
             with timed(times, "fit_all_wait"):
@@ -337,5 +337,5 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
         image_threshold=held.image_threshold, pixel_threshold=held.pixel_threshold,
         bank_size=0 if bank is None else len(bank), stage_seconds=times, manifest=written, warnings=held.warnings,
         detectability=detectability,
-        geometry_notes=list(geometry.notes),
+        geometry_notes=list(geometry.notes), align_auto=align_auto,
     )

@@ -31,24 +31,25 @@ def reuse_key(preprocess: dict, network: dict, engine, golden, hold_idx: np.ndar
 
 
 class FeatureReuse:
-    """``last_key``: the key of the latest get or put (which extraction a calibration used)."""
+    """``used``: every key got or put, in order (which extractions a calibration used: with
+    ``preprocess.align.enabled: auto`` a turning part's calibration uses two)."""
 
     def __init__(self):
         self._kept: dict[str, Extracted] = {}
-        self.last_key = ""
+        self.used: list[str] = []
 
     def get(self, key: str) -> Optional[Extracted]:
-        self.last_key = key
+        self.used.append(key)
         return self._kept.get(key)
 
     def put(self, key: str, feats: np.ndarray, tiles: dict) -> None:
         feats.flags.writeable = False  # shared: a fit that wrote into it would change the next one's
-        self.last_key = key
+        self.used.append(key)
         self._kept[key] = Extracted(feats, tiles)
 
-    def retain(self, key: str) -> None:
-        """Drop every extraction but ``key``'s (their memory goes before the winner's calibration)."""
-        self._kept = {k: v for k, v in self._kept.items() if k == key}
+    def retain(self, keys) -> None:
+        """Drop every extraction but those of ``keys`` (their memory goes before the winner's calibration)."""
+        self._kept = {k: v for k, v in self._kept.items() if k in set(keys)}
 
     def keys(self) -> list[str]:
         return list(self._kept)

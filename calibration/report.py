@@ -81,7 +81,8 @@ def _auto_html(auto: Optional[dict]) -> str:
     if not auto:
         return ""
     rows = "".join(
-        f"<tr><th>{'<b>' if t['name'] == auto['chosen'] else ''}{escape(t['name'])}{'</b>' if t['name'] == auto['chosen'] else ''}</th>"
+        f"<tr><th>{'<b>' if t['name'] == auto['chosen'] else ''}{escape(t['name'])}{'</b>' if t['name'] == auto['chosen'] else ''}"
+        f"{' (pose normalised)' if t.get('pose_normalised') else ''}</th>"
         f"<td>{t['synthetic_found'] * 100:.0f}% of {t['synthetic_n']}</td><td>{t['synthetic_found_smallest'] * 100:.0f}%</td>"
         f"<td>{'-' if t['real_found'] is None else format(t['real_found'] * 100, '.0f') + '%'}</td>"
         f"<td>{t['seconds']:.1f} s</td></tr>" for t in auto["trials"])

@@ -59,7 +59,8 @@ def _detectability_line(d: Optional[Detectability]) -> Optional[str]:
 def _auto_line(auto: Optional[dict]) -> Optional[str]:
     if not auto:
         return None
-    tried = "; ".join(f"{t['name']} {t['synthetic_found'] * 100:.0f}%" for t in auto["trials"])
+    tried = "; ".join(f"{t['name']}{' (pose)' if t.get('pose_normalised') else ''} {t['synthetic_found'] * 100:.0f}%"
+                      for t in auto["trials"])
     return f"auto          chose {auto['chosen']} (synthetic defects found: {tried})"
 
 

@@ -153,4 +153,4 @@ def test_only_the_winners_features_are_kept_for_its_calibration(tmp_path, golden
                                     candidate_list=[Candidate("big", big), Candidate("small", small)])
     assert sorted(extracted) == [96, 128]  # one extraction per geometry; the winner's calibration reused its own
     best = next(t for t in trials if t.candidate.name == result.manifest.as_dict()["auto"]["chosen"])
-    assert made[0].keys() == [best.features_key] and best.features_key
+    assert made[0].keys() == list(best.features_keys) and len(best.features_keys) == 1

@@ -92,3 +92,35 @@ def test_a_config_stating_align_auto_runs_a_bundle_either_way(tmp_path):
     off = settings_from_dict({"preprocess": {"size": [SIDE, SIDE], "align": {"enabled": False}}}, base_dir=tmp_path)
     with pytest.raises(Exception, match="align"):
         check_preprocess_matches(bundle, off)
+
+
+def test_calibrate_auto_decides_pose_for_its_candidates_sharing_both_tries_features(tmp_path, monkeypatch):
+    """calibrate --auto on turning parts: every candidate is pose-normalised (as a plain calibrate
+    would be), the features of both tries are extracted once for all candidates and the winner,
+    and the winner's bundle records the decision."""
+    import calibration.calibrate as calibrate_module
+    from calibration.auto import Candidate, auto_calibrate
+    from inspector.methods.registry import config_for
+
+    extractions = []
+    real = calibrate_module.extract_features
+
+    def counted(engine, pre, images, **kwargs):
+        extractions.append(pre.spec.align is not None)
+        return real(engine, pre, images, **kwargs)
+
+    monkeypatch.setattr(calibrate_module, "extract_features", counted)
+    settings = small_settings(preprocess={"size": [SIDE, SIDE]},
+                              calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 20})
+    padim = settings.model_copy(update={"scorer": config_for(settings.scorer, "padim")})
+    said = []
+    result, trials = auto_calibrate(settings, _golden(tmp_path / "g", turned=True), tmp_path / "b", progress=False,
+                                    candidate_list=[Candidate("patchcore", settings), Candidate("padim", padim)],
+                                    say=said.append)
+    assert [t.pose for t in trials] == [True, True], said
+    assert all("with pose normalisation" in s for s in said if s.startswith("auto: ") and "%" in s), said
+    assert sorted(extractions) == [False, True]  # the frames as they come once, pose-normalised once
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.preprocess.align is not None and bundle.preprocess.align.motion == "pose"
+    assert bundle.manifest.preprocess.align_auto.enabled
+    assert all(t["pose_normalised"] for t in bundle.manifest.as_dict()["auto"]["trials"])

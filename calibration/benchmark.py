@@ -19,8 +19,10 @@ from calibration.calibrate import calibrate
 from calibration.evaluation import auroc, mvtec_test_set, operating_point, percentiles, threshold_at_frr
 from calibration.golden import GoldenSet, read_golden
 from calibration.pixel_auroc import FramePixelAuroc, load_mask_at_frame
+from calibration.summary import auto_line
 from inspector.bundle import load_bundle
 from inspector.decode import FrameError, read_image_file
+from inspector.errors import InspectorError
 from inspector.maththreads import limit_blas_threads
 from inspector.runtime import build_pipeline
 from inspector.settings import Settings, engine_config, load_settings
@@ -45,9 +47,13 @@ def _round(x: Optional[float]) -> Optional[float]:
 
 def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: Optional[str] = None,
                   bundle_out: Optional[Path] = None, train_limit: Optional[int] = None, augment: int = 0,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, auto: bool = False) -> dict:
+    """auto: calibrate as ``calibrate --auto`` does (calibration/auto.py), the comparison in the result."""
     settings = _settings(config, engine_type)
     train = dataset / "train" / "good"
+    if auto and (train_limit or augment):
+        raise InspectorError("bench --auto calibrates on the whole train/good folder, as calibrate --auto does: "
+                             "leave out --train-limit and --augment")
     golden: Optional[GoldenSet] = None
     if train_limit or augment:
         golden = read_golden(train, max_pixels=settings.preprocess.max_pixels)
@@ -63,7 +69,12 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
         bundle_out = tmp / "bundle"
     try:
         t0 = time.perf_counter()
-        cal = calibrate(settings, train, bundle_out, progress=progress, golden=golden)
+        if auto:
+            from calibration.auto import auto_calibrate
+
+            cal, _ = auto_calibrate(settings, train, bundle_out, progress=progress)
+        else:
+            cal = calibrate(settings, train, bundle_out, progress=progress, golden=golden)
         fit_seconds = time.perf_counter() - t0
         bundle = load_bundle(bundle_out)
         limit_blas_threads(settings.runtime.blas_threads)  # score as the daemon does
@@ -135,6 +146,7 @@ def run_benchmark(dataset: Path, *, config: Optional[Path] = None, engine_type: 
             "backbone": bundle.manifest.network.backbone,
             "input": bundle.preprocess.describe(),
             "align_auto": bundle.preprocess.align_auto,  # preprocess.align auto's decision (pose normalisation)
+            "auto": bundle.manifest.auto,  # bench --auto: the candidates compared and the one chosen
             "scorer": bundle.scorer_type,
             "scorer_params": _brief(bundle.scorer_params),
             "engine": f"{pipeline.engine.kind} {pipeline.engine.precision}",
@@ -231,6 +243,7 @@ def format_result(r: dict) -> str:
         + _pose_note(r["scorer_params"])
         + (f", bank {r['bank_size']}" if r["bank_size"] else ""),
         *([f"pose          {r['align_auto']['reason']}"] if r.get("align_auto") else []),
+        *([auto_line(r["auto"])] if r.get("auto") else []),
         f"thresholds    calibrated {r['threshold']:.4f} ({_counts(at)})"
         + "".join(f"; {_pct(op['target_false_reject_rate'])} FRR {op['threshold']:.4f} ({_counts(op)})" for op in ops),
         f"pixel AUROC   at frame resolution, {px['defect_pixels']} defect of {px['pixels']} pixels"

@@ -56,7 +56,7 @@ def _detectability_line(d: Optional[Detectability]) -> Optional[str]:
             f"in the held-out images; by kind in the report)")
 
 
-def _auto_line(auto: Optional[dict]) -> Optional[str]:
+def auto_line(auto: Optional[dict]) -> Optional[str]:
     if not auto:
         return None
     tried = "; ".join(f"{t['name']}{' (pose)' if t.get('pose_normalised') else ''} {t['synthetic_found'] * 100:.0f}%"
@@ -110,7 +110,7 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
         *_threshold_lines(ti, r.holdout_scores),
         f"pixel thresh  {tp.value:.4f}" if tp else None,
         _detectability_line(r.detectability),
-        _auto_line(r.manifest.auto),
+        auto_line(r.manifest.auto),
         f"aligned map   {pose}" if pose else None,
         "time          " + ", ".join(f"{k} {v:.1f}s" for k, v in r.stage_seconds.items()),
     ]

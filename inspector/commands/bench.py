@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle-out", type=Path, help="keep the calibrated bundle here (default: a temp folder)")
     p.add_argument("--train-limit", type=int, help="use only the first N train/good images (quick runs)")
     p.add_argument("--augment", type=int, default=0, help="augmented copies per golden image (few-shot studies)")
+    p.add_argument("--auto", action="store_true", help="calibrate as calibrate --auto does (methods and geometries "
+                   "compared on synthetic defects) instead of the configured method")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -34,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if not (args.dataset / "train" / "good").is_dir():
         raise InspectorError(f"dataset {args.dataset}: no train/good folder; expected the MVTec AD layout")
     result = run_benchmark(args.dataset, config=args.config, engine_type=args.engine, bundle_out=args.bundle_out,
-                           train_limit=args.train_limit, augment=args.augment, progress=not args.quiet)
+                           train_limit=args.train_limit, augment=args.augment, progress=not args.quiet,
+                           auto=args.auto)
     print(format_result(result))
     if args.out:
         write_json_result(args.out, result)

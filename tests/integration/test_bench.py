@@ -120,3 +120,25 @@ def test_the_printed_summary_shows_the_operating_point(result, tmp_path):
         assert words in text, words
     write_json_result(tmp_path / "r.json", result)
     assert json.loads((tmp_path / "r.json").read_text())["masks_unusable"] == 2
+
+
+def test_bench_auto_calibrates_as_calibrate_auto_and_says_what_it_compared(dataset, tmp_path):
+    from calibration.benchmark import format_result, run_benchmark
+
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(f"preprocess: {{size: [{TEST_SIZE}, {TEST_SIZE}]}}\n"
+                   "calibration: {holdout: 0.25, min_images: 4, synthetic_defects: 20}\n"
+                   "scorer: {coreset: {ratio: 0.05}}\n")
+    r = run_benchmark(dataset[0], config=cfg, progress=False, auto=True)
+    names = [t["name"] for t in r["auto"]["trials"]]
+    assert len(names) >= 2 and r["auto"]["chosen"] in names
+    assert r["image_auroc"] is not None and r["test_images"] == 12
+    assert f"auto          chose {r['auto']['chosen']}" in format_result(r)
+
+
+def test_bench_auto_refuses_a_train_limit(dataset):
+    from calibration.benchmark import run_benchmark
+    from inspector.errors import InspectorError
+
+    with pytest.raises(InspectorError, match="--auto"):
+        run_benchmark(dataset[0], progress=False, auto=True, train_limit=5)

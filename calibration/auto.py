@@ -22,6 +22,7 @@ from calibration.augment import augment_golden, is_augmented
 from calibration.bundle_dir import check_out_dir
 from calibration.calibrate import CalibrationResult, calibrate
 from calibration.feature_reuse import FeatureReuse
+from calibration.geometry import choose_geometry
 from calibration.golden import GoldenSet, list_images, read_golden
 from inspector.errors import InspectorError
 from inspector.methods.registry import FAMILIES, config_for
@@ -77,14 +78,23 @@ def _one_tile(settings: Settings) -> Settings:
     return settings.model_copy(update={"preprocess": pre})
 
 
-def candidates(settings: Settings) -> list[Candidate]:
+def _same_geometry(a: Settings, b: Settings, shapes: list) -> bool:
+    """Whether two setups cut the golden frames (``shapes``) into the same network inputs."""
+    sa, sb = (choose_geometry(s.preprocess, s.calibration.min_defect_px, shapes).spec for s in (a, b))
+    return (sa.width, sa.height, sa.work_size) == (sb.width, sb.height, sb.work_size)
+
+
+def candidates(settings: Settings, shapes: Optional[list] = None) -> list[Candidate]:
     """The configured setup first, then the other memory-bank methods (PatchCore, PaDiM, global
     context, in the registry's order); with ``preprocess.size: auto`` each also with the whole frame
-    in one tile. Trained heads (Deep SVDD, autoencoder, the discriminator) take minutes to fit, so
-    --auto compares them only when they are configured."""
+    in one tile, unless the golden frames (``shapes``, when given) already fit one tile at the auto
+    geometry: the same candidates again. Trained heads (Deep SVDD, autoencoder, the discriminator)
+    take minutes to fit, so --auto compares them only when they are configured."""
     setups = [settings]
     if settings.preprocess.size == "auto" and settings.preprocess.scale == "auto":
-        setups.append(_one_tile(settings))
+        one = _one_tile(settings)
+        if not (shapes and _same_geometry(settings, one, shapes)):
+            setups.append(one)
     out = []
     for setup in setups:
         out.append(Candidate(_describe(setup), setup))
@@ -142,7 +152,7 @@ def auto_calibrate(settings: Settings, golden_dir: str | Path, out_dir: str | Pa
     trials: list[Trial] = []
     reuse = FeatureReuse()  # candidates at one geometry, and the winner's calibration, share the golden features
     t_start = time.perf_counter()
-    for cand in candidate_list or candidates(settings):
+    for cand in candidate_list or candidates(settings, [im.shape for im in golden.images]):
         spent = time.perf_counter() - t_start
         if trials and spent + trials[-1].seconds > factor * trials[0].seconds:
             say(f"auto: time bound reached ({spent:.0f} s); not trying {cand.name}")

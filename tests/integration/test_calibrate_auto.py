@@ -32,6 +32,17 @@ def test_with_auto_geometry_each_method_is_also_tried_with_the_whole_frame_in_on
                      ("global_context", (256, 256)), ("patchcore", (256, 256)), ("padim", (256, 256))]
 
 
+def test_frames_that_fit_one_tile_at_the_auto_geometry_are_not_tried_twice():
+    """mvtec_screw's 512x512 frames at min_defect_px 16 are one 256x256 tile at the auto geometry:
+    the one-tile candidates would repeat the same calibrations."""
+    from inspector.settings import Settings
+
+    one_tile = [(c.settings.scorer.method, c.settings.preprocess.size) for c in candidates(Settings(), [(512, 512)])]
+    assert one_tile == [("global_context", "auto"), ("patchcore", "auto"), ("padim", "auto")]
+    tiled = candidates(Settings(), [(900, 900, 3)])  # bottle: tiled at the auto geometry
+    assert len(tiled) == 6
+
+
 def test_the_candidate_finding_more_defects_wins_and_its_evidence_is_recorded(tmp_path, golden_dir):
     settings = small_settings(calibration={"holdout": 0.25, "min_images": 4, "synthetic_defects": 30,
                                            "min_defect_px": 6})

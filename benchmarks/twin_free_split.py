@@ -3,9 +3,10 @@ re-shots of a test image, so that the test set's good frames are parts the golde
 
 magnetic_tile's test/good frames are re-shots of training tiles (docs/BENCHMARKS.md, "pooled pixel
 AUROC"): a method that compares a frame with its nearest golden images finds the very tile and
-scores it low, which flatters the good side of every AUROC. This writes a folder of symbolic links
-(nothing is copied: the data's licence) with the same test/ and ground_truth/, and a train/good
-from which every golden image that is a twin of some test image is left out, so that
+scores it low, which flatters the good side of every AUROC. This writes a folder (give one outside
+the repository: the data's licence) whose test/ and ground_truth/ link to the dataset's and whose
+train/good holds copies of the golden images (calibration refuses linked image files) less every
+one that is a twin of some test image, so that
 
     inspector bench --dataset /tmp/magnetic_twin_free
 
@@ -23,6 +24,7 @@ array is train/good in file order and whose test array is in mvtec_test_set orde
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -60,7 +62,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--cache", type=Path, required=True, help="the dataset's feature cache (benchmarks/feature_cache.py)")
-    ap.add_argument("--out", type=Path, required=True, help="a new folder for the links")
+    ap.add_argument("--out", type=Path, required=True, help="a new folder, outside the repository")
     args = ap.parse_args()
     cache = np.load(args.cache, allow_pickle=False)
     golden_paths = list_images(args.dataset / "train" / "good")
@@ -82,7 +84,7 @@ def main() -> int:
     (args.out / "train" / "good").mkdir(parents=True)
     for p, drop in zip(golden_paths, dropped):
         if not drop:
-            (args.out / "train" / "good" / p.name).symlink_to(p.resolve())
+            shutil.copy2(p, args.out / "train" / "good" / p.name)
     for sub in ("test", "ground_truth"):
         if (args.dataset / sub).is_dir():
             (args.out / sub).symlink_to((args.dataset / sub).resolve(), target_is_directory=True)

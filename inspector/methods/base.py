@@ -106,7 +106,9 @@ class ScoreMap:
             return pixel_map
         from inspector.guided import grey_guide, guided_filter  # cv2 at call time, as below
 
-        return guided_filter(grey_guide(guide), pixel_map, self.guide_radius, self.guide_eps)
+        # the coefficients at half a feature cell (the fast guided filter): the map has no finer detail
+        cell = self.input_hw[0] // max(1, self.patch_maps.shape[1]) if self.patch_maps is not None else 1
+        return guided_filter(grey_guide(guide), pixel_map, self.guide_radius, self.guide_eps, max(1, cell // 2))
 
     @cached_property
     def pixel_maps(self) -> Optional[np.ndarray]:

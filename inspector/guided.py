@@ -38,6 +38,14 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
 
 
+def _smaller(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return x if x.shape[::-1] == size else cv2.resize(x, size, interpolation=cv2.INTER_AREA)
+
+
+def _larger(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return x if x.shape[::-1] == size else cv2.resize(x, size, interpolation=cv2.INTER_LINEAR)
+
+
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, subsample: int = 1) -> np.ndarray:
     """He et al.'s grey-guided filter of ``src`` [H, W] by ``guide`` [H, W] (float, [0, 1]) over
     (2 radius + 1)^2 windows; ``eps`` (guide variance units) is how weak an edge may be before the
@@ -52,18 +60,26 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, s
     I, p = guide.astype(np.float32, copy=False), src.astype(np.float32, copy=False)
     h, w = I.shape
     small = (max(1, round(w / subsample)), max(1, round(h / subsample)))
-    if subsample > 1 and small != (w, h):
-        i_s = cv2.resize(I, small, interpolation=cv2.INTER_AREA)
-        p_s = cv2.resize(p, small, interpolation=cv2.INTER_AREA)
-        r = max(1, round(radius / subsample))
-    else:
-        i_s, p_s, r = I, p, radius
+    i_s, p_s = _smaller(I, small), _smaller(p, small)
+    r = max(1, round(radius * small[0] / w))
     mean_i, mean_p = _box(i_s, r), _box(p_s, r)
     var_i = _box(i_s * i_s, r) - mean_i * mean_i
     a = (_box(i_s * p_s, r) - mean_i * mean_p) / (var_i + np.float32(eps))
     b = mean_p - a * mean_i
-    mean_a, mean_b = _box(a, r), _box(b, r)
-    if mean_a.shape != I.shape:
-        mean_a = cv2.resize(mean_a, (w, h), interpolation=cv2.INTER_LINEAR)
-        mean_b = cv2.resize(mean_b, (w, h), interpolation=cv2.INTER_LINEAR)
-    return mean_a * I + mean_b
+    return _larger(_box(a, r), (w, h)) * I + _larger(_box(b, r), (w, h))
+
+
+def refine_map(guide: np.ndarray, pixel_map: np.ndarray, radius: int, eps: float, subsample: int = 1) -> np.ndarray:
+    """The map guided by its frame (``guided_filter``), kept at every pixel within the range the
+    map itself has in that pixel's window: the refinement moves the map's values onto the
+    frame's edges but invents none (a glint where the window's fit is steep would otherwise rise
+    above the map's own peak, and the pixel threshold is set on the maps' maxima)."""
+    q = guided_filter(guide, pixel_map, radius, eps, subsample)
+    h, w = pixel_map.shape
+    small = (max(1, round(w / subsample)), max(1, round(h / subsample)))
+    p_s = _smaller(pixel_map.astype(np.float32, copy=False), small)
+    r = max(1, round(radius * small[0] / w))
+    window = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1))
+    lo = _larger(cv2.erode(p_s, window, borderType=cv2.BORDER_REPLICATE), (w, h))
+    hi = _larger(cv2.dilate(p_s, window, borderType=cv2.BORDER_REPLICATE), (w, h))
+    return np.clip(q, lo, hi, out=q)

@@ -104,11 +104,11 @@ class ScoreMap:
         without ``guide_radius``)."""
         if guide is None or self.guide_radius <= 0:
             return pixel_map
-        from inspector.guided import grey_guide, guided_filter  # cv2 at call time, as below
+        from inspector.guided import grey_guide, refine_map  # cv2 at call time, as below
 
         # the coefficients at half a feature cell (the fast guided filter): the map has no finer detail
         cell = self.input_hw[0] // max(1, self.patch_maps.shape[1]) if self.patch_maps is not None else 1
-        return guided_filter(grey_guide(guide), pixel_map, self.guide_radius, self.guide_eps, max(1, cell // 2))
+        return refine_map(grey_guide(guide), pixel_map, self.guide_radius, self.guide_eps, max(1, cell // 2))
 
     @cached_property
     def pixel_maps(self) -> Optional[np.ndarray]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from calibration.evaluation import auroc
-from inspector.guided import grey_guide, guided_filter
+from inspector.guided import grey_guide, guided_filter, refine_map
 from inspector.methods.base import score_patch_maps, upsample_and_smooth
 
 SIZE, STRIDE = 128, 8
@@ -89,3 +89,18 @@ def test_global_context_refines_by_default_and_its_old_bundles_do_not():
     np.testing.assert_array_equal(on.image_scores, off.image_scores)  # the map only
     params0, _ = fit_params_arrays(small_settings(scorer={**gc, "global_context": {"map_guide_cells": 0}}).scorer, golden)
     assert params0["map_guide_cells"] == 0
+
+
+def test_a_glint_does_not_rise_above_the_maps_own_peak():
+    # a bright speck inside a window where the map rises with brightness: the plain guided
+    # filter extrapolates its linear fit there, the refinement keeps the window's range
+    _, grey, cells = _frame_and_map()
+    grey = grey.copy()
+    grey[60:62, 60:62] = 1.0  # a glint in the bright square
+    m = upsample_and_smooth(cells[None], (SIZE, SIZE), 4.0)[0]
+    raw = guided_filter(grey, m, 24, 1e-3, 4)
+    kept = refine_map(grey, m, 24, 1e-3, 4)
+    assert raw.max() > m.max() + 1.0
+    assert kept.max() <= m.max() + 1e-3 and kept.min() >= m.min() - 1e-3
+    inside = _inside_outside()
+    assert (kept > (kept[inside].mean() + np.median(kept[~inside])) / 2)[~inside].mean() < 0.01  # still sharp

@@ -87,7 +87,8 @@ def test_global_context_refines_by_default_and_its_old_bundles_do_not():
     off = scorer_of(old, arrays).score({"features": test}, hw)
     assert off.guide_radius == 0
     np.testing.assert_array_equal(on.image_scores, off.image_scores)  # the map only
-    params0, _ = fit_params_arrays(small_settings(scorer={**gc, "global_context": {"map_guide_cells": 0}}).scorer, golden)
+    off_config = small_settings(scorer={**gc, "global_context": {"map_guide_cells": 0}}).scorer
+    params0, _ = fit_params_arrays(off_config, golden)
     assert params0["map_guide_cells"] == 0
 
 

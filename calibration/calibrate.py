@@ -276,7 +276,7 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
                     outputs = {OUTPUT_NAME: feats[hold_idx]}
                 with search_memo.remembering(rows_seen):
                     held = heldout.HeldOut.measure(Scorer(method, state), outputs, pre, cal,
-                                            between=lift_blas_hold_once_refit_ended)
+                                            between=lift_blas_hold_once_refit_ended, images=held_images)
                 if uses_defects:
                     held.warnings.append(heldout.TRAINED_ON_DEFECTS)
                     log.warning("%s", heldout.TRAINED_ON_DEFECTS)

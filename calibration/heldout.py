@@ -105,10 +105,12 @@ class HeldOut:
 
     @classmethod
     def measure(cls, scorer, outputs: dict, pre: Preprocessor, cal, between=None,
-                images_at_once: int = 8) -> "HeldOut":
+                images_at_once: int = 8, images: Optional[list] = None) -> "HeldOut":
         """``between()`` is called between batches of ``images_at_once`` images: calibrate lifts
         its one-BLAS-thread hold there once the refit has ended. An image's score does not depend
-        on the others in its batch (up to float rounding in the last digits)."""
+        on the others in its batch (up to float rounding in the last digits). ``images``: the
+        held-out originals, for a method whose maps are refined by the frame (the pixel
+        threshold is set on the maps the line will see)."""
         n = len(next(iter(outputs.values())))
         parts = []
         for s in range(0, n, images_at_once):
@@ -118,9 +120,12 @@ class HeldOut:
         held = parts[0] if len(parts) == 1 else ScoreMap(
             np.concatenate([p.image_scores for p in parts]),
             None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]),
-            parts[0].input_hw, parts[0].sigma)
+            parts[0].input_hw, parts[0].sigma, parts[0].guide_radius, parts[0].guide_eps)
         scores = held.image_scores.astype(np.float64)
-        maps = None if held.pixel_maps is None else pre.grid.content(held.pixel_maps)  # padding off
+        whole = held.pixel_maps
+        if whole is not None and held.guide_radius > 0 and images is not None:
+            whole = held.guided_pixel_maps([pre.prepare(im)[0] for im in images])
+        maps = None if whole is None else pre.grid.content(whole)  # padding off
         maxima = maps.reshape(len(scores), -1).max(1) if maps is not None else np.array([], np.float64)
         image = threshold(scores, cal)
         warnings = [w for w in (few_heldout_warning(image, cal.holdout),) if w]

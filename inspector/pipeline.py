@@ -70,6 +70,7 @@ class InspectionPipeline:
             # stitched output map per frame
             outputs = self.engine.run(self.preprocessor.tiles(tensors))
             ex.features = self.grid.stitch(outputs, len(tensors))
+            ex.works = tensors  # the guides of maps refined by their frame
             ex.inference_ms = _ms(t0) / len(ex.ok)
         return ex
 
@@ -87,7 +88,8 @@ class InspectionPipeline:
                 score = float(scores.image_scores[k])
                 kind = self.judge.decide(score)
                 t0 = time.perf_counter()
-                pmap = scores.pixel_map(k) if kind is VerdictKind.FAIL or self.maps_for_passes else None
+                wanted = kind is VerdictKind.FAIL or self.maps_for_passes
+                pmap = scores.pixel_map(k, ex.works[k] if ex.works else None) if wanted else None
                 if pmap is not None:
                     pmap = self.grid.content(pmap)  # the padding is not part of the frame
                 map_ms = _ms(t0)  # part of scoring: upsampling + smoothing this frame's map
@@ -115,4 +117,5 @@ class Extracted:
     transforms: list[RoiTransform] = field(default_factory=list)
     pre_ms: list[float] = field(default_factory=list)
     features: Optional[dict[str, np.ndarray]] = None
+    works: list[np.ndarray] = field(default_factory=list)  # the work images of ``ok``, float32 CHW
     inference_ms: float = 0.0

@@ -157,7 +157,8 @@ def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: g
     params = gc.Params(local=local.params, smoothing_sigma=config.smoothing_sigma, grid_hw=[int(h), int(w)],
                        grids=list(g.grids), map_grids=list(g.map_grids), weight=g.weight, map_weight=g.map_weight, local_mean=stats[0],
                        local_std=stats[1], feature_dim=int(d), images_seen=int(n),
-                       aligned=None if aligned is None else aligned[2], aligned_auto=g.aligned_map.decision)
+                       aligned=None if aligned is None else aligned[2], aligned_auto=g.aligned_map.decision,
+                       map_guide_cells=g.map_guide_cells, map_guide_eps=g.map_guide_eps)
     golden, (mean, basis) = (None, (None, None)) if aligned is None else aligned[:2]
     return gc.State(params, local, *glob, golden, mean, basis)
 

@@ -85,12 +85,30 @@ class ScoreMap:
     patch_maps: Optional[np.ndarray] = None
     input_hw: tuple[int, int] = (0, 0)
     sigma: float = 0.0
+    # edge-aware refinement by the frame (inspector/guided.py): the guided filter's window radius
+    # in input pixels (0: none) and its eps; applied where the caller hands the frame in
+    guide_radius: int = 0
+    guide_eps: float = 1e-3
 
-    def pixel_map(self, k: int) -> Optional[np.ndarray]:
-        """float32 [H, W] for frame ``k`` (made on each call); None for image-level scorers."""
+    def pixel_map(self, k: int, guide: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+        """float32 [H, W] for frame ``k`` (made on each call); None for image-level scorers.
+        ``guide``: the frame's work image (float32 CHW RGB in [0, 1], as the preprocessor makes
+        it, or grey [H, W]); with ``guide_radius`` the map is refined along its edges."""
         if self.patch_maps is None:
             return None
-        return upsample_and_smooth(self.patch_maps[k:k + 1], self.input_hw, self.sigma)[0]
+        out = upsample_and_smooth(self.patch_maps[k:k + 1], self.input_hw, self.sigma)[0]
+        return self.refined(out, guide)
+
+    def refined(self, pixel_map: np.ndarray, guide: Optional[np.ndarray]) -> np.ndarray:
+        """A pixel map of this batch refined by its frame's ``guide`` (unchanged without one or
+        without ``guide_radius``)."""
+        if guide is None or self.guide_radius <= 0:
+            return pixel_map
+        from inspector.guided import grey_guide, refine_map  # cv2 at call time, as below
+
+        # the coefficients at half a feature cell (the fast guided filter): the map has no finer detail
+        cell = self.input_hw[0] // max(1, self.patch_maps.shape[1]) if self.patch_maps is not None else 1
+        return refine_map(grey_guide(guide), pixel_map, self.guide_radius, self.guide_eps, max(1, cell // 2))
 
     @cached_property
     def pixel_maps(self) -> Optional[np.ndarray]:
@@ -98,6 +116,16 @@ class ScoreMap:
         if self.patch_maps is None:
             return None
         return upsample_and_smooth(self.patch_maps, self.input_hw, self.sigma)
+
+    def guided_pixel_maps(self, guides) -> Optional[np.ndarray]:
+        """``pixel_maps`` each refined by its frame (``guides``: one per frame, as ``pixel_map``
+        takes it); the same as ``pixel_maps`` without ``guide_radius``."""
+        maps = self.pixel_maps
+        if maps is None or self.guide_radius <= 0:
+            return maps
+        if len(guides) != len(maps):
+            raise ValueError(f"{len(guides)} guide images for {len(maps)} maps")
+        return np.stack([self.refined(m, g) for m, g in zip(maps, guides)])
 
 
 def upsample_and_smooth(patch_maps: np.ndarray, input_hw: tuple[int, int], sigma: float) -> np.ndarray:
@@ -114,12 +142,16 @@ def upsample_and_smooth(patch_maps: np.ndarray, input_hw: tuple[int, int], sigma
 
 
 def score_patch_maps(maps: np.ndarray, input_hw: tuple[int, int], sigma: float,
-                     image_scores: np.ndarray | None = None) -> ScoreMap:
+                     image_scores: np.ndarray | None = None, guide_cells: int = 0,
+                     guide_eps: float = 1e-3) -> ScoreMap:
     """[N, h, w] patch scores -> ScoreMap: image score = the largest patch score (unless the
-    method has its own); pixel maps upsampled and smoothed when asked for."""
+    method has its own); pixel maps upsampled and smoothed when asked for (and refined by the
+    frame over windows of ``guide_cells`` feature cells, where the caller hands it in)."""
     if image_scores is None:
         image_scores = maps.reshape(len(maps), -1).max(axis=1)
-    return ScoreMap(image_scores.astype(np.float32), np.asarray(maps, np.float32), tuple(input_hw), float(sigma))
+    stride = input_hw[0] // max(1, maps.shape[1])  # input pixels per feature cell
+    return ScoreMap(image_scores.astype(np.float32), np.asarray(maps, np.float32), tuple(input_hw), float(sigma),
+                    int(guide_cells * stride), float(guide_eps))
 
 
 # ---------------------------------------------------------------- config and params

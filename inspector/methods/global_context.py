@@ -117,6 +117,11 @@ class GlobalConfig(MethodConfig):
     # golden images scored without their own bank entries to standardise the local branch
     local_images: int = Field(100, ge=2)
     aligned_map: AlignedConfig = AlignedConfig()
+    # the pixel map refined by the frame (inspector/guided.py) over windows of this many feature
+    # cells each side (0: off): 3, the 3x3-aggregated features' spread, keeps the map inside the
+    # object edges it leaks past (docs/BENCHMARKS.md, issue 12/13 sharper pixel maps)
+    map_guide_cells: int = Field(3, ge=0, le=16)
+    map_guide_eps: float = Field(1e-3, gt=0.0, le=1.0)  # edges weaker than this grey variance are smoothed over
 
     @model_validator(mode="after")
     def _map_grids_are_grids(self) -> "GlobalConfig":
@@ -164,6 +169,8 @@ class Params(MethodParams):
     images_seen: Count = None
     aligned: Optional[AlignedParams] = None  # None: no aligned-neighbour map (and bundles from before it)
     aligned_auto: Optional[PoseDecision] = None  # enabled: auto's decision; None: not asked for
+    map_guide_cells: Annotated[int, Field(ge=0, le=16)] = 0  # bundles from before it: no refinement
+    map_guide_eps: Positive = 1e-3
 
 
 def regions(grid_hw, grids) -> list[tuple[int, int, int, int]]:
@@ -351,4 +358,5 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     if p.map_weight > 0:
         local_z = (local.patch_maps - np.float32(p.local_mean)) / np.float32(p.local_std)
         maps = maps + np.float32(p.map_weight * p.local_std) * region_map(z, local_z, p.grids, p.map_grids)
-    return score_patch_maps(maps, input_hw, p.smoothing_sigma, image.astype(np.float32))
+    return score_patch_maps(maps, input_hw, p.smoothing_sigma, image.astype(np.float32), p.map_guide_cells,
+                            p.map_guide_eps)

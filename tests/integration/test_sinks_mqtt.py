@@ -139,10 +139,10 @@ def test_broker_restart_loses_nothing(tmp_path):
 
 def test_password_from_a_file_and_a_wrong_one_is_reported(tmp_path):
     passwd = tmp_path / "passwd"
+    broker = Mosquitto(extra=f"password_file {passwd}\n")  # skips, saying why, where Mosquitto is not installed
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "line", "s3cret"], check=True,
                    capture_output=True)
     passwd.chmod(0o644)
-    broker = Mosquitto(extra=f"password_file {passwd}\n")
     broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
     broker.start()
     (tmp_path / "pw").write_text("s3cret\n")

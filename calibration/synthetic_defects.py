@@ -138,7 +138,10 @@ def _contrast(before: np.ndarray, after: np.ndarray, m: np.ndarray) -> float:
 
 def _shifted(region: np.ndarray, m: np.ndarray, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
     """``region`` with its grey levels inside ``m`` moved up or down by low..high, towards
-    whichever side has room."""
+    whichever side has room. An empty ``m`` (a scratch drawn off the image) changes nothing: the
+    caller draws again."""
+    if not m.any():
+        return region.copy()
     inside = region[m].astype(np.int16)
     mean = float(inside.mean())
     sign = 1.0 if rng.random() < 0.5 else -1.0

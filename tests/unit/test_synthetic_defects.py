@@ -124,3 +124,19 @@ def test_defects_stay_inside_the_roi(parts):
             assert xs.min() >= 64 - 4 * 8 and 64 <= np.median(xs) < 124 and 10 <= np.median(ys) < 120
     with pytest.raises(ValueError, match="ROI"):
         synth.make(0, "spot", 40)  # more than half the 60 px wide ROI
+
+
+def test_a_scratch_drawn_off_the_image_changes_nothing_and_warns_nothing():
+    # a long bent scratch around a part near the frame's edge can miss the image; make() draws
+    # again, and the grey-level shift of the empty stroke must neither warn nor change pixels
+    import warnings
+
+    from calibration.synthetic_defects import _shifted
+
+    region = np.zeros((0, 0, 3), np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = _shifted(region, np.zeros((0, 0), bool), np.random.default_rng(0), 50, 110)
+        assert out.shape == region.shape
+        grey = np.full((4, 5), 7, np.uint8)
+        assert np.array_equal(_shifted(grey, np.zeros((4, 5), bool), np.random.default_rng(0), 50, 110), grey)

@@ -37,7 +37,7 @@ output:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", type=Path, default=Path("inspector-demo"), help="working folder (default ./inspector-demo)")
-    p.add_argument("--golden", type=int, default=40, help="number of golden parts to calibrate on")
+    p.add_argument("--golden", type=int, default=100, help="number of golden parts to calibrate on")
     p.add_argument("--parts", type=int, default=12, help="number of new parts to inspect (about half defective)")
     p.add_argument("--seed", type=int, default=7)
 

@@ -9,7 +9,7 @@ way (upsample, sigma-4 blur, the map guide), subtracts a per-frame baseline, and
 AUROC at frame resolution exactly as the bench does (calibration/pixel_auroc.py). Image scores
 are not touched.
 
-    python benchmarks/bench_map_level.py --dataset ../shared/data/magnetic_tile --cache /tmp/mt.pkl
+    python benchmarks/bench_map_level.py --dataset ../shared/data/magnetic_tile
 
 Baselines (``--levels``): none; median of the whole work-image map (``median_work``); median
 over the frame's content, padding off (``median``); the 10th / 25th percentile of the content
@@ -19,15 +19,13 @@ or less its median over its median absolute deviation) and ``oracle`` (less the 
 frame's normal pixels, its mask known: a level no defect can move). ``--alphas`` scales the
 baseline (1: removed whole). ``--split``: also the pooled AUROC's parts (defect pixels against the
 good frames' pixels, against the defective frames' normal pixels, and within each frame, which no
-per-frame level changes). ``--cache`` keeps the collected maps (a pickle; keep it outside the
-repository) so the variants can be re-run without calibrating again.
+per-frame level changes). All variants run on one collection (one calibration).
 
 Finding (docs/BENCHMARKS.md, "a frame's map level"): no level helps magnetic_tile; it lowers it.
 """
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
@@ -120,18 +118,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--config", type=Path, default=None)
-    ap.add_argument("--cache", type=Path, default=None, help="pickle of the collected maps (outside the repo)")
     ap.add_argument("--levels", default=",".join(LEVELS))
     ap.add_argument("--alphas", default="1")
     ap.add_argument("--split", action="store_true", help="also the decomposition of the pooled AUROC")
     args = ap.parse_args()
-    if args.cache is not None and args.cache.exists():
-        frames, input_hw, grid = pickle.loads(args.cache.read_bytes())
-    else:
-        settings = load_settings(args.config) if args.config else Settings()
-        frames, input_hw, grid = collect(args.dataset, settings)
-        if args.cache is not None:
-            args.cache.write_bytes(pickle.dumps((frames, input_hw, grid)))
+    settings = load_settings(args.config) if args.config else Settings()
+    frames, input_hw, grid = collect(args.dataset, settings)
     print(f"{args.dataset.name}: {len(frames)} test frames with usable masks or good, work {input_hw}")
     for level in args.levels.split(","):
         for alpha in [1.0] if level in ("none",) + OTHERS else (float(a) for a in args.alphas.split(",")):

@@ -49,7 +49,8 @@ class FeatureReuse:
 
     def retain(self, keys) -> None:
         """Drop every extraction but those of ``keys`` (their memory goes before the winner's calibration)."""
-        self._kept = {k: v for k, v in self._kept.items() if k in set(keys)}
+        keep = set(keys)
+        self._kept = {k: v for k, v in self._kept.items() if k in keep}
 
     def keys(self) -> list[str]:
         return list(self._kept)

@@ -2,6 +2,7 @@
 line will run, the thresholds set from them, and the escape rates of defects at that threshold."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,6 @@ from calibration.progress import Bar
 from calibration.thresholds import Threshold, budget_threshold, few_heldout_warning, quantile_margin_threshold
 from inspector.decode import FrameError
 from inspector.errors import InspectorError
-from inspector.methods.base import ScoreMap
 from inspector.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,9 @@ class HeldOut:
             parts.append(scorer.score({k: v[s:s + images_at_once] for k, v in outputs.items()}, pre.grid.work_hw))
             if between is not None:
                 between()
-        held = parts[0] if len(parts) == 1 else ScoreMap(
-            np.concatenate([p.image_scores for p in parts]),
-            None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]),
-            parts[0].input_hw, parts[0].sigma, parts[0].guide_radius, parts[0].guide_eps)
+        held = parts[0] if len(parts) == 1 else dataclasses.replace(
+            parts[0], image_scores=np.concatenate([p.image_scores for p in parts]),
+            patch_maps=None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]))
         scores = held.image_scores.astype(np.float64)
         whole = held.pixel_maps
         if whole is not None and held.guide_radius > 0 and images is not None:

@@ -86,9 +86,19 @@ class ScoreMap:
     input_hw: tuple[int, int] = (0, 0)
     sigma: float = 0.0
     # edge-aware refinement by the frame (inspector/guided.py): the guided filter's window radius
-    # in input pixels (0: none) and its eps; applied where the caller hands the frame in
-    guide_radius: int = 0
+    # in feature cells (0: none) and its eps; applied where the caller hands the frame in
+    guide_cells: int = 0
     guide_eps: float = 1e-3
+
+    @property
+    def cell(self) -> int:
+        """Input pixels per feature cell."""
+        return self.input_hw[0] // max(1, self.patch_maps.shape[1]) if self.patch_maps is not None else 1
+
+    @property
+    def guide_radius(self) -> int:
+        """The guided filter's window radius in input pixels (0: no refinement)."""
+        return self.guide_cells * self.cell
 
     def pixel_map(self, k: int, guide: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
         """float32 [H, W] for frame ``k`` (made on each call); None for image-level scorers.
@@ -107,8 +117,7 @@ class ScoreMap:
         from inspector.guided import grey_guide, refine_map  # cv2 at call time, as below
 
         # the coefficients at half a feature cell (the fast guided filter): the map has no finer detail
-        cell = self.input_hw[0] // max(1, self.patch_maps.shape[1]) if self.patch_maps is not None else 1
-        return refine_map(grey_guide(guide), pixel_map, self.guide_radius, self.guide_eps, max(1, cell // 2))
+        return refine_map(grey_guide(guide), pixel_map, self.guide_radius, self.guide_eps, max(1, self.cell // 2))
 
     @cached_property
     def pixel_maps(self) -> Optional[np.ndarray]:
@@ -149,9 +158,8 @@ def score_patch_maps(maps: np.ndarray, input_hw: tuple[int, int], sigma: float,
     frame over windows of ``guide_cells`` feature cells, where the caller hands it in)."""
     if image_scores is None:
         image_scores = maps.reshape(len(maps), -1).max(axis=1)
-    stride = input_hw[0] // max(1, maps.shape[1])  # input pixels per feature cell
     return ScoreMap(image_scores.astype(np.float32), np.asarray(maps, np.float32), tuple(input_hw), float(sigma),
-                    int(guide_cells * stride), float(guide_eps))
+                    int(guide_cells), float(guide_eps))
 
 
 # ---------------------------------------------------------------- config and params

@@ -60,6 +60,18 @@ def test_a_missing_label_keeps_its_own_variant_as_references_only_with_trim():
     np.testing.assert_array_equal(image[0], image[4])  # the image term's references: the whole layout's
 
 
+def test_the_default_picks_the_maps_references_without_the_regions_that_differ_most():
+    rng = np.random.default_rng(1)
+    golden = np.concatenate([_parts(rng, 20), _parts(rng, 20, label=False, shade=1.0)])
+    test = np.concatenate([_parts(rng, 4), _parts(rng, 1, label=False)])
+    on = {"enabled": True, "images": 40, "k": 3, "radius": 1, "image_weight": 1.0}  # trim: the default
+    state = gc_fit.fit(golden, small_settings(scorer={**GC, "global_context": {"aligned_map": on}}).scorer,
+                       0, NoProgress())
+    maps = scorer_of(state.params.model_dump(mode="json"), state.arrays()).score({"features": test}, (64, 64))
+    z = (maps.patch_maps - state.params.local_mean) / state.params.local_std
+    assert float(z[-1, 2:6, 4:].mean() - z[-1, :, :4].mean()) > 3.0  # the missing label lights up
+
+
 def test_the_pair_is_the_maps_of_each_set_of_references():
     rng = np.random.default_rng(3)
     golden = np.concatenate([_parts(rng, 6), _parts(rng, 6, label=False, shade=1.0)])
@@ -76,7 +88,7 @@ def test_the_pair_is_the_maps_of_each_set_of_references():
 
 def test_a_bundle_from_before_trim_scores_with_all_regions():
     rng = np.random.default_rng(2)
-    on = {"enabled": True, "images": 20, "k": 3, "radius": 1, "image_weight": 0.0}
+    on = {"enabled": True, "images": 20, "k": 3, "radius": 1, "image_weight": 0.0, "trim": 0}
     state = gc_fit.fit(_parts(rng, 20), small_settings(scorer={**GC, "global_context": {"aligned_map": on}}).scorer,
                        0, NoProgress())
     params = state.params.model_dump(mode="json")

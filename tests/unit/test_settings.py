@@ -23,6 +23,12 @@ def test_example_config_validates():
     assert s.engine == defaults.engine and s.runtime == defaults.runtime
 
 
+@pytest.mark.parametrize("path", sorted((EXAMPLE.parent / "scorers").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_scorer_example_validates(path):
+    # the README and BENCHMARKS point users at these files: each must load as it is
+    assert load_settings(path).scorer.type
+
+
 @pytest.mark.parametrize("text,needles", [
     ("engine:\n  type: tensorrtt\n", ["engine", "'tensorrtt'", "onnxruntime", "tensorrt"]),
     ("sources:\n  - inbox: in\n    recursve: true\n", ["sources.0.recursve", "unknown key"]),

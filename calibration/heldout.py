@@ -119,7 +119,8 @@ class HeldOut:
                 between()
         held = parts[0] if len(parts) == 1 else dataclasses.replace(
             parts[0], image_scores=np.concatenate([p.image_scores for p in parts]),
-            patch_maps=None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]))
+            patch_maps=None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]),
+            deferred_maps=None)  # the parts' maps, made above, joined
         scores = held.image_scores.astype(np.float64)
         whole = held.pixel_maps
         if whole is not None and held.guide_radius > 0 and images is not None:

@@ -91,25 +91,21 @@ def nearest_images(query_layouts: np.ndarray, golden_layouts: np.ndarray, k: int
     return np.argsort(d2, axis=1, kind="stable")[:, :k]
 
 
-def window_distances(query: np.ndarray, golden: np.ndarray, radius: int, each: bool = False) -> np.ndarray:
+def window_distances(query: np.ndarray, golden: np.ndarray, radius: int) -> np.ndarray:
     """query [h, w, D], golden [k, h, w, D] (channels last, float32) -> [h, w]: each query patch's
-    distance to the nearest golden patch within ``radius`` cells of its position; ``each``: to
-    each golden image's nearest apart, [k, h, w]."""
+    distance to the nearest golden patch within ``radius`` cells of its position."""
     h, w, _ = query.shape
     q2 = np.einsum("yxd,yxd->yx", query, query)
     g2 = np.einsum("kyxd,kyxd->kyx", golden, golden)
-    best = np.full((len(golden), h, w) if each else (h, w), np.inf, np.float32)
+    best = np.full((h, w), np.inf, np.float32)
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             # the query at (y, x) against the golden patch at (y + dy, x + dx)
             qy, gy = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h + min(0, dy))
             qx, gx = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w + min(0, dx))
             cross = np.einsum("kyxd,yxd->kyx", golden[:, gy, gx], query[qy, qx])
-            if each:
-                np.minimum(best[:, qy, qx], g2[:, gy, gx] - 2.0 * cross + q2[qy, qx], out=best[:, qy, qx])
-            else:
-                d2 = (g2[:, gy, gx] - 2.0 * cross).min(axis=0) + q2[qy, qx]
-                np.minimum(best[qy, qx], d2, out=best[qy, qx])
+            d2 = (g2[:, gy, gx] - 2.0 * cross).min(axis=0) + q2[qy, qx]
+            np.minimum(best[qy, qx], d2, out=best[qy, qx])
     return np.sqrt(np.maximum(best, 0.0))
 
 
@@ -126,23 +122,3 @@ def aligned_maps(feats: np.ndarray, golden: np.ndarray, golden_layouts: np.ndarr
         g = np.ascontiguousarray(golden[nbrs[i]].transpose(0, 2, 3, 1), dtype=np.float32)
         out[i] = window_distances(q, g, radius)
     return out
-
-
-def aligned_map_pair(feats: np.ndarray, golden: np.ndarray, golden_layouts: np.ndarray, boxes, k: int,
-                     radius: int, trim: int, golden_sq: np.ndarray, golden_region_sq: np.ndarray):
-    """(aligned_maps with the references picked by the whole layout, the same with them picked by
-    the layout without its ``trim`` most different regions), each float32 [N, h, w]; a golden
-    image in both sets of references is compared once. ``golden_sq`` [M], ``golden_region_sq``
-    [M, R]: the golden layouts' squared norms, whole and per region (region_sq)."""
-    lay = layouts(feats, boxes)
-    whole = nearest_images(lay, golden_layouts, k, golden_sq=golden_sq)
-    trimmed = nearest_images(lay, golden_layouts, k, golden_sq=golden_region_sq, trim=trim, regions=len(boxes))
-    out = np.empty((2, len(feats)) + feats.shape[2:], np.float32)
-    for i in range(len(feats)):
-        union, at = np.unique(np.concatenate([whole[i], trimmed[i]]), return_inverse=True)
-        q = np.ascontiguousarray(feats[i].transpose(1, 2, 0), dtype=np.float32)
-        g = np.ascontiguousarray(golden[union].transpose(0, 2, 3, 1), dtype=np.float32)
-        each = window_distances(q, g, radius, each=True)
-        out[0, i] = each[at[:whole.shape[1]]].min(axis=0)
-        out[1, i] = each[at[whole.shape[1]:]].min(axis=0)
-    return out[0], out[1]

@@ -59,9 +59,9 @@ these two files, one line in ``METHODS``, a row in the README's "Which scorer fo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar, Mapping, Optional, Protocol
+from typing import Any, Callable, ClassVar, Mapping, Optional, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -89,6 +89,13 @@ class ScoreMap:
     # in feature cells (0: none) and its eps; applied where the caller hands the frame in
     guide_cells: int = 0
     guide_eps: float = 1e-3
+    # patch maps made on first use instead of ``patch_maps``, for a method whose map costs more
+    # than its image scores (global context's trimmed references): a pass then never pays for it
+    deferred_maps: Optional[Callable[[], np.ndarray]] = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.deferred_maps is not None and self.__dict__["_patch_maps"] is not None:
+            raise ValueError("a ScoreMap takes patch_maps or deferred_maps, not both")
 
     @property
     def cell(self) -> int:
@@ -137,6 +144,21 @@ class ScoreMap:
         return np.stack([self.refined(m, g) for m, g in zip(maps, guides)])
 
 
+def _patch_maps(self: ScoreMap) -> Optional[np.ndarray]:
+    maps = self.__dict__["_patch_maps"]
+    if maps is None and self.deferred_maps is not None:
+        maps = self.__dict__["_patch_maps"] = np.asarray(self.deferred_maps(), np.float32)
+    return maps
+
+
+def _set_patch_maps(self: ScoreMap, maps: Optional[np.ndarray]) -> None:
+    self.__dict__["_patch_maps"] = maps
+
+
+# after the dataclass is made: its __init__ assigns the field, which the setter stores
+ScoreMap.patch_maps = property(_patch_maps, _set_patch_maps, doc="float32 [N, h, w], made on first use when deferred")
+
+
 def upsample_and_smooth(patch_maps: np.ndarray, input_hw: tuple[int, int], sigma: float) -> np.ndarray:
     """[N, h, w] patch scores -> [N, H, W] pixel maps: bilinear upsampling then a Gaussian blur
     (PatchCore's sigma=4), so a map can be thresholded into regions and drawn as a heatmap."""
@@ -150,16 +172,20 @@ def upsample_and_smooth(patch_maps: np.ndarray, input_hw: tuple[int, int], sigma
     return out
 
 
-def score_patch_maps(maps: np.ndarray, input_hw: tuple[int, int], sigma: float,
+def score_patch_maps(maps: np.ndarray | Callable[[], np.ndarray], input_hw: tuple[int, int], sigma: float,
                      image_scores: np.ndarray | None = None, guide_cells: int = 0,
                      guide_eps: float = 1e-3) -> ScoreMap:
     """[N, h, w] patch scores -> ScoreMap: image score = the largest patch score (unless the
     method has its own); pixel maps upsampled and smoothed when asked for (and refined by the
-    frame over windows of ``guide_cells`` feature cells, where the caller hands it in)."""
+    frame over windows of ``guide_cells`` feature cells, where the caller hands it in). ``maps``
+    may be a function that makes them on first use (then ``image_scores`` is required)."""
+    deferred = maps if callable(maps) else None
     if image_scores is None:
+        if deferred is not None:
+            raise ValueError("deferred patch maps need the method's own image scores")
         image_scores = maps.reshape(len(maps), -1).max(axis=1)
-    return ScoreMap(image_scores.astype(np.float32), np.asarray(maps, np.float32), tuple(input_hw), float(sigma),
-                    int(guide_cells), float(guide_eps))
+    return ScoreMap(image_scores.astype(np.float32), None if deferred else np.asarray(maps, np.float32),
+                    tuple(input_hw), float(sigma), int(guide_cells), float(guide_eps), deferred)
 
 
 # ---------------------------------------------------------------- config and params

@@ -281,27 +281,21 @@ def layout_boxes(state: State) -> list:
     return regions(state.params.grid_hw, [4])
 
 
-def aligned_map(state: State, feats: np.ndarray) -> np.ndarray:
-    """feats [N, D, h, w] -> the aligned-neighbour distance maps in golden z-units, float32 [N, h, w]."""
+def aligned_map(state: State, feats: np.ndarray, projected: bool = False, trimmed: bool = False) -> np.ndarray:
+    """feats [N, D, h, w] -> the aligned-neighbour distance maps in golden z-units, float32 [N, h, w]
+    (``projected``: feats are already on the bundle's principal directions). ``trimmed``: with the
+    references picked by the layout without its ``trim`` most different regions (the map's; the
+    image term's are the whole layout's, whose golden statistics give the z-units of both)."""
     a = state.params.aligned
-    feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)
-    d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k, a.radius,
-                             golden_sq=state.aligned_sq)
+    if not projected:
+        feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)
+    if trimmed and a.trim:
+        d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k,
+                                 a.radius, golden_sq=state.aligned_region_sq, trim=a.trim)
+    else:
+        d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k,
+                                 a.radius, golden_sq=state.aligned_sq)
     return (d - np.float32(a.mean)) / np.float32(a.std)
-
-
-def aligned_pair(state: State, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(aligned_map, the map with its references picked by the trimmed layout), both in golden
-    z-units (the whole layout's: the map's scale only matters to its fusion and thresholds)."""
-    a = state.params.aligned
-    if not a.trim:
-        z = aligned_map(state, feats)
-        return z, z
-    feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)
-    whole, trimmed = aligned.aligned_map_pair(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes,
-                                              a.k, a.radius, a.trim, state.aligned_sq, state.aligned_region_sq)
-    mean, std = np.float32(a.mean), np.float32(a.std)
-    return (whole - mean) / std, (trimmed - mean) / std
 
 
 def for_engine(state: State, precision: str) -> State:
@@ -341,23 +335,34 @@ def region_map(z: np.ndarray, local_z: np.ndarray, grids, map_grids) -> np.ndarr
 
 
 def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int, int]) -> ScoreMap:
-    p = state.params
+    p, a = state.params, state.params.aligned
     feats = features[p.feature_name]
     local = patchcore.score(state.local, {state.local.params.feature_name: feats}, input_hw)
     image_local = (local.image_scores - np.float32(p.local_mean)) / np.float32(p.local_std)
     z = region_z(state, feats)
     image = image_local + np.float32(p.weight) * z.max(axis=1)
-    # the map stays in PatchCore's distance units (the heatmap and regions threshold it like
-    # PatchCore's, at a positive pixel threshold); the regions' z enters scaled back into them
-    maps = local.patch_maps
-    if p.aligned is not None:  # in golden z-units, scaled back into PatchCore's distances
-        aligned_z, map_z = aligned_pair(state, feats)
-        if p.aligned.image_weight > 0:
-            image = image + np.float32(p.aligned.image_weight) * aligned_z.reshape(len(aligned_z), -1).max(axis=1)
-        near = np.float32(p.local_mean) + np.float32(p.local_std) * map_z
-        maps = near if p.aligned.fusion == "replace" else np.maximum(maps, near)
-    if p.map_weight > 0:
-        local_z = (local.patch_maps - np.float32(p.local_mean)) / np.float32(p.local_std)
-        maps = maps + np.float32(p.map_weight * p.local_std) * region_map(z, local_z, p.grids, p.map_grids)
-    return score_patch_maps(maps, input_hw, p.smoothing_sigma, image.astype(np.float32), p.map_guide_cells,
-                            p.map_guide_eps)
+    projected = aligned_z = None
+    if a is not None:
+        projected = aligned.project(feats, state.aligned_mean, state.aligned_basis)
+        if a.image_weight > 0 or not a.trim:
+            aligned_z = aligned_map(state, projected, projected=True)
+        if a.image_weight > 0:
+            image = image + np.float32(a.image_weight) * aligned_z.reshape(len(aligned_z), -1).max(axis=1)
+
+    def patch_maps() -> np.ndarray:
+        # the map stays in PatchCore's distance units (the heatmap and regions threshold it like
+        # PatchCore's, at a positive pixel threshold); the regions' z enters scaled back into them
+        maps = local.patch_maps
+        if a is not None:  # in golden z-units, scaled back into PatchCore's distances
+            map_z = aligned_map(state, projected, projected=True, trimmed=True) if a.trim else aligned_z
+            near = np.float32(p.local_mean) + np.float32(p.local_std) * map_z
+            maps = near if a.fusion == "replace" else np.maximum(maps, near)
+        if p.map_weight > 0:
+            local_z = (local.patch_maps - np.float32(p.local_mean)) / np.float32(p.local_std)
+            maps = maps + np.float32(p.map_weight * p.local_std) * region_map(z, local_z, p.grids, p.map_grids)
+        return maps
+
+    # the trimmed references are a second search that only a drawn map needs (the daemon's fails)
+    deferred = a is not None and a.trim > 0
+    return score_patch_maps(patch_maps if deferred else patch_maps(), input_hw, p.smoothing_sigma,
+                            image.astype(np.float32), p.map_guide_cells, p.map_guide_eps)

@@ -72,20 +72,6 @@ def test_the_default_picks_the_maps_references_without_the_regions_that_differ_m
     assert float(z[-1, 2:6, 4:].mean() - z[-1, :, :4].mean()) > 3.0  # the missing label lights up
 
 
-def test_the_pair_is_the_maps_of_each_set_of_references():
-    rng = np.random.default_rng(3)
-    golden = np.concatenate([_parts(rng, 6), _parts(rng, 6, label=False, shade=1.0)])
-    feats = np.concatenate([_parts(rng, 2), _parts(rng, 1, label=False)])
-    boxes = [(y, y + 2, x, x + 2) for y in range(0, 8, 2) for x in range(0, 8, 2)]
-    lay = aligned.layouts(golden, boxes)
-    whole, trimmed = aligned.aligned_map_pair(feats, golden, lay, boxes, 3, 1, 4, np.einsum("md,md->m", lay, lay),
-                                              aligned.region_sq(lay, len(boxes)))
-    np.testing.assert_allclose(whole, aligned.aligned_maps(feats, golden, lay, boxes, 3, 1), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(trimmed, aligned.aligned_maps(feats, golden, lay, boxes, 3, 1, trim=4), rtol=1e-5,
-                               atol=1e-5)
-    assert not np.allclose(whole[-1], trimmed[-1])  # the label-less frame's references differ
-
-
 def test_a_bundle_from_before_trim_scores_with_all_regions():
     rng = np.random.default_rng(2)
     on = {"enabled": True, "images": 20, "k": 3, "radius": 1, "image_weight": 0.0, "trim": 0}
@@ -98,3 +84,31 @@ def test_a_bundle_from_before_trim_scores_with_all_regions():
     assert scorer_of(params, state.arrays()).state.params.aligned.trim == 0
     np.testing.assert_array_equal(old.patch_maps, scorer_of(state.params.model_dump(mode="json"), state.arrays())
                                   .score({"features": test}, (64, 64)).patch_maps)
+
+
+def test_the_trimmed_references_are_searched_only_when_a_map_is_asked_for(monkeypatch):
+    # the daemon draws maps for fails only: a pass must not pay for the map's second set of references
+    rng = np.random.default_rng(4)
+    golden = np.concatenate([_parts(rng, 20), _parts(rng, 20, label=False, shade=1.0)])
+    test = np.concatenate([_parts(rng, 2), _parts(rng, 1, label=False)])
+    on = {"enabled": True, "images": 40, "k": 3, "radius": 1, "image_weight": 1.0, "trim": 4}
+    state = gc_fit.fit(golden, small_settings(scorer={**GC, "global_context": {"aligned_map": on}}).scorer,
+                       0, NoProgress())
+    scorer = scorer_of(state.params.model_dump(mode="json"), state.arrays())
+    eager = scorer.score({"features": test}, (64, 64))
+    eager_maps, eager_image = eager.patch_maps.copy(), eager.image_scores.copy()
+    trimmed_searches = []
+    real = aligned.nearest_images
+
+    def counting(*args, **kwargs):
+        trimmed_searches.append(kwargs.get("trim", args[5] if len(args) > 5 else 0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(aligned, "nearest_images", counting)
+    lazy = scorer.score({"features": test}, (64, 64))
+    np.testing.assert_array_equal(lazy.image_scores, eager_image)
+    assert 4 not in trimmed_searches  # image scores alone: the whole layout's references only
+    np.testing.assert_allclose(lazy.patch_maps, eager_maps, rtol=1e-5, atol=1e-5)
+    assert trimmed_searches.count(4) == 1  # the map, once asked for, is made once
+    lazy.pixel_map(0), lazy.pixel_map(2)
+    assert trimmed_searches.count(4) == 1

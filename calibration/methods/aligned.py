@@ -62,10 +62,24 @@ def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, s
     member = np.arange(n) if member is None else np.asarray(member)
     own = member[pick][:, None] == member[keep][None]  # [picked, kept]: the same original image
     # the golden statistics are the whole layout's references' (the image term's; trim changes the map only)
-    maps = aligned.aligned_maps(features[pick], golden, lay[keep], boxes, config.k, config.radius, exclude=own)
-    top = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
-    std = max(float(top.std(ddof=1)) if len(top) > 1 else 0.0, 1e-6 * max(abs(float(top.mean())), 1e-6))
+    z_mean, z_std = maxima_stats(aligned.aligned_maps(features[pick], golden, lay[keep], boxes, config.k,
+                                                      config.radius, exclude=own))
+    coarse = config.coarse_dims if basis is not None and config.coarse_dims < basis.shape[1] else 0
+    c_mean, c_std = 0.0, 1.0
+    if coarse:  # the coarse map's own z-units, on the first ``coarse`` directions alone
+        sub = np.ascontiguousarray(features[:, :coarse])
+        c_mean, c_std = maxima_stats(aligned.aligned_maps(sub[pick], golden[:, :coarse], aligned.layouts(sub[keep], boxes),
+                                                          boxes, config.k, config.radius, exclude=own))
     return golden, (mean, basis), gc.AlignedParams(k=config.k, radius=config.radius, trim=config.trim,
                                                    fusion=config.fusion,
                                                    dims=None if basis is None else int(basis.shape[1]),
-                                                   mean=float(top.mean()), std=std, image_weight=config.image_weight)
+                                                   mean=z_mean, std=z_std, image_weight=config.image_weight,
+                                                   coarse_dims=coarse, coarse_mean=c_mean, coarse_std=c_std,
+                                                   coarse_weight=config.coarse_weight)
+
+
+def maxima_stats(maps: np.ndarray) -> tuple[float, float]:
+    """Mean and std (floored above 0) of golden images' aligned-map maxima, maps [N, h, w]."""
+    top = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
+    std = max(float(top.std(ddof=1)) if len(top) > 1 else 0.0, 1e-6 * max(abs(float(top.mean())), 1e-6))
+    return float(top.mean()), std

@@ -12,6 +12,7 @@ Used by global_context (its ``aligned_map`` option); numpy only.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -122,3 +123,25 @@ def aligned_maps(feats: np.ndarray, golden: np.ndarray, golden_layouts: np.ndarr
         g = np.ascontiguousarray(golden[nbrs[i]].transpose(0, 2, 3, 1), dtype=np.float32)
         out[i] = window_distances(q, g, radius)
     return out
+
+
+@dataclass(frozen=True)
+class References:
+    """Golden images' features [M, K, h, w] with their layouts over ``boxes`` and the layouts'
+    squared norms, whole [M] and per region [M, R]: made once per bundle, not per frame."""
+
+    golden: np.ndarray
+    boxes: list
+    layouts: np.ndarray
+    sq: np.ndarray
+    region_sq: np.ndarray
+
+    @classmethod
+    def of(cls, golden: np.ndarray, boxes) -> "References":
+        lay = layouts(golden, boxes)
+        return cls(golden, boxes, lay, np.einsum("md,md->m", lay, lay), region_sq(lay, len(boxes)))
+
+    def maps(self, feats: np.ndarray, k: int, radius: int, trim: int = 0) -> np.ndarray:
+        """aligned_maps of ``feats`` [N, K, h, w] against these golden images."""
+        return aligned_maps(feats, self.golden, self.layouts, self.boxes, k, radius,
+                            golden_sq=self.region_sq if trim else self.sq, trim=trim)

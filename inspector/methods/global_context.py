@@ -86,6 +86,12 @@ class AlignedConfig(MethodConfig):
     # keeps the whole layout's (0: the map's too). 8 gained pixel AUROC on every set with masks
     # (docs/BENCHMARKS.md, issue 12/13 pooled pixel AUROC, and "trim 8 the default")
     trim: int = Field(8, ge=0, le=15)
+    # the map is the mean (weighted ``coarse_weight``) of its z-map on all ``dims`` principal
+    # directions and on the first ``coarse_dims`` of them: a texture's coarse character (a band of
+    # other grinding) beside its grain. 0, or not below ``dims``, or ``dims: null`` (raw features have no order): off
+    # (docs/BENCHMARKS.md, "the coarse map")
+    coarse_dims: int = Field(8, ge=0)
+    coarse_weight: float = Field(0.5, gt=0.0, le=1.0)  # the coarse map's share of the mean
     # features projected on the golden patches' top principal directions (None: all D): a bundle
     # 152/64 times smaller and a search ~2x cheaper for a map within 0.003 pixel AUROC of all D on
     # the benchmark sets (docs/BENCHMARKS.md)
@@ -153,6 +159,10 @@ class AlignedParams(StrictJson):
     mean: float  # golden images' aligned-map maxima (each without itself): mean and std
     std: Positive
     image_weight: Weight = 0.0  # bundles from before it: the map only
+    coarse_dims: Annotated[int, Field(ge=0)] = 0  # the map's coarse half; bundles from before it: none
+    coarse_mean: float = 0.0  # golden images' coarse aligned-map maxima: mean and std
+    coarse_std: Positive = 1.0
+    coarse_weight: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
 
 
 class Params(MethodParams):
@@ -218,6 +228,8 @@ class State:
     # per region, [M, R], with params.aligned.trim only
     aligned_region_sq: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
     aligned_boxes: list = field(default_factory=list, init=False, repr=False, compare=False)  # layout_boxes, once
+    # the first params.aligned.coarse_dims directions of aligned_golden, with params.aligned.coarse_dims only
+    aligned_coarse: Optional[aligned.References] = field(default=None, init=False, repr=False, compare=False)
     precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
     boxes: list = field(init=False, repr=False, compare=False)  # regions(grid_hw, grids), made once
 
@@ -251,6 +263,12 @@ class State:
             object.__setattr__(self, "aligned_sq", np.einsum("md,md->m", lay, lay))
             if self.params.aligned.trim:
                 object.__setattr__(self, "aligned_region_sq", aligned.region_sq(lay, len(self.aligned_boxes)))
+            c = self.params.aligned.coarse_dims
+            if c:
+                if dims is None or c >= dims:
+                    raise StateInvalid(f"global_context: aligned coarse_dims {c} must be below its dims {dims}")
+                object.__setattr__(self, "aligned_coarse",
+                                   aligned.References.of(self.aligned_golden[:, :c], self.aligned_boxes))
 
     @classmethod
     def from_bundle(cls, params: Params, arrays: Mapping[str, np.ndarray]) -> "State":
@@ -281,21 +299,23 @@ def layout_boxes(state: State) -> list:
     return regions(state.params.grid_hw, [4])
 
 
-def aligned_map(state: State, feats: np.ndarray, projected: bool = False, trimmed: bool = False) -> np.ndarray:
+def aligned_map(state: State, feats: np.ndarray, projected: bool = False, for_map: bool = False) -> np.ndarray:
     """feats [N, D, h, w] -> the aligned-neighbour distance maps in golden z-units, float32 [N, h, w]
-    (``projected``: feats are already on the bundle's principal directions). ``trimmed``: with the
-    references picked by the layout without its ``trim`` most different regions (the map's; the
-    image term's are the whole layout's, whose golden statistics give the z-units of both)."""
+    (``projected``: feats are already on the bundle's principal directions): the image term's, or
+    with ``for_map`` the pixel map's: references picked by the layout without its ``trim`` most
+    different regions, and the mean with the coarse map (``coarse_dims``), each in its own z-units."""
     a = state.params.aligned
     if not projected:
         feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)
-    if trimmed and a.trim:
-        d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k,
-                                 a.radius, golden_sq=state.aligned_region_sq, trim=a.trim)
-    else:
-        d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k,
-                                 a.radius, golden_sq=state.aligned_sq)
-    return (d - np.float32(a.mean)) / np.float32(a.std)
+    trim = a.trim if for_map else 0
+    d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k, a.radius,
+                             golden_sq=state.aligned_region_sq if trim else state.aligned_sq, trim=trim)
+    z = (d - np.float32(a.mean)) / np.float32(a.std)
+    if for_map and a.coarse_dims:
+        coarse = state.aligned_coarse.maps(np.ascontiguousarray(feats[:, :a.coarse_dims]), a.k, a.radius, trim)
+        w = np.float32(a.coarse_weight)
+        z = (1 - w) * z + w * (coarse - np.float32(a.coarse_mean)) / np.float32(a.coarse_std)
+    return z
 
 
 def for_engine(state: State, precision: str) -> State:
@@ -342,9 +362,11 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     z = region_z(state, feats)
     image = image_local + np.float32(p.weight) * z.max(axis=1)
     projected = aligned_z = None
+    own_map = False
     if a is not None:
         projected = aligned.project(feats, state.aligned_mean, state.aligned_basis)
-        if a.image_weight > 0 or not a.trim:
+        own_map = bool(a.trim or a.coarse_dims)  # the map's references or directions differ from the image term's
+        if a.image_weight > 0 or not own_map:
             aligned_z = aligned_map(state, projected, projected=True)
         if a.image_weight > 0:
             image = image + np.float32(a.image_weight) * aligned_z.reshape(len(aligned_z), -1).max(axis=1)
@@ -354,7 +376,7 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
         # PatchCore's, at a positive pixel threshold); the regions' z enters scaled back into them
         maps = local.patch_maps
         if a is not None:  # in golden z-units, scaled back into PatchCore's distances
-            map_z = aligned_map(state, projected, projected=True, trimmed=True) if a.trim else aligned_z
+            map_z = aligned_map(state, projected, projected=True, for_map=True) if own_map else aligned_z
             near = np.float32(p.local_mean) + np.float32(p.local_std) * map_z
             maps = near if a.fusion == "replace" else np.maximum(maps, near)
         if p.map_weight > 0:
@@ -362,7 +384,7 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
             maps = maps + np.float32(p.map_weight * p.local_std) * region_map(z, local_z, p.grids, p.map_grids)
         return maps
 
-    # the trimmed references are a second search that only a drawn map needs (the daemon's fails)
-    deferred = a is not None and a.trim > 0
+    # the map's own references are a second search that only a drawn map needs (the daemon's fails)
+    deferred = a is not None and own_map
     return score_patch_maps(patch_maps if deferred else patch_maps(), input_hw, p.smoothing_sigma,
                             image.astype(np.float32), p.map_guide_cells, p.map_guide_eps)

@@ -115,12 +115,12 @@ class HeldOut:
         parts = []
         for s in range(0, n, images_at_once):
             parts.append(scorer.score({k: v[s:s + images_at_once] for k, v in outputs.items()}, pre.grid.work_hw))
+            parts[-1].patch_maps  # a deferred map made now: its batch's arrays go before the next batch's
             if between is not None:
                 between()
         held = parts[0] if len(parts) == 1 else dataclasses.replace(
             parts[0], image_scores=np.concatenate([p.image_scores for p in parts]),
-            patch_maps=None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]),
-            deferred_maps=None)  # the parts' maps, made above, joined
+            patch_maps=None if parts[0].patch_maps is None else np.concatenate([p.patch_maps for p in parts]))
         scores = held.image_scores.astype(np.float64)
         whole = held.pixel_maps
         if whole is not None and held.guide_radius > 0 and images is not None:

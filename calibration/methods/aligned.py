@@ -2,6 +2,7 @@
 images the bundle keeps, and the golden statistics that put its distances in z-units."""
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import numpy as np
@@ -9,6 +10,8 @@ import numpy as np
 from calibration.methods.patches import patch_rows
 from inspector.methods import aligned
 from inspector.methods import global_context as gc
+
+log = logging.getLogger(__name__)
 
 
 def farthest_images(layouts: np.ndarray, m: int) -> np.ndarray:
@@ -65,6 +68,9 @@ def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, s
     z_mean, z_std = maxima_stats(aligned.aligned_maps(features[pick], golden, lay[keep], boxes, config.k,
                                                       config.radius, exclude=own))
     coarse = config.coarse_dims if basis is not None and config.coarse_dims < basis.shape[1] else 0
+    if config.coarse_dims and not coarse:
+        log.info("aligned map: coarse_dims %d left off: it needs more principal directions than it (dims %s)",
+                 config.coarse_dims, None if basis is None else basis.shape[1])
     c_mean, c_std = 0.0, 1.0
     if coarse:  # the coarse map's own z-units, on the first ``coarse`` directions alone
         sub = np.ascontiguousarray(features[:, :coarse])

@@ -89,31 +89,49 @@ class ScoreMap:
     # in feature cells (0: none) and its eps; applied where the caller hands the frame in
     guide_cells: int = 0
     guide_eps: float = 1e-3
-    # patch maps made on first use instead of ``patch_maps``, for a method whose map costs more
-    # than its image scores (global context's trimmed references): a pass then never pays for it
-    deferred_maps: Optional[Callable[[], np.ndarray]] = field(default=None, repr=False, compare=False)
+    # instead of ``patch_maps``, for a method whose map costs more than its image scores (global
+    # context's own references): rows (int [n]) -> those frames' patch maps float32 [n, h, w], made
+    # when asked for, so a pass never pays for its map and a fail pays for its own only
+    deferred_maps: Optional[Callable[[np.ndarray], np.ndarray]] = field(default=None, repr=False, compare=False)
+    grid_hw: Optional[tuple[int, int]] = None  # the patch grid (h, w) of deferred maps
 
     def __post_init__(self) -> None:
-        if self.deferred_maps is not None and self.__dict__["_patch_maps"] is not None:
-            raise ValueError("a ScoreMap takes patch_maps or deferred_maps, not both")
+        self.__dict__["_row_maps"] = {}
+        if self.__dict__["_patch_maps"] is not None:
+            self.deferred_maps = None  # maps given win (a batch joined from its parts' maps)
+        elif self.deferred_maps is not None and self.grid_hw is None:
+            raise ValueError("deferred patch maps need their grid_hw")
 
     @property
     def cell(self) -> int:
         """Input pixels per feature cell."""
-        return self.input_hw[0] // max(1, self.patch_maps.shape[1]) if self.patch_maps is not None else 1
+        maps = self.__dict__["_patch_maps"]
+        h = self.grid_hw[0] if self.grid_hw is not None else maps.shape[1] if maps is not None else 0
+        return self.input_hw[0] // h if h else 1
 
     @property
     def guide_radius(self) -> int:
         """The guided filter's window radius in input pixels (0: no refinement)."""
         return self.guide_cells * self.cell
 
+    def patch_map(self, k: int) -> Optional[np.ndarray]:
+        """Frame ``k``'s patch map float32 [h, w] (deferred: made for that frame alone, once), or None."""
+        maps = self.__dict__["_patch_maps"]
+        if maps is not None or self.deferred_maps is None:
+            return None if maps is None else maps[k]
+        rows = self.__dict__["_row_maps"]
+        if k not in rows:
+            rows[k] = np.asarray(self.deferred_maps(np.array([k]))[0], np.float32)
+        return rows[k]
+
     def pixel_map(self, k: int, guide: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
         """float32 [H, W] for frame ``k`` (made on each call); None for image-level scorers.
         ``guide``: the frame's work image (float32 CHW RGB in [0, 1], as the preprocessor makes
         it, or grey [H, W]); with ``guide_radius`` the map is refined along its edges."""
-        if self.patch_maps is None:
+        m = self.patch_map(k)
+        if m is None:
             return None
-        out = upsample_and_smooth(self.patch_maps[k:k + 1], self.input_hw, self.sigma)[0]
+        out = upsample_and_smooth(m[None], self.input_hw, self.sigma)[0]
         return self.refined(out, guide)
 
     def refined(self, pixel_map: np.ndarray, guide: Optional[np.ndarray]) -> np.ndarray:
@@ -147,7 +165,9 @@ class ScoreMap:
 def _patch_maps(self: ScoreMap) -> Optional[np.ndarray]:
     maps = self.__dict__["_patch_maps"]
     if maps is None and self.deferred_maps is not None:
-        maps = self.__dict__["_patch_maps"] = np.asarray(self.deferred_maps(), np.float32)
+        maps = np.asarray(self.deferred_maps(np.arange(len(self.image_scores))), np.float32)
+        self.__dict__["_patch_maps"], self.deferred_maps = maps, None  # made: the closure and its arrays go
+        self.__dict__["_row_maps"].clear()
     return maps
 
 
@@ -156,7 +176,8 @@ def _set_patch_maps(self: ScoreMap, maps: Optional[np.ndarray]) -> None:
 
 
 # after the dataclass is made: its __init__ assigns the field, which the setter stores
-ScoreMap.patch_maps = property(_patch_maps, _set_patch_maps, doc="float32 [N, h, w], made on first use when deferred")
+ScoreMap.patch_maps = property(_patch_maps, _set_patch_maps,
+                               doc="float32 [N, h, w] (deferred: made for the whole batch on first use), or None")
 
 
 def upsample_and_smooth(patch_maps: np.ndarray, input_hw: tuple[int, int], sigma: float) -> np.ndarray:
@@ -172,20 +193,22 @@ def upsample_and_smooth(patch_maps: np.ndarray, input_hw: tuple[int, int], sigma
     return out
 
 
-def score_patch_maps(maps: np.ndarray | Callable[[], np.ndarray], input_hw: tuple[int, int], sigma: float,
+def score_patch_maps(maps: np.ndarray | Callable[[np.ndarray], np.ndarray], input_hw: tuple[int, int], sigma: float,
                      image_scores: np.ndarray | None = None, guide_cells: int = 0,
-                     guide_eps: float = 1e-3) -> ScoreMap:
+                     guide_eps: float = 1e-3, grid_hw: Optional[tuple[int, int]] = None) -> ScoreMap:
     """[N, h, w] patch scores -> ScoreMap: image score = the largest patch score (unless the
     method has its own); pixel maps upsampled and smoothed when asked for (and refined by the
     frame over windows of ``guide_cells`` feature cells, where the caller hands it in). ``maps``
-    may be a function that makes them on first use (then ``image_scores`` is required)."""
+    may be a function of frame rows that makes theirs when asked for (ScoreMap.deferred_maps; then
+    ``image_scores`` and the maps' ``grid_hw`` are required)."""
     deferred = maps if callable(maps) else None
     if image_scores is None:
         if deferred is not None:
             raise ValueError("deferred patch maps need the method's own image scores")
         image_scores = maps.reshape(len(maps), -1).max(axis=1)
     return ScoreMap(image_scores.astype(np.float32), None if deferred else np.asarray(maps, np.float32),
-                    tuple(input_hw), float(sigma), int(guide_cells), float(guide_eps), deferred)
+                    tuple(input_hw), float(sigma), int(guide_cells), float(guide_eps), deferred,
+                    None if deferred is None or grid_hw is None else tuple(grid_hw))
 
 
 # ---------------------------------------------------------------- config and params

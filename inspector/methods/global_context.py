@@ -22,7 +22,9 @@ With ``aligned_map`` on (for parts at the same place in every frame) PatchCore's
 the map give way to (``fusion: replace``) or are joined by (``max``) the aligned-neighbour map
 (inspector/methods/aligned.py), in the same golden z-units scaled back into PatchCore's distances,
 and ``image_weight`` x its largest z joins the image score (``trim``: the map's references are
-picked without the layout regions that differ most, the image term's by the whole layout).
+picked without the layout regions that differ most; ``coarse_dims``: the map is also made on the
+first principal directions alone, and the two averaged). The map's own searches run only when a
+frame's map is asked for (ScoreMap.deferred_maps).
 ``enabled: auto`` (the default) leaves the choice to calibration (calibration/methods/pose.py: on
 when the golden images look like a fixed pose), which records its decision in ``aligned_auto``.
 
@@ -86,10 +88,9 @@ class AlignedConfig(MethodConfig):
     # keeps the whole layout's (0: the map's too). 8 gained pixel AUROC on every set with masks
     # (docs/BENCHMARKS.md, issue 12/13 pooled pixel AUROC, and "trim 8 the default")
     trim: int = Field(8, ge=0, le=15)
-    # the map is the mean (weighted ``coarse_weight``) of its z-map on all ``dims`` principal
-    # directions and on the first ``coarse_dims`` of them: a texture's coarse character (a band of
-    # other grinding) beside its grain. 0, or not below ``dims``, or ``dims: null`` (raw features have no order): off
-    # (docs/BENCHMARKS.md, "the coarse map")
+    # the map: the mean (weighted ``coarse_weight``) of its z-map on the ``dims`` principal directions
+    # and on their first ``coarse_dims``, a texture's coarse character beside its grain; off with 0 or
+    # without enough ordered directions (docs/BENCHMARKS.md, "the coarse map")
     coarse_dims: int = Field(8, ge=0)
     coarse_weight: float = Field(0.5, gt=0.0, le=1.0)  # the coarse map's share of the mean
     # features projected on the golden patches' top principal directions (None: all D): a bundle
@@ -299,18 +300,23 @@ def layout_boxes(state: State) -> list:
     return regions(state.params.grid_hw, [4])
 
 
-def aligned_map(state: State, feats: np.ndarray, projected: bool = False, for_map: bool = False) -> np.ndarray:
+def aligned_map(state: State, feats: np.ndarray, projected: bool = False, for_map: bool = False,
+                fine: Optional[np.ndarray] = None) -> np.ndarray:
     """feats [N, D, h, w] -> the aligned-neighbour distance maps in golden z-units, float32 [N, h, w]
     (``projected``: feats are already on the bundle's principal directions): the image term's, or
     with ``for_map`` the pixel map's: references picked by the layout without its ``trim`` most
-    different regions, and the mean with the coarse map (``coarse_dims``), each in its own z-units."""
+    different regions, and the mean with the coarse map (``coarse_dims``), each in its own z-units.
+    ``fine``: the image term's map of these frames, reused where the map's fine half is the same (trim 0)."""
     a = state.params.aligned
     if not projected:
         feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)
     trim = a.trim if for_map else 0
-    d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k, a.radius,
-                             golden_sq=state.aligned_region_sq if trim else state.aligned_sq, trim=trim)
-    z = (d - np.float32(a.mean)) / np.float32(a.std)
+    if fine is not None and not trim:
+        z = fine
+    else:
+        d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k,
+                                 a.radius, golden_sq=state.aligned_region_sq if trim else state.aligned_sq, trim=trim)
+        z = (d - np.float32(a.mean)) / np.float32(a.std)
     if for_map and a.coarse_dims:
         coarse = state.aligned_coarse.maps(np.ascontiguousarray(feats[:, :a.coarse_dims]), a.k, a.radius, trim)
         w = np.float32(a.coarse_weight)
@@ -361,30 +367,33 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     image_local = (local.image_scores - np.float32(p.local_mean)) / np.float32(p.local_std)
     z = region_z(state, feats)
     image = image_local + np.float32(p.weight) * z.max(axis=1)
+    # the map's own references or directions (trim, the coarse map) are searches that only a drawn
+    # map needs (the daemon's fails): made per frame when asked for
+    own_map = a is not None and bool(a.trim or a.coarse_dims)
     projected = aligned_z = None
-    own_map = False
-    if a is not None:
+    if a is not None and (a.image_weight > 0 or not own_map):
         projected = aligned.project(feats, state.aligned_mean, state.aligned_basis)
-        own_map = bool(a.trim or a.coarse_dims)  # the map's references or directions differ from the image term's
-        if a.image_weight > 0 or not own_map:
-            aligned_z = aligned_map(state, projected, projected=True)
+        aligned_z = aligned_map(state, projected, projected=True)
         if a.image_weight > 0:
             image = image + np.float32(a.image_weight) * aligned_z.reshape(len(aligned_z), -1).max(axis=1)
 
-    def patch_maps() -> np.ndarray:
+    def patch_maps(rows) -> np.ndarray:
         # the map stays in PatchCore's distance units (the heatmap and regions threshold it like
         # PatchCore's, at a positive pixel threshold); the regions' z enters scaled back into them
-        maps = local.patch_maps
+        maps = local.patch_maps[rows]
         if a is not None:  # in golden z-units, scaled back into PatchCore's distances
-            map_z = aligned_map(state, projected, projected=True, for_map=True) if own_map else aligned_z
+            fine = None if aligned_z is None else aligned_z[rows]
+            if own_map:
+                frames = feats[rows] if projected is None else projected[rows]
+                map_z = aligned_map(state, frames, projected=projected is not None, for_map=True, fine=fine)
+            else:
+                map_z = fine
             near = np.float32(p.local_mean) + np.float32(p.local_std) * map_z
             maps = near if a.fusion == "replace" else np.maximum(maps, near)
         if p.map_weight > 0:
-            local_z = (local.patch_maps - np.float32(p.local_mean)) / np.float32(p.local_std)
-            maps = maps + np.float32(p.map_weight * p.local_std) * region_map(z, local_z, p.grids, p.map_grids)
+            local_z = (local.patch_maps[rows] - np.float32(p.local_mean)) / np.float32(p.local_std)
+            maps = maps + np.float32(p.map_weight * p.local_std) * region_map(z[rows], local_z, p.grids, p.map_grids)
         return maps
 
-    # the map's own references are a second search that only a drawn map needs (the daemon's fails)
-    deferred = a is not None and own_map
-    return score_patch_maps(patch_maps if deferred else patch_maps(), input_hw, p.smoothing_sigma,
-                            image.astype(np.float32), p.map_guide_cells, p.map_guide_eps)
+    return score_patch_maps(patch_maps if own_map else patch_maps(slice(None)), input_hw, p.smoothing_sigma,
+                            image.astype(np.float32), p.map_guide_cells, p.map_guide_eps, grid_hw=feats.shape[2:])

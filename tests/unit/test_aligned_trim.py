@@ -112,3 +112,10 @@ def test_the_trimmed_references_are_searched_only_when_a_map_is_asked_for(monkey
     assert trimmed_searches.count(4) == 1  # the map, once asked for, is made once
     lazy.pixel_map(0), lazy.pixel_map(2)
     assert trimmed_searches.count(4) == 1
+    one = scorer.score({"features": test}, (64, 64))  # a fail among passes: its own frame's map only
+    searched_rows = []
+    real_maps = aligned.aligned_maps
+    monkeypatch.setattr(aligned, "aligned_maps", lambda feats, *a, **k: searched_rows.append(len(feats))
+                        or real_maps(feats, *a, **k))
+    np.testing.assert_allclose(one.patch_map(2), eager_maps[2], rtol=1e-5, atol=1e-5)
+    assert searched_rows and set(searched_rows) == {1}

@@ -133,6 +133,7 @@ def test_heldout_scores_in_batches_match_one_batch_and_call_between_each(golden_
     parts = heldout.HeldOut.measure(scorer, outputs, pre, CalibrationConfig(),
                                               between=lambda: calls.append(1), images_at_once=3)
     assert len(calls) == 3  # 7 images in batches of 3
-    np.testing.assert_allclose(parts.scores, whole.scores, rtol=1e-5, atol=1e-4)  # fp32 GEMM blocking differs by batch
+    # fp32 GEMM blocking differs by batch; global context's z-units near 0 make that an absolute error
+    np.testing.assert_allclose(parts.scores, whole.scores, rtol=1e-5, atol=1e-4 if method == "global_context" else 0)
     np.testing.assert_allclose(parts.maps, whole.maps, rtol=1e-5, atol=1e-5)
     assert parts.image_threshold.value == pytest.approx(whole.image_threshold.value, rel=1e-5)

@@ -116,9 +116,7 @@ def neighbour_maps(state: gc.State, feats: np.ndarray, exclude: np.ndarray | Non
     images (bool [N, M]) left out of its neighbours."""
     a = state.params.aligned
     q = aligned.project(feats, state.aligned_mean, state.aligned_basis)
-    d = aligned.aligned_maps(q, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k, a.radius,
-                             exclude=exclude, golden_sq=state.aligned_region_sq if a.trim else state.aligned_sq,
-                             trim=a.trim)
+    d = state.aligned_refs.maps(q, a.k, a.radius, a.trim, exclude)
     return (d - np.float32(a.mean)) / np.float32(a.std)
 
 
@@ -126,7 +124,7 @@ def twins(state: gc.State, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(nearest / 10th nearest golden layout distance [N], the golden images below TWIN x the 10th [N, M])."""
     q = aligned.project(feats, state.aligned_mean, state.aligned_basis)
     lq = aligned.layouts(q, state.aligned_boxes).astype(np.float64)
-    g = state.aligned_layouts.astype(np.float64)
+    g = state.aligned_refs.layouts.astype(np.float64)
     d = np.sqrt(np.maximum((lq * lq).sum(1)[:, None] + (g * g).sum(1)[None] - 2.0 * lq @ g.T, 0.0))
     s = np.sort(d, axis=1)
     return s[:, 0] / s[:, 9], d < TWIN * s[:, 9:10]

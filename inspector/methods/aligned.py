@@ -141,7 +141,8 @@ class References:
         lay = layouts(golden, boxes)
         return cls(golden, boxes, lay, np.einsum("md,md->m", lay, lay), region_sq(lay, len(boxes)))
 
-    def maps(self, feats: np.ndarray, k: int, radius: int, trim: int = 0) -> np.ndarray:
+    def maps(self, feats: np.ndarray, k: int, radius: int, trim: int = 0,
+             exclude: Optional[np.ndarray] = None) -> np.ndarray:
         """aligned_maps of ``feats`` [N, K, h, w] against these golden images."""
-        return aligned_maps(feats, self.golden, self.layouts, self.boxes, k, radius,
+        return aligned_maps(feats, self.golden, self.layouts, self.boxes, k, radius, exclude,
                             golden_sq=self.region_sq if trim else self.sq, trim=trim)

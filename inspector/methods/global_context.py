@@ -224,12 +224,9 @@ class State:
     aligned_golden: Optional[np.ndarray] = None  # float16 [M, K, h, w], with params.aligned only
     aligned_mean: Optional[np.ndarray] = None  # float32 [D], with params.aligned.dims only
     aligned_basis: Optional[np.ndarray] = None  # float32 [D, K], with params.aligned.dims only
-    aligned_layouts: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
-    aligned_sq: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)  # their norms²
-    # per region, [M, R], with params.aligned.trim only
-    aligned_region_sq: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
-    aligned_boxes: list = field(default_factory=list, init=False, repr=False, compare=False)  # layout_boxes, once
-    # the first params.aligned.coarse_dims directions of aligned_golden, with params.aligned.coarse_dims only
+    # aligned_golden with its layouts and their norms, made once (params.aligned only); and its first
+    # params.aligned.coarse_dims directions alike (with those only)
+    aligned_refs: Optional[aligned.References] = field(default=None, init=False, repr=False, compare=False)
     aligned_coarse: Optional[aligned.References] = field(default=None, init=False, repr=False, compare=False)
     precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
     boxes: list = field(init=False, repr=False, compare=False)  # regions(grid_hw, grids), made once
@@ -258,18 +255,18 @@ class State:
                 expect_shape(self.aligned_mean, "gc_aligned_mean", NAME, (d,))
                 expect_shape(self.aligned_basis, "gc_aligned_basis", NAME, (d, dims))
             expect_shape(self.aligned_golden, "gc_aligned_golden", NAME, (None, dims or d, *self.params.grid_hw))
-            object.__setattr__(self, "aligned_boxes", layout_boxes(self))
-            lay = aligned.layouts(self.aligned_golden, self.aligned_boxes)
-            object.__setattr__(self, "aligned_layouts", lay)
-            object.__setattr__(self, "aligned_sq", np.einsum("md,md->m", lay, lay))
-            if self.params.aligned.trim:
-                object.__setattr__(self, "aligned_region_sq", aligned.region_sq(lay, len(self.aligned_boxes)))
+            boxes = regions(self.params.grid_hw, [4])  # the 4x4 layout that picks a frame's neighbours
+            object.__setattr__(self, "aligned_refs", aligned.References.of(self.aligned_golden, boxes))
             c = self.params.aligned.coarse_dims
             if c:
                 if dims is None or c >= dims:
                     raise StateInvalid(f"global_context: aligned coarse_dims {c} must be below its dims {dims}")
-                object.__setattr__(self, "aligned_coarse",
-                                   aligned.References.of(self.aligned_golden[:, :c], self.aligned_boxes))
+                object.__setattr__(self, "aligned_coarse", aligned.References.of(self.aligned_golden[:, :c], boxes))
+
+    @property
+    def aligned_boxes(self) -> list:
+        """The 4x4 regions whose average features pick a frame's aligned neighbours ([] without the map)."""
+        return self.aligned_refs.boxes if self.aligned_refs is not None else []
 
     @classmethod
     def from_bundle(cls, params: Params, arrays: Mapping[str, np.ndarray]) -> "State":
@@ -295,11 +292,6 @@ class State:
         return out
 
 
-def layout_boxes(state: State) -> list:
-    """The 4x4 regions whose average features pick a frame's aligned neighbours."""
-    return regions(state.params.grid_hw, [4])
-
-
 def aligned_map(state: State, feats: np.ndarray, projected: bool = False, for_map: bool = False,
                 fine: Optional[np.ndarray] = None) -> np.ndarray:
     """feats [N, D, h, w] -> the aligned-neighbour distance maps in golden z-units, float32 [N, h, w]
@@ -314,9 +306,7 @@ def aligned_map(state: State, feats: np.ndarray, projected: bool = False, for_ma
     if fine is not None and not trim:
         z = fine
     else:
-        d = aligned.aligned_maps(feats, state.aligned_golden, state.aligned_layouts, state.aligned_boxes, a.k,
-                                 a.radius, golden_sq=state.aligned_region_sq if trim else state.aligned_sq, trim=trim)
-        z = (d - np.float32(a.mean)) / np.float32(a.std)
+        z = (state.aligned_refs.maps(feats, a.k, a.radius, trim) - np.float32(a.mean)) / np.float32(a.std)
     if for_map and a.coarse_dims:
         coarse = state.aligned_coarse.maps(np.ascontiguousarray(feats[:, :a.coarse_dims]), a.k, a.radius, trim)
         w = np.float32(a.coarse_weight)

@@ -260,8 +260,10 @@ def format_result(r: dict) -> str:
 
 
 def _brief(params: dict) -> dict:
-    """A method's params without their lists (bank shapes, channel picks): what the JSON reports."""
-    return {k: _brief(v) if isinstance(v, dict) else v for k, v in params.items() if not isinstance(v, list)}
+    """A method's params without their lists (bank shapes, channel picks) but for the aligned map's
+    variant key (four cells): what the JSON reports."""
+    return {k: _brief(v) if isinstance(v, dict) else v for k, v in params.items()
+            if not isinstance(v, list) or k == "key_cells"}
 
 
 def _pose_note(params: dict) -> str:
@@ -270,5 +272,8 @@ def _pose_note(params: dict) -> str:
     if not isinstance(decision, dict):
         return ""
     ratio = decision.get("twin_ratio")
+    key = (params.get("aligned") or {}).get("key_cells")
     return (f"; aligned map {'on' if decision.get('enabled') else 'off'} by the fixed-pose rule"
-            + (f" (twin ratio {ratio})" if ratio is not None else f" ({decision.get('images')} golden images)"))
+            + (f" (twin ratio {ratio})" if ratio is not None else f" ({decision.get('images')} golden images)")
+            + (f", the map's references picked by the variant key (cells y {key[0]}-{key[1]}, x {key[2]}-{key[3]})"
+               if key else ""))

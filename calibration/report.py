@@ -34,6 +34,7 @@ class CalibrationReportData:
     false_reject_budget: Optional[float] = None
     detectability: Optional[dict] = None  # Detectability.to_json(): escape rates by size and kind
     auto: Optional[dict] = None  # calibrate --auto: the candidates compared and the one chosen
+    key_picture: Optional[str] = None  # PNG path: a golden work image with the variant key's box drawn
 
 
 def _png_data_uri(path: Optional[str]) -> Optional[str]:
@@ -45,6 +46,17 @@ def _png_data_uri(path: Optional[str]) -> Optional[str]:
     if not data.startswith(b"\x89PNG"):
         return None
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _key_html(path: Optional[str]) -> str:
+    """The variant key's box on a golden image (aligned_map.key_region), so it can be checked by eye."""
+    uri = _png_data_uri(path)
+    if uri is None:
+        return ""
+    return ('<h2>Variant key</h2><div class="near"><figure><img src="' + uri + '" alt="the variant key on a golden '
+            'image"><figcaption>the map compares each frame with the golden images whose boxed region looks most '
+            'like its own: the box should hold the mark that names the variant and nothing of what must match '
+            'it</figcaption></figure></div>')
 
 
 def _pct(rate: dict) -> str:
@@ -144,7 +156,7 @@ justify-content:center;background:#f4f4f4;color:#777;border:1px dashed #bbb}}fig
 <table>{summary}</table>
 <h2>Score distribution</h2>{svg}
 <h2>Escape rates by defect size</h2>{_detectability_html(data.detectability)}{_auto_html(data.auto)}
-<h2>Images nearest the threshold</h2><div class="near">{''.join(cards) or '<p>none</p>'}</div>
+<h2>Images nearest the threshold</h2><div class="near">{''.join(cards) or '<p>none</p>'}</div>{_key_html(data.key_picture)}
 <h2>Stage times</h2><table>{times or '<tr><td>-</td></tr>'}</table>
 </body></html>
 """

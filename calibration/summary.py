@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from calibration.calibrate import CalibrationResult
@@ -74,6 +75,31 @@ def _pose_words(manifest: BundleManifest) -> Optional[str]:
     return f"{'on' if d.enabled else 'off'} (auto: {stat}{d.images} golden images): {d.reason}"
 
 
+def _key_words(manifest: BundleManifest) -> Optional[str]:
+    """global context's variant key (``aligned_map.key_region``): the cells calibration put it on."""
+    a = getattr(manifest.scorer.params, "aligned", None)
+    if a is None or a.key_cells is None:
+        return None
+    y0, y1, x0, x1 = a.key_cells
+    return (f"feature cells y {y0}-{y1}, x {x0}-{x1}: the map compares a frame with the golden images whose key "
+            "looks most like its own (drawn in report.html)")
+
+
+def _key_picture(r: CalibrationResult, pre, path: Path) -> Optional[str]:
+    """A held-out golden image's work image with the variant key's box drawn, or None without a key."""
+    a = getattr(r.manifest.scorer.params, "aligned", None)
+    if a is None or a.key_cells is None or not r.holdout_images:
+        return None
+    work, _ = pre.prepare(r.holdout_images[0])
+    grid = pre.grid
+    rgb = np.clip(np.asarray(work)[:, :grid.content_h, :grid.content_w] * 255.0, 0, 255).astype(np.uint8)
+    picture = np.ascontiguousarray(rgb.transpose(1, 2, 0)[:, :, ::-1])  # the work image as BGR
+    cell = grid.work_h / r.manifest.scorer.params.grid_hw[0]
+    y0, y1, x0, x1 = (round(v * cell) for v in a.key_cells)
+    cv2.rectangle(picture, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 255), 2)
+    return str(write_png_atomic(path, picture))
+
+
 def _geometry_lines(r: CalibrationResult) -> list[str]:
     """The geometry calibration chose, the smallest defect it resolves, and what a frame costs
     in the engine (per frame and per megapixel of work image: cost grows with pixels)."""
@@ -112,6 +138,7 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
         _detectability_line(r.detectability),
         auto_line(r.manifest.auto),
         f"aligned map   {pose}" if pose else None,
+        f"variant key   {_key_words(r.manifest)}" if _key_words(r.manifest) else None,
         "time          " + ", ".join(f"{k} {v:.1f}s" for k, v in r.stage_seconds.items()),
     ]
     for name, reason in r.images_skipped:
@@ -145,7 +172,7 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
     defect_scores = None
     if defects_dir:
         defect_scores = score_folder(bundle, settings, defects_dir)
-    pose = _pose_words(r.manifest)
+    pose, key = _pose_words(r.manifest), _key_words(r.manifest)
     data = CalibrationReportData(
         heldout_scores=[float(s) for s in r.holdout_scores],
         threshold=r.image_threshold.value,
@@ -158,6 +185,7 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
         warnings=list(r.warnings),
         defect_scores=defect_scores,
         near_threshold=near,
+        key_picture=_key_picture(r, pre, pics / "key.png"),
         stage_times=r.stage_seconds,
         bundle_id=r.bundle_id,
         summary={"images used": str(r.images_used), "skipped": str(len(r.images_skipped)),
@@ -166,6 +194,7 @@ def write_report(r: CalibrationResult, settings, defects_dir: Optional[Path]) ->
                  "input": _input_words(r.manifest.preprocess.model_dump(mode="json")),
                  "scorer": r.manifest.scorer.type,
                  **({"aligned map": pose} if pose else {}),
+                 **({"variant key": key} if key else {}),
                  **({"pose normalisation": r.manifest.preprocess.align_auto.reason}
                     if r.manifest.preprocess.align_auto else {})},
     )

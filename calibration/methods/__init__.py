@@ -53,14 +53,18 @@ def fitter(method: str) -> Callable:
 
 
 def resolve_config(config, features: np.ndarray, seed: int = 0, groups: Optional[np.ndarray] = None,
-                   known_pose=None):
+                   known_pose=None, content_hw: Optional[tuple[float, float]] = None):
     """``config`` with what it leaves to the golden images decided (global context's
     ``aligned_map: {enabled: auto}``) by the method's ``resolve_config``, once on all golden features
     float32 [N, D, h, w], so that every fit of one calibration scores the same way; unchanged for a
     method without one. known_pose: the fixed-pose rule's answer on these features
-    (calibration/methods/pose.py decide), when calibrate has it already."""
+    (calibration/methods/pose.py decide), when calibrate has it already. content_hw: the inspected
+    area's extent in feature cells (the grid's padding beyond it), for a resolve that names it."""
     resolve = getattr(importlib.import_module(f"{__name__}.{config.method}"), "resolve_config", None)
-    return config if resolve is None else resolve(features, config, seed, groups, known_pose)
+    if resolve is None:
+        return config
+    extra = {"content_hw": content_hw} if "content_hw" in inspect.signature(resolve).parameters else {}
+    return resolve(features, config, seed, groups, known_pose, **extra)
 
 
 def fit_method(config, features: np.ndarray, seed: int = 0, progress: Optional[Progress] = None,

@@ -81,7 +81,23 @@ def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, s
                                                    dims=None if basis is None else int(basis.shape[1]),
                                                    mean=z_mean, std=z_std, image_weight=config.image_weight,
                                                    coarse_dims=coarse, coarse_mean=c_mean, coarse_std=c_std,
-                                                   coarse_weight=config.coarse_weight)
+                                                   coarse_weight=config.coarse_weight, key_cells=config.key_cells)
+
+
+def key_cells(region, grid_hw, content_hw: Optional[tuple[float, float]] = None) -> tuple[int, int, int, int]:
+    """A key region [x0, y0, x1, y1] (fractions of the inspected area, ``content_hw`` cells of the
+    ``grid_hw`` feature grid, the rest padding; None: the whole grid) -> (y0, y1, x0, x1) cells,
+    every cell it touches, at least one."""
+    h, w = grid_hw
+    ch, cw = content_hw if content_hw is not None else (h, w)
+    x0, y0, x1, y1 = region
+
+    def span(a: float, b: float, extent: float, size: int) -> tuple[int, int]:
+        lo = min(int(np.floor(a * extent)), size - 1)
+        return lo, max(lo + 1, min(int(np.ceil(b * extent)), size))
+
+    (top, bottom), (left, right) = span(y0, y1, ch, h), span(x0, x1, cw, w)
+    return top, bottom, left, right
 
 
 def maxima_stats(maps: np.ndarray) -> tuple[float, float]:

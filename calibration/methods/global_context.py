@@ -3,6 +3,7 @@ branch, a shrinkage Gaussian per pooled region for the global one, and the golde
 that put both in the same units (z) so the fusion weights mean the same on every part."""
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import numpy as np
@@ -10,9 +11,11 @@ import numpy as np
 from calibration.methods import Progress
 from calibration.methods import patchcore as patchcore_fit
 from calibration.methods import pose
-from calibration.methods.aligned import fit_aligned
+from calibration.methods.aligned import fit_aligned, key_cells
 from inspector.methods import global_context as gc
 from inspector.methods import patchcore
+
+log = logging.getLogger(__name__)
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -135,17 +138,25 @@ def fit_global(features: np.ndarray, config: gc.GlobalConfig, seed: int, groups:
 
 
 def resolve_config(features: np.ndarray, config: gc.Config, seed: int,
-                   groups: Optional[np.ndarray] = None, known_pose: Optional[gc.PoseDecision] = None) -> gc.Config:
+                   groups: Optional[np.ndarray] = None, known_pose: Optional[gc.PoseDecision] = None,
+                   content_hw: Optional[tuple[float, float]] = None) -> gc.Config:
     """``aligned_map: {enabled: auto}`` decided once on all the golden images (calibration calls
     this before its fits: the held-out split's fit, whose scores set the threshold, and the refit
-    on all must score the same way); any other config unchanged. known_pose: the fixed-pose rule's
-    answer on these features, if the caller has it (calibration/methods/pose.py resolve)."""
+    on all must score the same way), and its ``key_region`` put on the feature grid's cells
+    (``content_hw``: the inspected area's extent in cells, the grid's padding beyond it; None: the
+    whole grid); any other config unchanged. known_pose: the fixed-pose rule's answer on these
+    features, if the caller has it (calibration/methods/pose.py resolve)."""
     a = config.global_context.aligned_map
-    if a.enabled != "auto":
+    if a.enabled == "auto":
+        a = pose.resolve(a, features, seed, group_ids(len(features), groups), known_pose)
+    if a.key_region is not None and not a.enabled:
+        log.warning("aligned_map.key_region is set but the aligned map is off (%s): the key is not used; "
+                    "set aligned_map.enabled: true to use it", a.decision.reason if a.decision else "enabled: false")
+    elif a.key_region is not None and a.key_cells is None:
+        a = a.model_copy(update={"key_cells": list(key_cells(a.key_region, features.shape[2:], content_hw))})
+    if a is config.global_context.aligned_map:
         return config
-    g = config.global_context.model_copy(update={"aligned_map": pose.resolve(
-        a, features, seed, group_ids(len(features), groups), known_pose)})
-    return config.model_copy(update={"global_context": g})
+    return config.model_copy(update={"global_context": config.global_context.model_copy(update={"aligned_map": a})})
 
 
 def assemble(local: patchcore.State, stats: tuple[float, float], glob, config: gc.Config,

@@ -6,7 +6,9 @@ match and stays dark. Here each frame is compared with its ``k`` nearest golden 
 (the features averaged over a 4x4 grid of regions), patch by patch, against those images'
 patches within ``radius`` cells of the same position: a patch normal somewhere else but not here
 is far from all of them. SPADE (Cohen & Hoshen 2020) retrieves neighbour images the same way; the
-position window is what makes it a test of the arrangement.
+position window is what makes it a test of the arrangement. On a line of several variants the
+references can instead be picked by a key region (the label that names the variant,
+``key_neighbours``), so the rest of the part is judged against the variant its key names.
 
 Used by global_context (its ``aligned_map`` option); numpy only.
 """
@@ -92,31 +94,53 @@ def nearest_images(query_layouts: np.ndarray, golden_layouts: np.ndarray, k: int
     return np.argsort(d2, axis=1, kind="stable")[:, :k]
 
 
-def window_distances(query: np.ndarray, golden: np.ndarray, radius: int) -> np.ndarray:
-    """query [h, w, D], golden [k, h, w, D] (channels last, float32) -> [h, w]: each query patch's
-    distance to the nearest golden patch within ``radius`` cells of its position."""
+def window_d2(query: np.ndarray, golden: np.ndarray, radius: int) -> np.ndarray:
+    """query [h, w, D], golden [k, h, w, D] (channels last, float32) -> [k, h, w]: each query patch's
+    squared distance to each golden image's nearest patch within ``radius`` cells of its position."""
     h, w, _ = query.shape
     q2 = np.einsum("yxd,yxd->yx", query, query)
     g2 = np.einsum("kyxd,kyxd->kyx", golden, golden)
-    best = np.full((h, w), np.inf, np.float32)
+    best = np.full((len(golden), h, w), np.inf, np.float32)
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             # the query at (y, x) against the golden patch at (y + dy, x + dx)
             qy, gy = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h + min(0, dy))
             qx, gx = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w + min(0, dx))
             cross = np.einsum("kyxd,yxd->kyx", golden[:, gy, gx], query[qy, qx])
-            d2 = (g2[:, gy, gx] - 2.0 * cross).min(axis=0) + q2[qy, qx]
-            np.minimum(best[qy, qx], d2, out=best[qy, qx])
-    return np.sqrt(np.maximum(best, 0.0))
+            np.minimum(best[:, qy, qx], g2[:, gy, gx] - 2.0 * cross + q2[qy, qx], out=best[:, qy, qx])
+    return best
+
+
+def window_distances(query: np.ndarray, golden: np.ndarray, radius: int) -> np.ndarray:
+    """query [h, w, D], golden [k, h, w, D] (channels last, float32) -> [h, w]: each query patch's
+    distance to the nearest golden patch within ``radius`` cells of its position."""
+    return np.sqrt(np.maximum(window_d2(query, golden, radius).min(axis=0), 0.0))
+
+
+def key_neighbours(feats: np.ndarray, golden_key: np.ndarray, box, k: int, radius: int) -> np.ndarray:
+    """The ``k`` golden images whose key region looks most like each frame's, int [N, k], nearest
+    first: feats [N, K, h, w]; golden_key the golden images' patches inside ``box`` (y0, y1, x0, x1),
+    channels last [M, bh, bw, K]. Compared patch by patch (each of the frame's key patches to the
+    golden image's nearest key patch within ``radius`` cells, averaged), so the key's own
+    arrangement counts, not only its average."""
+    y0, y1, x0, x1 = box
+    d = np.empty((len(feats), len(golden_key)), np.float32)
+    for i in range(len(feats)):
+        q = np.ascontiguousarray(feats[i, :, y0:y1, x0:x1].transpose(1, 2, 0), dtype=np.float32)
+        d[i] = np.sqrt(np.maximum(window_d2(q, golden_key, radius), 0.0)).reshape(len(golden_key), -1).mean(axis=1)
+    return np.argsort(d, axis=1, kind="stable")[:, :min(k, len(golden_key))]
 
 
 def aligned_maps(feats: np.ndarray, golden: np.ndarray, golden_layouts: np.ndarray, boxes, k: int,
                  radius: int, exclude: Optional[np.ndarray] = None,
-                 golden_sq: Optional[np.ndarray] = None, trim: int = 0) -> np.ndarray:
+                 golden_sq: Optional[np.ndarray] = None, trim: int = 0,
+                 nbrs: Optional[np.ndarray] = None) -> np.ndarray:
     """feats float32 [N, D, h, w], golden [M, D, h, w] (any float dtype) -> distance maps float32
     [N, h, w], each frame against its ``k`` nearest golden images (``exclude``, ``golden_sq``,
-    ``trim`` as nearest_images, the layout's regions being ``boxes``)."""
-    nbrs = nearest_images(layouts(feats, boxes), golden_layouts, k, exclude, golden_sq, trim, len(boxes))
+    ``trim`` as nearest_images, the layout's regions being ``boxes``), or against the golden images
+    ``nbrs`` (int [N, k]) picked by the caller."""
+    if nbrs is None:
+        nbrs = nearest_images(layouts(feats, boxes), golden_layouts, k, exclude, golden_sq, trim, len(boxes))
     out = np.empty((len(feats),) + feats.shape[2:], np.float32)
     for i in range(len(feats)):
         q = np.ascontiguousarray(feats[i].transpose(1, 2, 0), dtype=np.float32)
@@ -142,7 +166,8 @@ class References:
         return cls(golden, boxes, lay, np.einsum("md,md->m", lay, lay), region_sq(lay, len(boxes)))
 
     def maps(self, feats: np.ndarray, k: int, radius: int, trim: int = 0,
-             exclude: Optional[np.ndarray] = None) -> np.ndarray:
-        """aligned_maps of ``feats`` [N, K, h, w] against these golden images."""
+             exclude: Optional[np.ndarray] = None, nbrs: Optional[np.ndarray] = None) -> np.ndarray:
+        """aligned_maps of ``feats`` [N, K, h, w] against these golden images (``nbrs``: the ones
+        each frame is compared with, picked elsewhere)."""
         return aligned_maps(feats, self.golden, self.layouts, self.boxes, k, radius, exclude,
-                            golden_sq=self.region_sq if trim else self.sq, trim=trim)
+                            golden_sq=self.region_sq if trim else self.sq, trim=trim, nbrs=nbrs)

@@ -23,7 +23,8 @@ the map give way to (``fusion: replace``) or are joined by (``max``) the aligned
 (inspector/methods/aligned.py), in the same golden z-units scaled back into PatchCore's distances,
 and ``image_weight`` x its largest z joins the image score (``trim``: the map's references are
 picked without the layout regions that differ most; ``coarse_dims``: the map is also made on the
-first principal directions alone, and the two averaged). The map's own searches run only when a
+first principal directions alone, and the two averaged; ``key_region``: the map's references are
+picked by a variant key instead). The map's own searches run only when a
 frame's map is asked for (ScoreMap.deferred_maps).
 ``enabled: auto`` (the default) leaves the choice to calibration (calibration/methods/pose.py: on
 when the golden images look like a fixed pose), which records its decision in ``aligned_auto``.
@@ -40,75 +41,22 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Optional, Union
+from typing import Literal, Mapping, Optional
 
 import numpy as np
 from pydantic import Field, model_validator
 from typing_extensions import Annotated
 
 from inspector.methods import aligned, patchcore
-from inspector.methods.base import (Count, MethodConfig, MethodParams, ScoreMap, Sigma, StateInvalid, StrictJson,
-                                    array, expect_shape, score_patch_maps)
+from inspector.methods.aligned_settings import (
+    AlignedConfig, AlignedParams, PoseDecision, Positive, Weight)
+from inspector.methods.base import (Count, MethodConfig, MethodParams, ScoreMap, Sigma, StateInvalid, array,
+                                    expect_shape, score_patch_maps)
 
 NAME = "global_context"
 HEAD = None
 PREFIX = "gc_"  # PatchCore's arrays in this method's bundle
 Grid = Annotated[int, Field(ge=1, le=16)]
-Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-Weight = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
-
-
-class PoseDecision(StrictJson):
-    """What ``aligned_map: {enabled: auto}`` decided at calibration (calibration/methods/pose.py)."""
-
-    enabled: bool
-    twin_ratio: Optional[float] = None  # the golden images' statistic; None: too few images to judge
-    cut: float  # on at or above it
-    images: Annotated[int, Field(ge=0)]  # original golden images the rule saw
-    reason: str
-
-
-class AlignedConfig(MethodConfig):
-    """The aligned-neighbour map (inspector/methods/aligned.py): for parts at the same place in
-    every frame (a fixture, a conveyor stop); a part that moves or turns between frames wants it off."""
-
-    # auto (the default): on when the golden images look like a fixed pose (calibration/methods/pose.py
-    # decides once per calibration, before its fits, and the bundle records why)
-    enabled: Union[bool, Literal["auto"]] = "auto"
-    auto_cut: float = Field(0.48, gt=0.0, lt=1.0)  # the twin ratio at or above which auto turns it on
-    # filled by calibration from ``enabled: auto`` (enabled is then its outcome), not a setting
-    decision: Optional[PoseDecision] = None
-    # golden images kept (k-center by layout when there are more): the bundle holds their features;
-    # fewer cost map quality on parts with many variants (docs/BENCHMARKS.md, issue 12/13 pixel maps)
-    images: int = Field(1000, ge=2)
-    k: int = Field(5, ge=1, le=50)  # nearest golden images by layout each frame is compared with
-    radius: int = Field(1, ge=0, le=8)  # cells of misplacement allowed between a frame and its neighbours
-    # the map's references picked by the layout without the ``trim`` of its 16 regions where a frame
-    # and a golden image differ most, so a defect's own regions do not pick them; the image term
-    # keeps the whole layout's (0: the map's too). 8 gained pixel AUROC on every set with masks
-    # (docs/BENCHMARKS.md, issue 12/13 pooled pixel AUROC, and "trim 8 the default")
-    trim: int = Field(8, ge=0, le=15)
-    # the map: the mean (weighted ``coarse_weight``) of its z-map on the ``dims`` principal directions
-    # and on their first ``coarse_dims``, a texture's coarse character beside its grain; off with 0 or
-    # without enough ordered directions (docs/BENCHMARKS.md, "the coarse map")
-    coarse_dims: int = Field(8, ge=0)
-    coarse_weight: float = Field(0.5, gt=0.0, le=1.0)  # the coarse map's share of the mean
-    # features projected on the golden patches' top principal directions (None: all D): a bundle
-    # 152/64 times smaller and a search ~2x cheaper for a map within 0.003 pixel AUROC of all D on
-    # the benchmark sets (docs/BENCHMARKS.md)
-    dims: Optional[int] = Field(64, ge=1)
-    fusion: Literal["replace", "max"] = "replace"  # PatchCore's distances in the map: replaced, or the larger
-    # image score += image_weight x the map's largest z (0: the image score is global context's alone);
-    # where the map is on (a fixed pose) 1.0 was as good or better on every benchmark set (docs/BENCHMARKS.md)
-    image_weight: float = Field(1.0, ge=0.0, le=100.0)
-
-    @model_validator(mode="after")
-    def _decision_is_calibrations(self) -> "AlignedConfig":
-        # calibration sets it with model_copy (no validation); anything validated is a user's input
-        if self.decision is not None:
-            raise ValueError("aligned_map.decision is written by calibration from enabled: auto, not "
-                             "a setting; remove it from the config")
-        return self
 
 
 class GlobalConfig(MethodConfig):
@@ -149,21 +97,6 @@ class Config(patchcore.Config):
     def local(self) -> patchcore.Config:
         """The PatchCore config of the local branch."""
         return patchcore.Config.model_validate(self.model_dump(exclude={"method", "global_context"}))
-
-
-class AlignedParams(StrictJson):
-    k: Annotated[int, Field(ge=1)]
-    radius: Annotated[int, Field(ge=0)]
-    trim: Annotated[int, Field(ge=0, le=15)] = 0  # the map's references only; bundles from before it: 0
-    fusion: Literal["replace", "max"]
-    dims: Optional[Annotated[int, Field(ge=1)]] = None  # the PCA projection's K; None: the full features
-    mean: float  # golden images' aligned-map maxima (each without itself): mean and std
-    std: Positive
-    image_weight: Weight = 0.0  # bundles from before it: the map only
-    coarse_dims: Annotated[int, Field(ge=0)] = 0  # the map's coarse half; bundles from before it: none
-    coarse_mean: float = 0.0  # golden images' coarse aligned-map maxima: mean and std
-    coarse_std: Positive = 1.0
-    coarse_weight: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
 
 
 class Params(MethodParams):
@@ -228,6 +161,8 @@ class State:
     # params.aligned.coarse_dims directions alike (with those only)
     aligned_refs: Optional[aligned.References] = field(default=None, init=False, repr=False, compare=False)
     aligned_coarse: Optional[aligned.References] = field(default=None, init=False, repr=False, compare=False)
+    # the golden images' patches inside params.aligned.key_cells, channels last [M, bh, bw, K] (with those only)
+    aligned_key: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)
     precision64: np.ndarray = field(init=False, repr=False, compare=False)  # converted once, not per frame
     boxes: list = field(init=False, repr=False, compare=False)  # regions(grid_hw, grids), made once
 
@@ -262,6 +197,14 @@ class State:
                 if dims is None or c >= dims:
                     raise StateInvalid(f"global_context: aligned coarse_dims {c} must be below its dims {dims}")
                 object.__setattr__(self, "aligned_coarse", aligned.References.of(self.aligned_golden[:, :c], boxes))
+            key = self.params.aligned.key_cells
+            if key is not None:
+                y0, y1, x0, x1 = key
+                if not (y0 < y1 <= self.params.grid_hw[0] and x0 < x1 <= self.params.grid_hw[1]):
+                    raise StateInvalid(f"global_context: aligned key_cells {list(key)} are not inside the "
+                                       f"{self.params.grid_hw[0]}x{self.params.grid_hw[1]} patch grid")
+                object.__setattr__(self, "aligned_key", np.ascontiguousarray(
+                    self.aligned_golden[:, :, y0:y1, x0:x1].transpose(0, 2, 3, 1), dtype=np.float32))
 
     @property
     def aligned_boxes(self) -> list:
@@ -298,17 +241,22 @@ def aligned_map(state: State, feats: np.ndarray, projected: bool = False, for_ma
     (``projected``: feats are already on the bundle's principal directions): the image term's, or
     with ``for_map`` the pixel map's: references picked by the layout without its ``trim`` most
     different regions, and the mean with the coarse map (``coarse_dims``), each in its own z-units.
-    ``fine``: the image term's map of these frames, reused where the map's fine half is the same (trim 0)."""
+    ``fine``: the image term's map of these frames, reused where the map's fine half is the same (trim 0).
+    With ``key_cells`` the map's references are picked by the key region's layout instead."""
     a = state.params.aligned
     if not projected:
         feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)
-    trim = a.trim if for_map else 0
-    if fine is not None and not trim:
+    nbrs = None
+    if for_map and state.aligned_key is not None:
+        nbrs = aligned.key_neighbours(feats, state.aligned_key, a.key_cells, a.k, a.radius)
+    trim = a.trim if for_map and nbrs is None else 0
+    if fine is not None and not trim and nbrs is None:
         z = fine
     else:
-        z = (state.aligned_refs.maps(feats, a.k, a.radius, trim) - np.float32(a.mean)) / np.float32(a.std)
+        z = (state.aligned_refs.maps(feats, a.k, a.radius, trim, nbrs=nbrs) - np.float32(a.mean)) / np.float32(a.std)
     if for_map and a.coarse_dims:
-        coarse = state.aligned_coarse.maps(np.ascontiguousarray(feats[:, :a.coarse_dims]), a.k, a.radius, trim)
+        coarse = state.aligned_coarse.maps(np.ascontiguousarray(feats[:, :a.coarse_dims]), a.k, a.radius, trim,
+                                           nbrs=nbrs)
         w = np.float32(a.coarse_weight)
         z = (1 - w) * z + w * (coarse - np.float32(a.coarse_mean)) / np.float32(a.coarse_std)
     return z
@@ -359,7 +307,7 @@ def score(state: State, features: Mapping[str, np.ndarray], input_hw: tuple[int,
     image = image_local + np.float32(p.weight) * z.max(axis=1)
     # the map's own references or directions (trim, the coarse map) are searches that only a drawn
     # map needs (the daemon's fails): made per frame when asked for
-    own_map = a is not None and bool(a.trim or a.coarse_dims)
+    own_map = a is not None and bool(a.trim or a.coarse_dims or a.key_cells)
     projected = aligned_z = None
     if a is not None and (a.image_weight > 0 or not own_map):
         projected = aligned.project(feats, state.aligned_mean, state.aligned_basis)

@@ -15,7 +15,9 @@ from tests.conftest import TEST_SIZE, daemon_env, write_png
 from tests.integration.test_calibration_roundtrip import SCORE_SCRIPT
 
 
-@pytest.mark.parametrize("aligned", [None, {"enabled": True, "k": 3, "dims": 16}], ids=["plain", "aligned_map"])
+@pytest.mark.parametrize("aligned", [None, {"enabled": True, "k": 3, "dims": 16},
+                                     {"enabled": True, "k": 3, "dims": 16, "key_region": [0.25, 0.25, 0.5, 0.5]}],
+                         ids=["plain", "aligned_map", "variant_key"])
 def test_calibrate_cli_then_pipeline_in_a_fresh_process(tmp_path, golden_dir, part_images, aligned):
     cfg = tmp_path / "c.yaml"
     section = {"grids": [1, 2], "map_grids": [2], **({"aligned_map": aligned} if aligned else {})}
@@ -39,6 +41,10 @@ def test_calibrate_cli_then_pipeline_in_a_fresh_process(tmp_path, golden_dir, pa
         if aligned:
             assert npz["gc_aligned_golden"].dtype == np.float16 and npz["gc_aligned_golden"].shape[1] == 16
             assert npz["gc_aligned_basis"].shape[1] == 16 and params["aligned"]["k"] == 3
+            keyed = "key_region" in aligned
+            assert (params["aligned"].get("key_cells") is not None) == keyed
+            assert ("<h2>Variant key</h2><div class=\"near\"><figure><img src=\"data:image/png;base64,"
+                    in (bundle / "report.html").read_text()) == keyed
         else:
             assert "aligned" not in params or params["aligned"] is None
 

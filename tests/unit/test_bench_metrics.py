@@ -174,3 +174,6 @@ def test_bench_reports_what_the_fixed_pose_rule_decided():
     few = {"aligned_auto": {"enabled": False, "twin_ratio": None, "cut": 0.48, "images": 16, "reason": "r"}}
     assert _pose_note(few) == "; aligned map off by the fixed-pose rule (16 golden images)"
     assert _pose_note({"method": "patchcore"}) == ""
+    keyed = _brief({**params, "aligned": {"k": 5, "key_cells": [23, 30, 10, 15]}})
+    assert keyed["aligned"]["key_cells"] == [23, 30, 10, 15]
+    assert _pose_note(keyed).endswith(", the map's references picked by the variant key (cells y 23-30, x 10-15)")

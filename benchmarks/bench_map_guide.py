@@ -65,7 +65,7 @@ def collect(dataset: Path, settings: Settings) -> tuple[list[dict], tuple[int, i
             if gt.problem:
                 continue
             mask = gt.mask
-        frames.append({"kind": item.defect, "patch": sm.patch_maps[0], "grey": grey_guide(ex.works[0]),
+        frames.append({"name": item.path.name, "kind": item.defect, "patch": sm.patch_maps[0], "grey": grey_guide(ex.works[0]),
                        "tr": ex.transforms[0], "mask": mask, "align": ex.transforms[0].align})
     pipe.engine.close()
     tmp.cleanup()

@@ -240,7 +240,7 @@ def format_result(r: dict) -> str:
         f"dataset       {r['dataset']}  ({r['train_images']} train, {r['test_images']} test images: "
         f"{at['good_images']} good, {at['defective_images']} defective)",
         f"model         {r['backbone']} {r['input']}, {r['scorer']}, engine {r['engine']}"
-        + _pose_note(r["scorer_params"])
+        + _pose_note(r["scorer_params"]) + _key_note(r["scorer_params"])
         + (f", bank {r['bank_size']}" if r["bank_size"] else ""),
         *([f"pose          {r['align_auto']['reason']}"] if r.get("align_auto") else []),
         *([auto_line(r["auto"])] if r.get("auto") else []),
@@ -272,8 +272,12 @@ def _pose_note(params: dict) -> str:
     if not isinstance(decision, dict):
         return ""
     ratio = decision.get("twin_ratio")
-    key = (params.get("aligned") or {}).get("key_cells")
     return (f"; aligned map {'on' if decision.get('enabled') else 'off'} by the fixed-pose rule"
-            + (f" (twin ratio {ratio})" if ratio is not None else f" ({decision.get('images')} golden images)")
-            + (f", the map's references picked by the variant key (cells y {key[0]}-{key[1]}, x {key[2]}-{key[3]})"
-               if key else ""))
+            + (f" (twin ratio {ratio})" if ratio is not None else f" ({decision.get('images')} golden images)"))
+
+
+def _key_note(params: dict) -> str:
+    """'; the map's references picked by the variant key (cells y 23-29, x 10-14)' when it has one."""
+    key = (params.get("aligned") or {}).get("key_cells")
+    return f"; the map's references picked by the variant key (cells y {key[0]}-{key[1] - 1}, x {key[2]}-{key[3] - 1})" \
+        if key else ""

@@ -240,10 +240,11 @@ def _calibrate(settings: Settings, golden_dir: str | Path, out_dir: Optional[str
                 if plain_pose is not None and not now.enabled:
                     raise pose_auto.PoseNoBetter(now)
                 align_auto = pose_auto.fixed(now) if plain_pose is None else pose_auto.kept(plain_pose, now)
-            cell = pre.grid.work_h / feats.shape[2]  # the inspected area in feature cells, padding past it
+            # the inspected area in feature cells; the grid's padding lies below and right of it
+            content_cells = (pre.grid.content_h * feats.shape[2] / pre.grid.work_h,
+                             pre.grid.content_w * feats.shape[3] / pre.grid.work_w)
             settings = settings.model_copy(update={"scorer": resolve_config(
-                settings.scorer, feats, cal.seed, groups, known_pose=now,
-                content_hw=(pre.grid.content_h / cell, pre.grid.content_w / cell))})
+                settings.scorer, feats, cal.seed, groups, known_pose=now, content_hw=content_cells)})
         held_images = [golden.images[i] for i in hold_idx]
         refit = None
         # while two fits run at once, half the cores' BLAS threads each; taken and lifted here, on

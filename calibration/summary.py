@@ -81,7 +81,7 @@ def _key_words(manifest: BundleManifest) -> Optional[str]:
     if a is None or a.key_cells is None:
         return None
     y0, y1, x0, x1 = a.key_cells
-    return (f"feature cells y {y0}-{y1}, x {x0}-{x1}: the map compares a frame with the golden images whose key "
+    return (f"feature cells y {y0}-{y1 - 1}, x {x0}-{x1 - 1}: the map compares a frame with the golden images whose key "
             "looks most like its own (drawn in report.html)")
 
 
@@ -124,7 +124,7 @@ def _geometry_lines(r: CalibrationResult) -> list[str]:
 
 def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) -> None:
     ti, tp = r.image_threshold, r.pixel_threshold
-    pose = _pose_words(r.manifest)
+    pose, key = _pose_words(r.manifest), _key_words(r.manifest)
     lines = [
         f"bundle        {r.bundle_dir}  (id {r.bundle_id})",
         f"images        {r.images_used} used, {len(r.images_skipped)} skipped, {len(r.holdout_names)} held out"
@@ -138,7 +138,7 @@ def print_summary(r: CalibrationResult, report: Optional[Path], out=sys.stdout) 
         _detectability_line(r.detectability),
         auto_line(r.manifest.auto),
         f"aligned map   {pose}" if pose else None,
-        f"variant key   {_key_words(r.manifest)}" if _key_words(r.manifest) else None,
+        f"variant key   {key}" if key else None,
         "time          " + ", ".join(f"{k} {v:.1f}s" for k, v in r.stage_seconds.items()),
     ]
     for name, reason in r.images_skipped:

@@ -93,8 +93,9 @@ def key_cells(region, grid_hw, content_hw: Optional[tuple[float, float]] = None)
     x0, y0, x1, y1 = region
 
     def span(a: float, b: float, extent: float, size: int) -> tuple[int, int]:
-        lo = min(int(np.floor(a * extent)), size - 1)
-        return lo, max(lo + 1, min(int(np.ceil(b * extent)), size))
+        # a boundary that lands on a cell edge (0.29 x 100 = 28.999...) does not take in the cell beside it
+        lo = min(int(np.floor(a * extent + 1e-9)), size - 1)
+        return lo, max(lo + 1, min(int(np.ceil(b * extent - 1e-9)), size))
 
     (top, bottom), (left, right) = span(y0, y1, ch, h), span(x0, x1, cw, w)
     return top, bottom, left, right

@@ -144,7 +144,7 @@ def resolve_config(features: np.ndarray, config: gc.Config, seed: int,
     this before its fits: the held-out split's fit, whose scores set the threshold, and the refit
     on all must score the same way), and its ``key_region`` put on the feature grid's cells
     (``content_hw``: the inspected area's extent in cells, the grid's padding beyond it; None: the
-    whole grid); any other config unchanged. known_pose: the fixed-pose rule's answer on these
+    whole grid, right for features without padding, as a fit called outside calibrate has); any other config unchanged. known_pose: the fixed-pose rule's answer on these
     features, if the caller has it (calibration/methods/pose.py resolve)."""
     a = config.global_context.aligned_map
     if a.enabled == "auto":
@@ -152,6 +152,7 @@ def resolve_config(features: np.ndarray, config: gc.Config, seed: int,
     if a.key_region is not None and not a.enabled:
         log.warning("aligned_map.key_region is set but the aligned map is off (%s): the key is not used; "
                     "set aligned_map.enabled: true to use it", a.decision.reason if a.decision else "enabled: false")
+        a = a.model_copy(update={"key_region": None})  # said once, not again by each fit's resolve
     elif a.key_region is not None and a.key_cells is None:
         a = a.model_copy(update={"key_cells": list(key_cells(a.key_region, features.shape[2:], content_hw))})
     if a is config.global_context.aligned_map:

@@ -103,6 +103,8 @@ def window_d2(query: np.ndarray, golden: np.ndarray, radius: int) -> np.ndarray:
     best = np.full((len(golden), h, w), np.inf, np.float32)
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
+            if abs(dy) >= h or abs(dx) >= w:  # no pair that far apart (a key box smaller than the radius)
+                continue
             # the query at (y, x) against the golden patch at (y + dy, x + dx)
             qy, gy = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h + min(0, dy))
             qx, gx = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w + min(0, dx))

@@ -57,7 +57,8 @@ class AlignedConfig(MethodConfig):
     # where a part says which variant it is (a label's fruit, a marking), [x0, y0, x1, y1] in fractions
     # of the inspected area: the map's references are then the golden images whose key region looks
     # most like the frame's, so the rest is judged against that variant (juice of the wrong colour
-    # for its label lights, not the label); None: picked by the layout (docs/BENCHMARKS.md, "variant key")
+    # for its label lights, not the label; ``trim`` then has no part in the map); None: picked by the layout
+    # (docs/BENCHMARKS.md, "variant key")
     key_region: Optional[tuple[Fraction, Fraction, Fraction, Fraction]] = None
     key_cells: Optional[Cells] = None  # filled by calibration from key_region, not a setting
     fusion: Literal["replace", "max"] = "replace"  # PatchCore's distances in the map: replaced, or the larger

@@ -49,8 +49,10 @@ context's out-of-fold Gaussians) takes ``groups=None``: int [N], the original go
 row, which ``calibrate --augment``'s copies share with their original; calibration passes it to a
 fit whose signature names it, and such a fit holds a group out whole. A method may compose another's state and fit (supervised
 holds a PatchCore state and calls PatchCore's fit) rather than copy them. Optionally it also holds
-``resolve_config(features, config, seed, groups, known_pose) -> config``: settings the config
-leaves to the golden images (``known_pose``: the fixed-pose rule's answer when calibrate has it) (global context's ``aligned_map: {enabled: auto}``), decided once on all of them
+``resolve_config(features, config, seed, groups, known_pose[, content_hw]) -> config``: settings the config
+leaves to the golden images (``known_pose``: the fixed-pose rule's answer when calibrate has it; ``content_hw``,
+passed to a resolve that names it: the inspected area's extent in feature cells, without the grid's padding) (global
+context's ``aligned_map: {enabled: auto}`` and its ``key_region``'s cells), decided once on all of them
 before calibration's fits (the held-out split's and the refit on all), so both score alike.
 
 The one list of methods is ``inspector/methods/registry.py`` ``METHODS``; the config union, the

@@ -242,7 +242,8 @@ def aligned_map(state: State, feats: np.ndarray, projected: bool = False, for_ma
     with ``for_map`` the pixel map's: references picked by the layout without its ``trim`` most
     different regions, and the mean with the coarse map (``coarse_dims``), each in its own z-units.
     ``fine``: the image term's map of these frames, reused where the map's fine half is the same (trim 0).
-    With ``key_cells`` the map's references are picked by the key region's layout instead."""
+    With ``key_cells`` the map's references are the golden images whose key region is nearest patch by
+    patch (aligned.key_neighbours), in the same z-units (the pixel threshold is set on these maps)."""
     a = state.params.aligned
     if not projected:
         feats = aligned.project(feats, state.aligned_mean, state.aligned_basis)

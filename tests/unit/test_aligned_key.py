@@ -43,14 +43,16 @@ def _inside_outside(patch_map):
     return float(patch_map[inside].mean()), float(patch_map[~inside].mean())
 
 
-def test_a_key_region_judges_the_body_against_the_variant_its_key_names():
+@pytest.mark.parametrize("directions", [{}, {"dims": 10, "coarse_dims": 4}], ids=["fine", "with_coarse_half"])
+def test_a_key_region_judges_the_body_against_the_variant_its_key_names(directions):
     rng = np.random.default_rng(0)
     golden = np.concatenate([_parts(rng, 20, key=0, body=0), _parts(rng, 20, key=1, body=1)])
     normal, mismatch = _parts(rng, 1, key=0, body=0), _parts(rng, 1, key=0, body=1)  # key 0 names body 0
     test = np.concatenate([normal, mismatch])
-    _, plain = _fit(golden)
-    state, keyed = _fit(golden, key_region=KEY_REGION)
+    _, plain = _fit(golden, **directions)
+    state, keyed = _fit(golden, key_region=KEY_REGION, **directions)
     assert state.params.aligned.key_cells == [2, 6, 2, 6]
+    assert state.params.aligned.coarse_dims == directions.get("coarse_dims", 0)  # both halves take the key's picks
     key_in, body = _inside_outside(keyed.score({"features": test}, (128, 128)).patch_maps[1])
     assert body > key_in  # the body is wrong for its key
     plain_in, plain_body = _inside_outside(plain.score({"features": test}, (128, 128)).patch_maps[1])
@@ -67,6 +69,8 @@ def test_key_cells_cover_every_cell_the_region_touches_in_the_inspected_area_not
     # a 25x50-cell inspected area on a 28x52 grid (padding right and below): fractions are of the area
     assert key_cells((0.4, 0.5, 0.6, 0.55), (52, 28), (50.0, 25.0)) == (25, 28, 10, 15)
     assert key_cells((0.99, 0.99, 1.0, 1.0), (16, 16)) == (15, 16, 15, 16)  # at least one cell, inside
+    # a boundary on a cell edge whose product rounds just past it takes no cell beside it
+    assert key_cells((0.03, 0.29, 0.07, 0.57), (100, 100)) == (29, 57, 3, 7)
 
 
 @pytest.mark.parametrize("aligned_map, words", [
@@ -85,6 +89,8 @@ def test_a_bundle_whose_key_cells_leave_its_grid_is_refused_and_old_bundles_have
     state, _ = _fit(golden)
     assert state.params.aligned.key_cells is None and state.aligned_key is None
     params = state.params.model_dump(mode="json")
+    del params["aligned"]["key_cells"]  # as a bundle written before the key has it
+    assert scorer_of(params, state.arrays()) is not None
     params["aligned"]["key_cells"] = [10, 20, 0, 4]
     with pytest.raises(StateInvalid, match="not inside the 16x16 patch grid"):
         scorer_of(params, state.arrays())
@@ -101,6 +107,9 @@ def test_the_key_is_compared_patch_by_patch_so_its_arrangement_counts_not_only_i
     assert aligned.key_neighbours(frame, key, box, k=1, radius=0).tolist() == [[0]]
     frame = golden[1:] + rng.normal(scale=0.05, size=(1, 4, 8, 8)).astype(np.float32)
     assert aligned.key_neighbours(frame, key, box, k=2, radius=0).tolist() == [[1, 0]]
+    # a key smaller than the window: the shifts past its edge have no pairs, the rest still count
+    for radius in (1, 2, 3, 8):
+        assert aligned.key_neighbours(frame, key, box, k=1, radius=radius).tolist() == [[1]]
 
 
 def test_a_key_region_with_the_aligned_map_off_says_so_in_one_line(caplog):

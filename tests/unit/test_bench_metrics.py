@@ -163,7 +163,7 @@ def test_a_mask_of_another_size_is_resized_without_losing_a_thin_defect(tmp_path
 
 
 def test_bench_reports_what_the_fixed_pose_rule_decided():
-    from calibration.benchmark import _brief, _pose_note
+    from calibration.benchmark import _brief, _key_note, _pose_note
 
     params = {"method": "global_context", "grids": [1, 2, 4], "local": {"bank_size": 2000, "grid": [1, 2]},
               "aligned_auto": {"enabled": True, "twin_ratio": 0.7854, "cut": 0.48, "images": 209, "reason": "r"}}
@@ -176,4 +176,5 @@ def test_bench_reports_what_the_fixed_pose_rule_decided():
     assert _pose_note({"method": "patchcore"}) == ""
     keyed = _brief({**params, "aligned": {"k": 5, "key_cells": [23, 30, 10, 15]}})
     assert keyed["aligned"]["key_cells"] == [23, 30, 10, 15]
-    assert _pose_note(keyed).endswith(", the map's references picked by the variant key (cells y 23-30, x 10-15)")
+    assert _key_note(keyed) == "; the map's references picked by the variant key (cells y 23-29, x 10-14)"
+    assert _key_note(brief) == ""

@@ -16,6 +16,7 @@ from inspector.methods import global_context as gc
 from inspector.methods import patchcore
 
 log = logging.getLogger(__name__)
+LARGE_KEY = 0.25  # a key region over this share of the inspected area is warned about
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -154,7 +155,13 @@ def resolve_config(features: np.ndarray, config: gc.Config, seed: int,
                     "set aligned_map.enabled: true to use it", a.decision.reason if a.decision else "enabled: false")
         a = a.model_copy(update={"key_region": None})  # said once, not again by each fit's resolve
     elif a.key_region is not None and a.key_cells is None:
-        a = a.model_copy(update={"key_cells": list(key_cells(a.key_region, features.shape[2:], content_hw))})
+        y0, y1, x0, x1 = cells = key_cells(a.key_region, features.shape[2:], content_hw)
+        share = (y1 - y0) * (x1 - x0) / (content_hw[0] * content_hw[1] if content_hw else np.prod(features.shape[2:]))
+        if share > LARGE_KEY:
+            log.warning("aligned_map.key_region covers %.0f%% of the inspected area: a key should hold only the mark "
+                        "that names the variant (what must match it then picks the references again), and a large "
+                        "one costs memory and time on every failing frame", 100 * share)
+        a = a.model_copy(update={"key_cells": list(cells)})
     if a is config.global_context.aligned_map:
         return config
     return config.model_copy(update={"global_context": config.global_context.model_copy(update={"aligned_map": a})})

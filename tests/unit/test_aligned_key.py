@@ -112,6 +112,17 @@ def test_the_key_is_compared_patch_by_patch_so_its_arrangement_counts_not_only_i
         assert aligned.key_neighbours(frame, key, box, k=1, radius=radius).tolist() == [[1]]
 
 
+def test_a_key_region_over_a_quarter_of_the_area_is_warned_about(caplog):
+    rng = np.random.default_rng(4)
+    golden = np.concatenate([_parts(rng, 6, key=0, body=0), _parts(rng, 6, key=1, body=1)])
+    with caplog.at_level("WARNING"):
+        _fit(golden, key_region=KEY_REGION)
+        assert not any("covers" in r.getMessage() for r in caplog.records)
+        state, _ = _fit(golden, key_region=[0.0, 0.0, 0.75, 0.5])
+    assert state.params.aligned.key_cells == [0, 8, 0, 12]
+    assert any("key_region covers 38% of the inspected area" in r.getMessage() for r in caplog.records)
+
+
 def test_a_key_region_with_the_aligned_map_off_says_so_in_one_line(caplog):
     rng = np.random.default_rng(3)
     golden = np.concatenate([_parts(rng, 6, key=0, body=0), _parts(rng, 6, key=1, body=1)])

@@ -94,8 +94,9 @@ def _key_picture(r: CalibrationResult, pre, path: Path) -> Optional[str]:
     grid = pre.grid
     rgb = np.clip(np.asarray(work)[:, :grid.content_h, :grid.content_w] * 255.0, 0, 255).astype(np.uint8)
     picture = np.ascontiguousarray(rgb.transpose(1, 2, 0)[:, :, ::-1])  # the work image as BGR
-    cell = grid.work_h / r.manifest.scorer.params.grid_hw[0]
-    y0, y1, x0, x1 = (round(v * cell) for v in a.key_cells)
+    gh, gw = r.manifest.scorer.params.grid_hw
+    (y0, y1), (x0, x1) = ((round(v * grid.work_h / gh) for v in a.key_cells[:2]),
+                          (round(v * grid.work_w / gw) for v in a.key_cells[2:]))
     cv2.rectangle(picture, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 255), 2)
     return str(write_png_atomic(path, picture))
 

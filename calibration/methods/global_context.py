@@ -145,8 +145,9 @@ def resolve_config(features: np.ndarray, config: gc.Config, seed: int,
     this before its fits: the held-out split's fit, whose scores set the threshold, and the refit
     on all must score the same way), and its ``key_region`` put on the feature grid's cells
     (``content_hw``: the inspected area's extent in cells, the grid's padding beyond it; None: the
-    whole grid, right for features without padding, as a fit called outside calibrate has); any other config unchanged. known_pose: the fixed-pose rule's answer on these
-    features, if the caller has it (calibration/methods/pose.py resolve)."""
+    whole grid, right for features without padding, as a fit called outside calibrate has); any
+    other config unchanged. known_pose: the fixed-pose rule's answer on these features, if the
+    caller has it (calibration/methods/pose.py resolve)."""
     a = config.global_context.aligned_map
     if a.enabled == "auto":
         a = pose.resolve(a, features, seed, group_ids(len(features), groups), known_pose)

@@ -84,16 +84,22 @@ def form(f: dict, input_hw, sigma: float, cells: int, eps: float, how: str) -> n
     return m
 
 
-def evaluate(frames, input_hw, grid, sigma, cells, eps, how) -> tuple[float, dict, float]:
+def frame_map(f: dict, input_hw, grid, sigma: float, cells: int, eps: float, how: str) -> tuple[np.ndarray, float]:
+    """The frame's map in input coordinates, unaligned where pose normalisation aligned it, and the
+    CPU seconds forming it took (the unaligning not counted)."""
     from inspector.align import unalign_to_frame
 
+    c0 = time.process_time()
+    m = grid.content(form(f, input_hw, sigma, cells, eps, how))
+    spent = time.process_time() - c0
+    return (m if f["align"] is None else unalign_to_frame(m, f["tr"])), spent
+
+
+def evaluate(frames, input_hw, grid, sigma, cells, eps, how) -> tuple[float, dict, float]:
     px, cpu = FramePixelAuroc(), []
     for f in frames:
-        c0 = time.process_time()
-        m = grid.content(form(f, input_hw, sigma, cells, eps, how))
-        cpu.append(time.process_time() - c0)
-        if f["align"] is not None:
-            m = unalign_to_frame(m, f["tr"])
+        m, spent = frame_map(f, input_hw, grid, sigma, cells, eps, how)
+        cpu.append(spent)
         px.add(f["kind"] if f["mask"] is not None else "good", m, f["tr"], f["mask"])
     kinds = sorted({f["kind"] for f in frames} - {"good"})
     return px.result().auroc, {k: px.result({k}).auroc for k in kinds}, 1000 * float(np.median(cpu))

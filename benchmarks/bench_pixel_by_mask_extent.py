@@ -24,17 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_map_guide import collect, form  # noqa: E402
+from bench_map_guide import collect, frame_map  # noqa: E402
 from calibration.pixel_auroc import FramePixelAuroc  # noqa: E402
-from inspector.align import unalign_to_frame  # noqa: E402
 from inspector.preprocess import map_to_original  # noqa: E402
 from inspector.settings import Settings, load_settings  # noqa: E402
-
-
-def frame_map(f: dict, input_hw, grid, guide) -> np.ndarray:
-    """The frame's map in input coordinates as the daemon forms it (σ 4, the guide)."""
-    m = grid.content(form(f, input_hw, 4.0, guide[0], guide[1], "clamped"))
-    return m if f["align"] is None else unalign_to_frame(m, f["tr"])
 
 
 def main() -> None:
@@ -48,7 +41,7 @@ def main() -> None:
     frames, input_hw, grid = collect(args.dataset, settings)
     px, maps = FramePixelAuroc(), []
     for f in frames:
-        m = frame_map(f, input_hw, grid, (g.map_guide_cells, g.map_guide_eps))
+        m, _ = frame_map(f, input_hw, grid, 4.0, g.map_guide_cells, g.map_guide_eps, "clamped")  # as the daemon forms it
         group = "good" if f["mask"] is None else ("large" if f["mask"].mean() > args.cut else "small")
         px.add(group, m, f["tr"], f["mask"])
         maps.append((group, m, f))

@@ -64,9 +64,14 @@ def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, s
     pick = np.arange(n) if n <= n_images else np.sort(np.random.default_rng(seed).choice(n, n_images, replace=False))
     member = np.arange(n) if member is None else np.asarray(member)
     own = member[pick][:, None] == member[keep][None]  # [picked, kept]: the same original image
+
+    def golden_stats(feats: np.ndarray, refs: np.ndarray, refs_layouts: np.ndarray) -> tuple[float, float]:
+        # the picked golden images against the kept ones, each without its own group
+        return maxima_stats(aligned.aligned_maps(feats[pick], refs, refs_layouts, boxes, config.k, config.radius,
+                                                 exclude=own))
+
     # the golden statistics are the whole layout's references' (the image term's; trim changes the map only)
-    z_mean, z_std = maxima_stats(aligned.aligned_maps(features[pick], golden, lay[keep], boxes, config.k,
-                                                      config.radius, exclude=own))
+    z_mean, z_std = golden_stats(features, golden, lay[keep])
     coarse = config.coarse_dims if basis is not None and config.coarse_dims < basis.shape[1] else 0
     if config.coarse_dims and not coarse:
         log.info("aligned map: coarse_dims %d left off: it needs more principal directions than it (dims %s)",
@@ -74,8 +79,7 @@ def fit_aligned(features: np.ndarray, config: gc.AlignedConfig, n_images: int, s
     c_mean, c_std = 0.0, 1.0
     if coarse:  # the coarse map's own z-units, on the first ``coarse`` directions alone
         sub = np.ascontiguousarray(features[:, :coarse])
-        c_mean, c_std = maxima_stats(aligned.aligned_maps(sub[pick], golden[:, :coarse], aligned.layouts(sub[keep], boxes),
-                                                          boxes, config.k, config.radius, exclude=own))
+        c_mean, c_std = golden_stats(sub, golden[:, :coarse], aligned.layouts(sub[keep], boxes))
     return golden, (mean, basis), gc.AlignedParams(k=config.k, radius=config.radius, trim=config.trim,
                                                    fusion=config.fusion,
                                                    dims=None if basis is None else int(basis.shape[1]),
